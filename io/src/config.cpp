@@ -1,0 +1,984 @@
+// Strict configuration: YAML -> validated Config.
+//
+// One schema (visit_schema) lists every key with its type and range. Four visitors walk it: the
+// key lister (valid_keys), the reader (YAML -> Config with checks), the writer (Config -> YAML)
+// and nothing else, so the key set, the checks and the dump cannot drift apart.
+#include "eisim/io/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "eisim/models/error.hpp"
+
+namespace eisim::io {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+/// Shortest text that parses back to exactly `x` ("0.1", "1e-06", "inf").
+std::string format_number(double x) {
+  std::array<char, 64> buf{};
+  const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), x);
+  return std::string(buf.data(), r.ptr);
+}
+
+/// `x` as a YAML float that round-trips exactly and reads as a float in YAML 1.1 and 1.2
+/// parsers alike: always a '.', signed exponent ("10.0", "1.0e-06", ".inf").
+std::string format_yaml_double(double x) {
+  if (std::isnan(x)) return ".nan";
+  if (std::isinf(x)) return x > 0 ? ".inf" : "-.inf";
+  std::string s = format_number(x);
+  const auto e = s.find('e');
+  const std::string mantissa = s.substr(0, e);
+  std::string exponent = e == std::string::npos ? "" : s.substr(e);
+  if (mantissa.find('.') == std::string::npos) s = mantissa + ".0" + exponent;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::string cur;
+  for (char ch : path) {
+    if (ch == '.') {
+      parts.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  parts.push_back(cur);
+  return parts;
+}
+
+std::string parent_of(const std::string& path) {
+  const auto dot = path.rfind('.');
+  return dot == std::string::npos ? std::string() : path.substr(0, dot);
+}
+
+std::string last_of(const std::string& path) {
+  const auto dot = path.rfind('.');
+  return dot == std::string::npos ? path : path.substr(dot + 1);
+}
+
+std::string join_path(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
+
+/// True if `path` is `prefix` or lies below it.
+bool is_within(const std::string& path, const std::string& prefix) {
+  if (path.size() < prefix.size() || path.compare(0, prefix.size(), prefix) != 0) return false;
+  return path.size() == prefix.size() || path[prefix.size()] == '.' || path[prefix.size()] == '[';
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ranges
+
+struct Range {
+  std::optional<double> lo, hi;
+  bool lo_strict = false, hi_strict = false;
+
+  bool contains(double x) const {
+    if (lo && (lo_strict ? !(x > *lo) : !(x >= *lo))) return false;
+    if (hi && (hi_strict ? !(x < *hi) : !(x <= *hi))) return false;
+    return true;
+  }
+  std::string describe() const {
+    if (lo && hi) {
+      return std::string("in ") + (lo_strict ? "(" : "[") + format_number(*lo) + ", " +
+             format_number(*hi) + (hi_strict ? ")" : "]");
+    }
+    if (lo) return std::string(lo_strict ? "> " : ">= ") + format_number(*lo);
+    if (hi) return std::string(hi_strict ? "< " : "<= ") + format_number(*hi);
+    return "any number";
+  }
+};
+
+Range gt(double a) { return Range{a, std::nullopt, true, false}; }
+Range ge(double a) { return Range{a, std::nullopt, false, false}; }
+Range closed(double a, double b) { return Range{a, b, false, false}; }
+Range half_open(double a, double b) { return Range{a, b, false, true}; }
+
+// ---------------------------------------------------------------------------------------------
+// Enumerations (spelled as in the YAML)
+
+template <class E>
+struct EnumName {
+  const char* name;
+  E value;
+};
+
+constexpr std::array<EnumName<Precision>, 2> kPrecision{
+    {{"float32", Precision::float32}, {"float64", Precision::float64}}};
+constexpr std::array<EnumName<models::LayerKind>, 3> kLayerKind{
+    {{"circuit", models::LayerKind::circuit},
+     {"layernorm", models::LayerKind::layernorm},
+     {"none", models::LayerKind::none}}};
+constexpr std::array<EnumName<models::Nonlinearity>, 4> kNonlinearity{
+    {{"relu", models::Nonlinearity::relu},
+     {"softplus", models::Nonlinearity::softplus},
+     {"power", models::Nonlinearity::power},
+     {"identity", models::Nonlinearity::identity}}};
+constexpr std::array<EnumName<models::InhibitionDrive>, 2> kDrive{
+    {{"feedback", models::InhibitionDrive::feedback},
+     {"feedforward", models::InhibitionDrive::feedforward}}};
+constexpr std::array<EnumName<models::Pooling>, 2> kPooling{
+    {{"pooled", models::Pooling::pooled}, {"heterogeneous", models::Pooling::heterogeneous}}};
+constexpr std::array<EnumName<learning::Rule>, 3> kRule{{{"implicit", learning::Rule::implicit},
+                                                         {"frozen", learning::Rule::frozen},
+                                                         {"bptt", learning::Rule::bptt}}};
+constexpr std::array<EnumName<learning::ErrorTransform>, 6> kErrorTransform{
+    {{"none", learning::ErrorTransform::none},
+     {"center", learning::ErrorTransform::center},
+     {"scale", learning::ErrorTransform::scale},
+     {"decorrelate", learning::ErrorTransform::decorrelate},
+     {"full", learning::ErrorTransform::full},
+     {"lateral", learning::ErrorTransform::lateral}}};
+
+template <class E, std::size_t N>
+const char* name_of(E value, const std::array<EnumName<E>, N>& table) {
+  for (const auto& entry : table)
+    if (entry.value == value) return entry.name;
+  throw internal_error("enumeration value without a name in the config schema");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema: every key, in the order of the dump and of docs/config.md.
+
+template <class V>
+void visit_schema(Config& c, V& v) {
+  v.uinteger("seed", c.seed);
+  v.choice("precision", c.precision, kPrecision);
+
+  v.text("data.dir", c.data.dir, /*non_empty=*/true);
+  v.real("data.train_eps", c.data.train_eps, closed(0, 1));
+  v.reals("data.eval_eps", c.data.eval_eps, closed(0, 1));
+  v.integer("data.train_limit", c.data.train_limit, closed(0, 60000));
+  v.integer("data.test_limit", c.data.test_limit, closed(0, 10000));
+  v.uinteger("data.test_seed", c.data.test_seed);
+
+  auto& n = c.network;
+  v.integer("network.hidden_layers", n.hidden_layers, closed(1, 8));
+  v.integer("network.width", n.width, ge(2));
+  v.choice("network.kind", n.kind, kLayerKind);
+  v.choice("network.nonlinearity", n.phi.kind, kNonlinearity);
+  v.real("network.power", n.phi.power, gt(0));
+  v.real("network.softplus_beta", n.phi.beta, gt(0));
+  v.integer("network.plain_inhibitory", n.plain_inhibitory, ge(0));
+  v.integer("network.readout_inhibitory", n.readout_inhibitory, ge(1));
+  v.real("network.init_gain", n.init_gain, gt(0));
+  v.integer("network.lateral_units", n.lateral_units, ge(0));
+  auto& ci = n.circuit;
+  v.choice("network.circuit.drive", ci.drive, kDrive);
+  v.choice("network.circuit.pooling", ci.pooling, kPooling);
+  v.integer("network.circuit.n_I", ci.n_I, ge(1));
+  v.integer("network.circuit.n_D", ci.n_D, ge(1));
+  v.real("network.circuit.tau_E", ci.tau_E, gt(0));
+  v.real("network.circuit.tau_I", ci.tau_I, gt(0));
+  v.real("network.circuit.tau_D", ci.tau_D, gt(0));
+  v.real("network.circuit.k_I", ci.k_I, gt(0));
+  v.real("network.circuit.k_D", ci.k_D, gt(0));
+  v.real("network.circuit.lambda_I", ci.lambda_I, ge(0));
+  v.real("network.circuit.lambda_D", ci.lambda_D, ge(0));
+  v.real("network.circuit.theta", ci.theta, gt(0));
+  v.real("network.circuit.sigma0", ci.sigma0, gt(0));
+  v.real("network.circuit.heterogeneity", ci.heterogeneity, ge(0));
+  v.real("network.circuit.ff_epsilon", ci.ff_epsilon, gt(0));
+
+  auto& fp = c.fixed_point;
+  v.real("fixed_point.abs_tol", fp.tol.abs_tol, gt(0));
+  v.real("fixed_point.rel_tol", fp.tol.rel_tol, ge(0));
+  v.integer("fixed_point.max_iterations", fp.max_iterations, ge(1));
+  v.real("fixed_point.max_log_step", fp.max_log_step, gt(0));
+  v.integer("fixed_point.max_backtracks", fp.max_backtracks, ge(0));
+
+  auto& ode = c.ode;
+  v.real("ode.abs_tol", ode.tol.abs_tol, gt(0));
+  v.real("ode.rel_tol", ode.tol.rel_tol, ge(0));
+  v.real("ode.stepper_abs_tol", ode.stepper_abs_tol, gt(0));
+  v.real("ode.stepper_rel_tol", ode.stepper_rel_tol, ge(0));
+  v.real("ode.dt_initial", ode.dt_initial, gt(0));
+  v.real("ode.t_max", ode.t_max, gt(0));
+  v.integer("ode.max_steps", ode.max_steps, ge(1));
+  v.integer("ode.check_every", ode.check_every, ge(1));
+
+  auto& l = c.learning;
+  v.choice("learning.rule", l.rule, kRule);
+  v.choice("learning.error_transform", l.error_transform, kErrorTransform);
+  v.integer("learning.bptt_steps", l.bptt_steps, ge(1));
+  v.real("learning.bptt_dt", l.bptt_dt, gt(0));
+  v.real("learning.label_smoothing", l.label_smoothing, half_open(0, 1));
+  v.real("learning.lr_E", l.lr_E, gt(0));
+  v.real("learning.lr_I", l.lr_I, ge(0));
+  v.real("learning.momentum", l.momentum, half_open(0, 1));
+  v.real("learning.weight_decay", l.weight_decay, ge(0));
+  v.real("learning.local_loss_weight", l.local_loss_weight, ge(0));
+  v.boolean("learning.train_inhibitory", l.train_inhibitory);
+
+  auto& t = c.train;
+  v.integer("train.epochs", t.epochs, ge(1));
+  v.integer("train.batch_size", t.batch_size, ge(1));
+  v.integer("train.probe_batch", t.probe_batch, ge(1));
+  v.boolean("train.progress", t.progress);
+  v.real("train.max_grad_norm", t.max_grad_norm, ge(0));
+
+  auto& s = c.simulate;
+  v.integers("simulate.images", s.images, closed(0, 9999));
+  v.real("simulate.eps", s.eps, closed(0, 1));
+  v.real("simulate.t_max", s.t_max, gt(0));
+  v.integer("simulate.record_points", s.record_points, ge(2));
+  v.text("simulate.weights", s.weights, /*non_empty=*/false);
+
+  auto& sw = c.sweep;
+  v.text("sweep.out_dir", sw.out_dir, /*non_empty=*/true);
+  v.uintegers("sweep.seeds", sw.seeds);
+  v.reals("sweep.eps", sw.eps, closed(0, 1));
+  v.conditions("sweep.conditions", sw.conditions);
+}
+
+/// Collects the key paths.
+struct KeyLister {
+  std::vector<std::string> keys;
+  void add(const char* path) { keys.emplace_back(path); }
+  void uinteger(const char* p, std::uint64_t&) { add(p); }
+  void integer(const char* p, int&, const Range&) { add(p); }
+  void real(const char* p, double&, const Range&) { add(p); }
+  void boolean(const char* p, bool&) { add(p); }
+  void text(const char* p, std::string&, bool) { add(p); }
+  template <class E, std::size_t N>
+  void choice(const char* p, E&, const std::array<EnumName<E>, N>&) {
+    add(p);
+  }
+  void reals(const char* p, std::vector<double>&, const Range&) { add(p); }
+  void integers(const char* p, std::vector<int>&, const Range&) { add(p); }
+  void uintegers(const char* p, std::vector<std::uint64_t>&) { add(p); }
+  void conditions(const char* p, std::vector<SweepCondition>&) { add(p); }
+};
+
+struct Schema {
+  std::vector<std::string> leaves;  ///< schema order
+  std::set<std::string> leaf_set;
+  std::set<std::string> groups;  ///< "data", "network", "network.circuit", ...
+  std::vector<std::string> groups_in_order;
+
+  static const Schema& get() {
+    static const Schema schema = [] {
+      Schema s;
+      Config c;
+      KeyLister lister;
+      visit_schema(c, lister);
+      s.leaves = lister.keys;
+      s.leaf_set.insert(s.leaves.begin(), s.leaves.end());
+      for (const auto& leaf : s.leaves) {
+        for (std::string g = parent_of(leaf); !g.empty(); g = parent_of(g)) {
+          if (s.groups.insert(g).second) s.groups_in_order.push_back(g);
+        }
+      }
+      return s;
+    }();
+    return schema;
+  }
+  bool is_leaf(const std::string& p) const { return leaf_set.count(p) > 0; }
+  bool is_group(const std::string& p) const { return groups.count(p) > 0; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Nearest key by edit distance
+
+/// Optimal-string-alignment distance in half-edits: an insertion, deletion, substitution or
+/// transposition costs 2; a substitution that only changes letter case costs 1.
+int edit_distance(const std::string& a, const std::string& b) {
+  const std::size_t n = a.size(), m = b.size();
+  std::vector<std::vector<int>> d(n + 1, std::vector<int>(m + 1, 0));
+  for (std::size_t i = 0; i <= n; ++i) d[i][0] = 2 * int(i);
+  for (std::size_t j = 0; j <= m; ++j) d[0][j] = 2 * int(j);
+  const auto lower = [](char ch) { return char(std::tolower(static_cast<unsigned char>(ch))); };
+  for (std::size_t i = 1; i <= n; ++i) {
+    for (std::size_t j = 1; j <= m; ++j) {
+      const int sub = a[i - 1] == b[j - 1] ? 0 : (lower(a[i - 1]) == lower(b[j - 1]) ? 1 : 2);
+      d[i][j] = std::min({d[i - 1][j] + 2, d[i][j - 1] + 2, d[i - 1][j - 1] + sub});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 2);
+    }
+  }
+  return d[n][m];
+}
+
+/// Score of `candidate` as a correction of `path`: the distance of the last components plus
+/// one edit if the candidate lives at another level, or the distance of the full paths.
+int key_score(const std::string& path, const std::string& candidate) {
+  const int by_name = edit_distance(last_of(path), last_of(candidate)) +
+                      (parent_of(path) == parent_of(candidate) ? 0 : 2);
+  return std::min(by_name, edit_distance(path, candidate));
+}
+
+std::string nearest_of(const std::string& path, bool include_groups) {
+  const Schema& schema = Schema::get();
+  std::string best;
+  int best_score = INT_MAX;
+  auto consider = [&](const std::string& candidate) {
+    const int score = key_score(path, candidate);
+    if (score < best_score) {
+      best_score = score;
+      best = candidate;
+    }
+  };
+  // Same-level keys first so that they win ties.
+  for (const auto& k : schema.leaves)
+    if (parent_of(k) == parent_of(path)) consider(k);
+  if (include_groups)
+    for (const auto& g : schema.groups_in_order)
+      if (parent_of(g) == parent_of(path)) consider(g);
+  for (const auto& k : schema.leaves) consider(k);
+  if (include_groups)
+    for (const auto& g : schema.groups_in_order) consider(g);
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where a value came from (for messages)
+
+struct Origin {
+  std::string path;   ///< key path set by the override (it and everything below it)
+  std::string label;  ///< e.g. "--set 'network.width=100'"
+};
+
+struct Context {
+  std::string source;
+  std::vector<Origin> overrides;
+
+  /// " (config.yaml, line 7)" or " (from --set 'a.b=1')" or "".
+  std::string where(const std::string& path, const YAML::Mark& mark) const {
+    for (auto it = overrides.rbegin(); it != overrides.rend(); ++it)
+      if (is_within(path, it->path)) return " (from " + it->label + ")";
+    if (mark.is_null()) return {};
+    return " (" + source + ", line " + std::to_string(mark.line + 1) + ")";
+  }
+};
+
+std::string describe_node(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Null: return "nothing (null)";
+    case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Undefined: break;
+  }
+  return "nothing";
+}
+
+[[noreturn]] void fail(const Context& ctx, const std::string& path, const YAML::Node& n,
+                       const std::string& message) {
+  throw config_error(path, message + ctx.where(path, n.Mark()));
+}
+
+[[noreturn]] void fail_unknown(const Context& ctx, const std::string& path, const YAML::Node& n,
+                               const std::string& nearest) {
+  fail(ctx, path, n, "unknown key '" + path + "'; did you mean '" + nearest + "'?");
+}
+
+std::optional<YAML::Node> find_node(const YAML::Node& root, const std::string& path) {
+  YAML::Node cur;
+  cur.reset(root);
+  for (const auto& key : split_path(path)) {
+    if (!cur.IsMap()) return std::nullopt;
+    const YAML::Node& as_const = cur;
+    YAML::Node next = as_const[key];
+    if (!next.IsDefined()) return std::nullopt;
+    cur.reset(next);
+  }
+  return cur;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown keys
+
+void check_known_keys(const YAML::Node& map, const std::string& prefix, const Context& ctx) {
+  const Schema& schema = Schema::get();
+  std::set<std::string> seen;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it->first.IsScalar())
+      fail(ctx, prefix, it->first, "keys must be plain names, got " + describe_node(it->first));
+    const std::string path = join_path(prefix, it->first.Scalar());
+    if (!seen.insert(path).second) fail(ctx, path, it->first, "duplicate key '" + path + "'");
+    if (schema.is_leaf(path)) continue;
+    if (!schema.is_group(path)) fail_unknown(ctx, path, it->first, nearest_of(path, true));
+    if (it->second.IsNull()) continue;  // an empty section
+    if (!it->second.IsMap())
+      fail(ctx, path, it->second,
+           "'" + path + "' is a section and expects a mapping of keys, got " +
+               describe_node(it->second));
+    check_known_keys(it->second, path, ctx);
+  }
+}
+
+/// Throws the unknown-key error unless `path` is a key or a section.
+void check_path(const std::string& path, const Context& ctx, const YAML::Node& at) {
+  const Schema& schema = Schema::get();
+  if (schema.is_leaf(path) || schema.is_group(path)) return;
+  // Report the first component that is not a section.
+  std::string prefix;
+  for (const auto& key : split_path(path)) {
+    const std::string p = join_path(prefix, key);
+    if (schema.is_leaf(p) || !schema.is_group(p)) {
+      if (schema.is_leaf(p)) fail_unknown(ctx, path, at, nearest_of(path, true));
+      // A misspelt section: suggest the corrected section with the rest of the path if valid.
+      const std::string section = nearest_of(p, true);
+      const std::string repaired = section + path.substr(p.size());
+      const bool valid = schema.is_leaf(repaired) || schema.is_group(repaired);
+      fail_unknown(ctx, path, at, valid ? repaired : section);
+    }
+    prefix = p;
+  }
+  fail_unknown(ctx, path, at, nearest_of(path, true));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overrides
+
+/// Set `value` at `path` in the tree; mappings are merged key by key.
+void merge_into(YAML::Node parent, const std::string& key, const YAML::Node& value) {
+  YAML::Node existing = parent[key];
+  if (value.IsMap() && existing.IsMap()) {
+    for (auto it = value.begin(); it != value.end(); ++it)
+      merge_into(existing, it->first.Scalar(), it->second);
+    return;
+  }
+  parent[key] = value;
+}
+
+void set_path(YAML::Node& root, const std::string& path, const YAML::Node& value) {
+  const auto keys = split_path(path);
+  YAML::Node cur;
+  cur.reset(root);
+  for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+    YAML::Node next = cur[keys[i]];
+    if (!next.IsMap()) next = YAML::Node(YAML::NodeType::Map);  // replaces null / absent
+    cur.reset(next);
+  }
+  merge_into(cur, keys.back(), value);
+}
+
+void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos)
+    throw config_error("", "override '" + text +
+                               "' must have the form path.to.key=value (e.g. network.width=100)");
+  const std::string path = trim(text.substr(0, eq));
+  const std::string value_text = text.substr(eq + 1);
+  const std::string label = "--set '" + text + "'";
+  if (path.empty()) throw config_error("", "override '" + text + "' has an empty key path");
+  ctx.overrides.push_back({path, label});
+  check_path(path, ctx, YAML::Node());
+  YAML::Node value;
+  try {
+    value = YAML::Load(value_text);
+  } catch (const YAML::Exception& e) {
+    throw config_error(path, "cannot parse the value of " + label + " as YAML: " + e.msg);
+  }
+  set_path(root, path, value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader: YAML tree -> Config, with type and range checks.
+
+bool is_condition_name(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+  });
+}
+
+class Reader {
+ public:
+  Reader(const YAML::Node& root, const Context& ctx) : root_(root), ctx_(ctx) {}
+
+  void uinteger(const char* path, std::uint64_t& v) {
+    if (auto n = find_node(root_, path)) v = read_uint(path, *n);
+  }
+  void integer(const char* path, int& v, const Range& r) {
+    if (auto n = find_node(root_, path)) v = read_int(path, *n, r);
+  }
+  void real(const char* path, double& v, const Range& r) {
+    if (auto n = find_node(root_, path)) v = read_real(path, *n, r);
+  }
+  void boolean(const char* path, bool& v) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    expect_scalar(path, *n, "true or false");
+    if (!YAML::convert<bool>::decode(*n, v))
+      fail(ctx_, path, *n, "expected true or false, got " + describe_node(*n));
+  }
+  void text(const char* path, std::string& v, bool non_empty) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    v = read_text(path, *n);
+    if (non_empty && v.empty()) fail(ctx_, path, *n, std::string(path) + " must not be empty");
+  }
+  template <class E, std::size_t N>
+  void choice(const char* path, E& v, const std::array<EnumName<E>, N>& table) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    std::string allowed;
+    for (const auto& entry : table) allowed += (allowed.empty() ? "" : ", ") + std::string(entry.name);
+    expect_scalar(path, *n, "one of: " + allowed);
+    for (const auto& entry : table) {
+      if (n->Scalar() == entry.name) {
+        v = entry.value;
+        return;
+      }
+    }
+    fail(ctx_, path, *n,
+         std::string(path) + " = '" + n->Scalar() + "' is not one of the allowed values: " +
+             allowed);
+  }
+  void reals(const char* path, std::vector<double>& v, const Range& r) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    std::vector<double> out;
+    for (const auto& [p, e] : elements(path, *n)) out.push_back(read_real(p, e, r));
+    v = std::move(out);
+  }
+  void integers(const char* path, std::vector<int>& v, const Range& r) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    std::vector<int> out;
+    for (const auto& [p, e] : elements(path, *n)) out.push_back(read_int(p, e, r));
+    v = std::move(out);
+  }
+  void uintegers(const char* path, std::vector<std::uint64_t>& v) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    std::vector<std::uint64_t> out;
+    for (const auto& [p, e] : elements(path, *n)) out.push_back(read_uint(p, e));
+    v = std::move(out);
+  }
+  void conditions(const char* path, std::vector<SweepCondition>& v) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    v.clear();
+    if (n->IsNull()) return;
+    if (!n->IsSequence())
+      fail(ctx_, path, *n, "expected a list of {name, set} mappings, got " + describe_node(*n));
+    for (std::size_t i = 0; i < n->size(); ++i) v.push_back(read_condition(path, i, (*n)[i], v));
+  }
+
+ private:
+  void expect_scalar(const std::string& path, const YAML::Node& n, const std::string& what) const {
+    if (!n.IsScalar()) fail(ctx_, path, n, "expected " + what + ", got " + describe_node(n));
+  }
+
+  double read_real(const std::string& path, const YAML::Node& n, const Range& r) const {
+    expect_scalar(path, n, "a number");
+    double x = 0;
+    if (!YAML::convert<double>::decode(n, x))
+      fail(ctx_, path, n, "expected a number, got " + describe_node(n));
+    if (!std::isfinite(x))
+      fail(ctx_, path, n, path + " = " + n.Scalar() + " must be a finite number");
+    if (!r.contains(x))
+      fail(ctx_, path, n, path + " = " + format_number(x) + " must be " + r.describe());
+    return x;
+  }
+
+  /// An integer, also accepted in float notation when integral ("1e3", "10.0").
+  std::int64_t read_int64(const std::string& path, const YAML::Node& n) const {
+    expect_scalar(path, n, "an integer");
+    std::int64_t i = 0;
+    if (YAML::convert<std::int64_t>::decode(n, i)) return i;
+    double x = 0;
+    if (YAML::convert<double>::decode(n, x) && std::isfinite(x) && x == std::floor(x) &&
+        std::abs(x) < 9.2e18)
+      return static_cast<std::int64_t>(x);
+    fail(ctx_, path, n, "expected an integer, got " + describe_node(n));
+  }
+
+  int read_int(const std::string& path, const YAML::Node& n, const Range& r) const {
+    const std::int64_t i = read_int64(path, n);
+    if (!r.contains(double(i)))
+      fail(ctx_, path, n, path + " = " + std::to_string(i) + " must be " + r.describe());
+    if (i > INT_MAX || i < INT_MIN)
+      fail(ctx_, path, n,
+           path + " = " + std::to_string(i) + " must be <= " + std::to_string(INT_MAX));
+    return int(i);
+  }
+
+  std::uint64_t read_uint(const std::string& path, const YAML::Node& n) const {
+    expect_scalar(path, n, "an integer");
+    std::uint64_t u = 0;
+    std::int64_t i = 0;
+    const bool is_int = YAML::convert<std::int64_t>::decode(n, i);
+    if (!is_int && n.Scalar().find('-') == std::string::npos &&
+        YAML::convert<std::uint64_t>::decode(n, u))
+      return u;  // beyond the int64 range
+    i = read_int64(path, n);
+    if (i < 0) fail(ctx_, path, n, path + " = " + std::to_string(i) + " must be >= 0");
+    return std::uint64_t(i);
+  }
+
+  std::string read_text(const std::string& path, const YAML::Node& n) const {
+    if (n.IsNull()) return {};
+    expect_scalar(path, n, "a string");
+    return n.Scalar();
+  }
+
+  /// List elements with their paths; a scalar counts as a one-element list. Never empty.
+  std::vector<std::pair<std::string, YAML::Node>> elements(const std::string& path,
+                                                           const YAML::Node& n) const {
+    std::vector<std::pair<std::string, YAML::Node>> out;
+    if (n.IsScalar()) {
+      out.emplace_back(path, n);
+    } else if (n.IsSequence()) {
+      for (std::size_t i = 0; i < n.size(); ++i)
+        out.emplace_back(path + "[" + std::to_string(i) + "]", n[i]);
+    } else {
+      fail(ctx_, path, n, "expected a list, got " + describe_node(n));
+    }
+    if (out.empty()) fail(ctx_, path, n, path + " must not be empty");
+    return out;
+  }
+
+  SweepCondition read_condition(const std::string& list_path, std::size_t i, const YAML::Node& n,
+                                const std::vector<SweepCondition>& earlier) const {
+    const std::string path = list_path + "[" + std::to_string(i) + "]";
+    if (!n.IsMap())
+      fail(ctx_, path, n, "expected a mapping {name: ..., set: {...}}, got " + describe_node(n));
+    SweepCondition c;
+    bool has_name = false;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      const std::string key = it->first.Scalar();
+      const std::string kpath = path + "." + key;
+      if (key == "name") {
+        has_name = true;
+        c.name = read_text(kpath, it->second);
+        if (!is_condition_name(c.name))
+          fail(ctx_, kpath, it->second,
+               kpath + " = '" + c.name +
+                   "' must be a non-empty name of letters, digits, '_' and '-'");
+        for (std::size_t j = 0; j < earlier.size(); ++j)
+          if (earlier[j].name == c.name)
+            fail(ctx_, kpath, it->second,
+                 kpath + " = '" + c.name + "' is already used by " + list_path + "[" +
+                     std::to_string(j) + "]; names must be unique");
+      } else if (key == "set") {
+        c.set = read_set(kpath, it->second);
+      } else {
+        fail(ctx_, kpath, it->first,
+             "unknown key '" + kpath + "'; did you mean '" + path + "." +
+                 (edit_distance(key, "name") <= edit_distance(key, "set") ? "name" : "set") +
+                 "'?");
+      }
+    }
+    if (!has_name) fail(ctx_, path, n, path + " has no 'name'");
+    return c;
+  }
+
+  std::vector<std::pair<std::string, std::string>> read_set(const std::string& path,
+                                                            const YAML::Node& n) const {
+    std::vector<std::pair<std::string, std::string>> out;
+    if (n.IsNull()) return out;
+    if (!n.IsMap())
+      fail(ctx_, path, n,
+           "expected a mapping of key paths to values (e.g. network.kind: layernorm), got " +
+               describe_node(n));
+    const Schema& schema = Schema::get();
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      const std::string key = it->first.Scalar();
+      const std::string kpath = path + "." + key;
+      if (!schema.is_leaf(key))
+        fail(ctx_, kpath, it->first,
+             "unknown key '" + kpath + "'; did you mean '" + path + "." + nearest_of(key, false) +
+                 "'?");
+      if (is_within(key, "sweep"))
+        fail(ctx_, kpath, it->first, "a sweep condition cannot set the sweep keys (" + key + ")");
+      for (const auto& [k, _] : out)
+        if (k == key) fail(ctx_, kpath, it->first, "duplicate key '" + kpath + "'");
+      const YAML::Node& value = it->second;
+      std::string text;
+      if (value.IsScalar()) {
+        text = value.Scalar();
+      } else if (value.IsNull()) {
+        text = "";
+      } else if (value.IsSequence()) {
+        YAML::Node flow = YAML::Clone(value);
+        flow.SetStyle(YAML::EmitterStyle::Flow);
+        YAML::Emitter out_text;
+        out_text << flow;
+        text = out_text.c_str();
+      } else {
+        fail(ctx_, kpath, value, "expected a value, got " + describe_node(value));
+      }
+      out.emplace_back(key, text);
+    }
+    return out;
+  }
+
+  const YAML::Node& root_;
+  const Context& ctx_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Writer: Config -> YAML
+
+struct Writer {
+  std::vector<std::pair<std::string, std::function<void(YAML::Emitter&)>>> entries;
+
+  void add(const char* path, std::function<void(YAML::Emitter&)> f) {
+    entries.emplace_back(path, std::move(f));
+  }
+  void uinteger(const char* p, std::uint64_t& v) {
+    add(p, [x = v](YAML::Emitter& o) { o << std::to_string(x); });
+  }
+  void integer(const char* p, int& v, const Range&) {
+    add(p, [x = v](YAML::Emitter& o) { o << std::to_string(x); });
+  }
+  void real(const char* p, double& v, const Range&) {
+    add(p, [x = v](YAML::Emitter& o) { o << format_yaml_double(x); });
+  }
+  void boolean(const char* p, bool& v) {
+    add(p, [x = v](YAML::Emitter& o) { o << (x ? "true" : "false"); });
+  }
+  void text(const char* p, std::string& v, bool) {
+    add(p, [x = v](YAML::Emitter& o) { o << YAML::DoubleQuoted << x; });
+  }
+  template <class E, std::size_t N>
+  void choice(const char* p, E& v, const std::array<EnumName<E>, N>& table) {
+    add(p, [x = std::string(name_of(v, table))](YAML::Emitter& o) { o << x; });
+  }
+  void reals(const char* p, std::vector<double>& v, const Range&) {
+    add(p, [x = v](YAML::Emitter& o) {
+      o << YAML::Flow << YAML::BeginSeq;
+      for (double d : x) o << format_yaml_double(d);
+      o << YAML::EndSeq;
+    });
+  }
+  void integers(const char* p, std::vector<int>& v, const Range&) {
+    add(p, [x = v](YAML::Emitter& o) {
+      o << YAML::Flow << YAML::BeginSeq;
+      for (int i : x) o << std::to_string(i);
+      o << YAML::EndSeq;
+    });
+  }
+  void uintegers(const char* p, std::vector<std::uint64_t>& v) {
+    add(p, [x = v](YAML::Emitter& o) {
+      o << YAML::Flow << YAML::BeginSeq;
+      for (auto i : x) o << std::to_string(i);
+      o << YAML::EndSeq;
+    });
+  }
+  void conditions(const char* p, std::vector<SweepCondition>& v) {
+    add(p, [x = v](YAML::Emitter& o) {
+      if (x.empty()) {
+        o << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+        return;
+      }
+      o << YAML::BeginSeq;
+      for (const auto& c : x) {
+        o << YAML::BeginMap << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << c.name;
+        o << YAML::Key << "set" << YAML::Value;
+        if (c.set.empty()) {
+          o << YAML::Flow << YAML::BeginMap << YAML::EndMap;
+        } else {
+          o << YAML::BeginMap;
+          for (const auto& [key, value] : c.set) {
+            o << YAML::Key << key << YAML::Value;
+            // The text must parse back to itself; null spellings would parse to nothing.
+            const bool null_like = value == "~" || value == "null" || value == "Null" ||
+                                   value == "NULL";
+            if (null_like) o << YAML::DoubleQuoted;
+            o << value;
+          }
+          o << YAML::EndMap;
+        }
+        o << YAML::EndMap;
+      }
+      o << YAML::EndSeq;
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Cross-checks and the pipeline
+
+void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
+  auto node_at = [&](const std::string& path) {
+    auto n = find_node(root, path);
+    return n ? *n : YAML::Node();
+  };
+  const auto& ci = c.network.circuit;
+  const std::string width = std::to_string(c.network.width);
+  if (ci.n_I > c.network.width)
+    fail(ctx, "network.circuit.n_I", node_at("network.circuit.n_I"),
+         "network.circuit.n_I = " + std::to_string(ci.n_I) +
+             " must be <= network.width = " + width);
+  if (ci.n_D > c.network.width)
+    fail(ctx, "network.circuit.n_D", node_at("network.circuit.n_D"),
+         "network.circuit.n_D = " + std::to_string(ci.n_D) +
+             " must be <= network.width = " + width);
+  if (c.learning.error_transform != learning::ErrorTransform::none &&
+      c.learning.rule != learning::Rule::frozen)
+    fail(ctx, "learning.error_transform", node_at("learning.error_transform"),
+         std::string("learning.error_transform = ") +
+             name_of(c.learning.error_transform, kErrorTransform) +
+             " requires learning.rule = frozen (got learning.rule = " +
+             name_of(c.learning.rule, kRule) + ")");
+}
+
+Config build(const YAML::Node& root, const Context& ctx, bool check_conditions) {
+  check_known_keys(root, "", ctx);
+  Config c;
+  Reader reader(root, ctx);
+  visit_schema(c, reader);
+  cross_check(c, root, ctx);
+  if (!check_conditions) return c;
+  // Each sweep condition must give a valid configuration when applied.
+  for (std::size_t i = 0; i < c.sweep.conditions.size(); ++i) {
+    const auto& cond = c.sweep.conditions[i];
+    const std::string cpath = "sweep.conditions[" + std::to_string(i) + "]";
+    YAML::Node tree = YAML::Clone(root);
+    Context sub = ctx;
+    for (const auto& [key, value] : cond.set) {
+      sub.overrides.push_back({key, cpath + " '" + cond.name + "'"});
+      YAML::Node parsed;
+      try {
+        parsed = YAML::Load(value);
+      } catch (const YAML::Exception& e) {
+        throw config_error(cpath + ".set." + key, "cannot parse '" + value + "' as YAML: " + e.msg);
+      }
+      set_path(tree, key, parsed);
+    }
+    try {
+      build(tree, sub, false);
+    } catch (const config_error& e) {
+      std::string key = cpath;
+      for (const auto& kv : cond.set)
+        if (is_within(e.key_path(), kv.first)) key = cpath + ".set." + kv.first;
+      throw config_error(key, std::string("in sweep condition '") + cond.name + "': " + e.what());
+    }
+  }
+  return c;
+}
+
+Config parse_tree(YAML::Node root, const std::vector<std::string>& overrides,
+                  const std::string& source) {
+  Context ctx{source, {}};
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap())
+    throw config_error("", source + ": the configuration must be a mapping of keys, got " +
+                               describe_node(root));
+  for (const auto& ov : overrides) apply_override(root, ov, ctx);
+  return build(root, ctx, true);
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------------
+// Public interface
+
+const char* to_string(Precision p) { return name_of(p, kPrecision); }
+
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                    const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw config_error("", source + ", line " + std::to_string(e.mark.line + 1) + ", column " +
+                               std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+  }
+  return parse_tree(root, overrides, source);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw config_error("", "cannot read the configuration file '" + path + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), overrides, path);
+}
+
+std::string to_yaml(const Config& config) {
+  Config c = config;
+  Writer writer;
+  visit_schema(c, writer);
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::vector<std::string> open;  // sections currently open
+  for (const auto& [path, emit] : writer.entries) {
+    auto keys = split_path(path);
+    const std::string leaf = keys.back();
+    keys.pop_back();
+    std::size_t common = 0;
+    while (common < open.size() && common < keys.size() && open[common] == keys[common]) ++common;
+    while (open.size() > common) {
+      out << YAML::EndMap;
+      open.pop_back();
+    }
+    while (open.size() < keys.size()) {
+      out << YAML::Key << keys[open.size()] << YAML::Value << YAML::BeginMap;
+      open.push_back(keys[open.size()]);
+    }
+    out << YAML::Key << leaf << YAML::Value;
+    emit(out);
+  }
+  for (; !open.empty(); open.pop_back()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  if (!out.good()) throw internal_error("to_yaml: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
+std::vector<std::string> valid_keys() { return Schema::get().leaves; }
+
+std::string nearest_key(const std::string& path) { return nearest_of(path, true); }
+
+models::NetworkSpec network_spec(const Config& config, int n_in, int n_out) {
+  if (n_in < 1 || n_out < 1)
+    throw error("network_spec: n_in = " + std::to_string(n_in) + " and n_out = " +
+                std::to_string(n_out) + " must be >= 1");
+  const NetworkConfig& net = config.network;
+  models::NetworkSpec spec;
+  for (int l = 0; l < net.hidden_layers; ++l) {
+    models::LayerSpec layer;
+    layer.kind = net.kind;
+    layer.n_in = l == 0 ? n_in : net.width;
+    layer.n_E = net.width;
+    layer.n_I_plain = net.plain_inhibitory > 0 ? net.plain_inhibitory : (net.width + 9) / 10;
+    layer.phi = net.phi;
+    layer.circuit = net.circuit;
+    spec.layers.push_back(layer);
+  }
+  models::LayerSpec readout;
+  readout.kind = models::LayerKind::none;
+  readout.n_in = net.hidden_layers > 0 ? net.width : n_in;
+  readout.n_E = n_out;
+  readout.n_I_plain = net.readout_inhibitory;
+  readout.phi.kind = models::Nonlinearity::identity;
+  readout.circuit = net.circuit;
+  spec.layers.push_back(readout);
+  spec.init_gain = net.init_gain;
+  spec.lateral_units = net.lateral_units > 0 ? net.lateral_units : std::max(1, net.width / 10);
+  return spec;
+}
+
+}  // namespace eisim::io

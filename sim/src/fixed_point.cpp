@@ -1,0 +1,289 @@
+// Newton's method for the circuit's equilibrium.
+//
+// The E potentials are eliminated exactly: for given interneuron rates the E equation's fixed
+// point is v = (e - W_EI r_I) / (sigma0 + W_ED r_D). Newton then runs on the n_I + n_D
+// interneuron unknowns only (the low-rank structure of the circuit), per sample, in double
+// precision whatever the storage precision. The divisive rates are solved in log space,
+// s = log r_D, with the residual log(k_D W_DE v^2 + lambda_D / r_D) - log(k_D theta + lambda_D):
+// this has the same positive roots as the ODE, removes the spurious root r_D = 0 and is nearly
+// linear in s for the default circuit, so Newton converges in a few steps from any scale.
+#include <Eigen/LU>
+#include <cmath>
+#include <limits>
+
+#include "eisim/models/error.hpp"
+#include "eisim/sim/solver.hpp"
+
+namespace eisim::sim {
+
+using models::InhibitionDrive;
+using models::Layer;
+using Md = Eigen::MatrixXd;
+using Vd = Eigen::VectorXd;
+
+namespace {
+
+constexpr double kTinyRate = 1e-300;
+
+struct FeedbackWeights {
+  Md W_EI, W_ED, W_IE, W_DE;
+};
+
+// Evaluates the reduced residual and Jacobian for one sample.
+struct Evaluator {
+  const FeedbackWeights& w;
+  const models::CircuitParams& c;
+  const Tolerance& tol;
+  int n_E, n_I, n_D;
+  // Workspace (allocated once per thread).
+  Vd e, v, g, u, q, h, G, rD, fI, fD;
+  Md A, J;
+  Eigen::Array<bool, Eigen::Dynamic, 1> active;  // r_I clamped at 0
+  bool degenerate = false;                         // W_DE v^2 == 0 for some unit
+
+  Evaluator(const FeedbackWeights& w_, const models::CircuitParams& c_, const Tolerance& t, int nE)
+      : w(w_), c(c_), tol(t), n_E(nE), n_I(c_.n_I), n_D(c_.n_D) {
+    e.resize(n_E); v.resize(n_E); g.resize(n_E); u.resize(n_E);
+    q.resize(n_D); h.resize(n_D); G.resize(n_I + n_D); rD.resize(n_D);
+    fI.resize(n_I); fD.resize(n_D);
+    A.resize(n_E, n_I + n_D); J.resize(n_I + n_D, n_I + n_D);
+    active.resize(n_I);
+  }
+
+  // State from unknowns (r_I, s); residual G and the ODE's displacement rates fI, fD.
+  void evaluate(const Vd& rI, const Vd& s) {
+    rD = s.array().exp().matrix();
+    g.noalias() = w.W_ED * rD;
+    g.array() += c.sigma0;
+    u = e;
+    u.noalias() -= w.W_EI * rI;
+    v = (u.array() / g.array()).matrix();
+    fI.noalias() = c.k_I * (w.W_IE * v);
+    fI -= c.lambda_I * rI;
+    for (int k = 0; k < n_I; ++k) {
+      active(k) = rI(k) <= 0.0 && fI(k) < 0.0;
+      if (active(k)) fI(k) = 0.0;
+    }
+    q.noalias() = w.W_DE * v.cwiseAbs2();
+    fD = (c.k_D * rD.array() * (q.array() - c.theta) - c.lambda_D * (rD.array() - 1.0)).matrix();
+    h = (c.k_D * q.array() + c.lambda_D / rD.array()).matrix();
+    const double target = std::log(c.k_D * c.theta + c.lambda_D);
+    const double floor = 1e-30 * (c.k_D * c.theta + c.lambda_D);
+    degenerate = false;
+    G.head(n_I) = fI;
+    for (int k = 0; k < n_D; ++k) {
+      if (!(h(k) > floor)) degenerate = true;
+      G(n_I + k) = std::log(std::max(h(k), floor)) - target;
+    }
+  }
+
+  // Scaled ODE residual (<= 1 means converged) and unscaled residual. F_v is exactly 0.
+  std::pair<double, double> ode_residual(const Vd& rI) const {
+    double r = 0, sc = 0;
+    for (int k = 0; k < n_I; ++k) {
+      const double a = std::abs(fI(k));
+      r = std::max(r, a);
+      sc = std::max(sc, a / (tol.abs_tol + tol.rel_tol * std::abs(rI(k))));
+    }
+    for (int k = 0; k < n_D; ++k) {
+      const double a = std::abs(fD(k));
+      r = std::max(r, a);
+      sc = std::max(sc, a / (tol.abs_tol + tol.rel_tol * std::abs(rD(k))));
+    }
+    if (!std::isfinite(r) || !v.allFinite()) return {std::numeric_limits<double>::quiet_NaN(),
+                                                     std::numeric_limits<double>::quiet_NaN()};
+    return {r, sc};
+  }
+
+  // Jacobian of G with respect to (r_I, s) at the last evaluated point.
+  void jacobian() {
+    // A = [dv/dr_I, dv/ds] = [-diag(1/g) W_EI, -diag(v/g) W_ED diag(r_D)]
+    A.leftCols(n_I) = -(w.W_EI.array().colwise() / g.array()).matrix();
+    A.rightCols(n_D) = -((w.W_ED.array().colwise() * (v.array() / g.array())).rowwise() *
+                         rD.transpose().array())
+                            .matrix();
+    J.topRows(n_I).noalias() = c.k_I * (w.W_IE * A);
+    J.topLeftCorner(n_I, n_I).diagonal().array() -= c.lambda_I;
+    // dG_D/d(.) = diag(k_D / h) W_DE diag(2 v) A, plus -lambda_D / (r_D h) on the s diagonal.
+    Md B = w.W_DE * ((2.0 * v).asDiagonal() * A);
+    for (int k = 0; k < n_D; ++k) {
+      const double hk = std::max(h(k), 1e-300);
+      J.row(n_I + k) = (c.k_D / hk) * B.row(k);
+      J(n_I + k, n_I + k) -= c.lambda_D / (rD(k) * hk);
+    }
+    // A divisive unit that sees no E activity (W_DE v^2 = 0, e.g. a constant drive) has no
+    // positive fixed point; its rate decays to 0 (as in the ODE): step log r_D down.
+    for (int k = 0; k < n_D; ++k)
+      if (!(h(k) > 1e-30 * (c.k_D * c.theta + c.lambda_D))) {
+        J.row(n_I + k).setZero();
+        J(n_I + k, n_I + k) = 1.0;
+        G(n_I + k) = 1e300;  // capped to max_log_step by the caller
+      }
+    // Clamped interneurons are fixed at 0: identity row/column, zero residual.
+    for (int k = 0; k < n_I; ++k)
+      if (active(k)) {
+        J.row(k).setZero();
+        J.col(k).setZero();
+        J(k, k) = 1.0;
+        G(k) = 0.0;
+      }
+  }
+
+  double merit() const {
+    double m = 0;
+    for (int k = 0; k < n_I + n_D; ++k)
+      if (k >= n_I || !active(k)) m += G(k) * G(k);
+    return m;
+  }
+};
+
+template <class S>
+void finish_result(SolveResult& res) {
+  res.status = SolverStatus::converged;
+  res.failed_samples = 0;
+  res.residual = 0;
+  res.iterations = 0;
+  const auto rank = [](SolverStatus s) {
+    switch (s) {
+      case SolverStatus::converged: return 0;
+      case SolverStatus::max_iterations: return 1;
+      case SolverStatus::diverged: return 2;
+      case SolverStatus::non_finite: return 3;
+    }
+    return 3;
+  };
+  for (std::size_t j = 0; j < res.sample_status.size(); ++j) {
+    if (res.sample_status[j] != SolverStatus::converged) ++res.failed_samples;
+    if (rank(res.sample_status[j]) > rank(res.status)) res.status = res.sample_status[j];
+    res.iterations = std::max(res.iterations, res.sample_iterations[j]);
+    const double r = res.sample_residual[j];
+    if (!(r <= res.residual)) res.residual = r;
+  }
+}
+
+}  // namespace
+
+template <class S>
+SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
+                              const FixedPointParameters& p, CircuitState<S>& z) {
+  if (layer.spec.kind != models::LayerKind::circuit)
+    throw internal_error("solve_fixed_point called on a layer that is not a circuit");
+  const auto& c = layer.spec.circuit;
+  const int B = int(e.cols()), n_E = layer.spec.n_E;
+  if (z.v.cols() != B || z.r_I.rows() != c.n_I || z.r_D.rows() != c.n_D)
+    initial_state(layer, B, z);
+  SolveResult res;
+  res.sample_status.assign(B, SolverStatus::converged);
+  res.sample_iterations.assign(B, 0);
+  res.sample_residual.assign(B, 0.0);
+
+  if (c.drive == InhibitionDrive::feedforward) {
+    // The interneurons do not see the E population: the fixed point is explicit.
+    const auto& w = layer.w;
+    z.r_I.noalias() = w.W_IX * x;
+    Mat<S> ux = w.U * x;
+    z.r_D.noalias() = w.W_DE * ux.cwiseAbs2();
+    z.r_D = (z.r_D.array() + S(c.ff_epsilon)).sqrt().matrix();
+    Mat<S> g = w.W_ED * z.r_D;
+    g.array() += S(c.sigma0);
+    z.v = e;
+    z.v.noalias() -= w.W_EI * z.r_I.cwiseMax(S(0));
+    z.v.array() /= g.array();
+    std::vector<double> r, sc;
+    circuit_residual(layer, e, x, z, p.tol, r, sc);
+    for (int j = 0; j < B; ++j) {
+      res.sample_iterations[j] = 1;
+      res.sample_residual[j] = r[j];
+      if (!std::isfinite(r[j])) res.sample_status[j] = SolverStatus::non_finite;
+      res.scaled_residual = std::max(res.scaled_residual, sc[j]);
+    }
+    finish_result<S>(res);
+    return res;
+  }
+
+  FeedbackWeights w{layer.w.W_EI.template cast<double>(), layer.w.W_ED.template cast<double>(),
+                    layer.w.W_IE.template cast<double>(), layer.w.W_DE.template cast<double>()};
+  std::vector<double> scaled(B, 0.0);
+  std::vector<std::vector<double>> histories(B);
+
+#pragma omp parallel
+  {
+    Evaluator ev(w, c, p.tol, n_E);
+    Vd rI(c.n_I), s(c.n_D), rI_try(c.n_I), s_try(c.n_D), delta(c.n_I + c.n_D);
+    Eigen::PartialPivLU<Md> lu(c.n_I + c.n_D);
+#pragma omp for schedule(static)
+    for (int j = 0; j < B; ++j) {
+      ev.e = e.col(j).template cast<double>();
+      rI = z.r_I.col(j).template cast<double>().cwiseMax(0.0);
+      s = z.r_D.col(j).template cast<double>().cwiseMax(kTinyRate).array().log().matrix();
+      SolverStatus status = SolverStatus::max_iterations;
+      int it = 0;
+      double resid = 0.0, sresid = 0.0;
+      if (!ev.e.allFinite()) {
+        status = SolverStatus::non_finite;
+        resid = std::numeric_limits<double>::quiet_NaN();
+      } else {
+        ev.evaluate(rI, s);
+        for (;; ++it) {
+          std::tie(resid, sresid) = ev.ode_residual(rI);
+          histories[j].push_back(resid);
+          if (!std::isfinite(resid)) { status = SolverStatus::non_finite; break; }
+          if (sresid <= 1.0) { status = SolverStatus::converged; break; }
+          if (it >= p.max_iterations) { status = SolverStatus::max_iterations; break; }
+          ev.jacobian();
+          lu.compute(ev.J);
+          delta = -lu.solve(ev.G);
+          if (!delta.allFinite()) { status = SolverStatus::diverged; break; }
+          // Cap the change of log r_D (keeps the direction).
+          const double ds = delta.tail(c.n_D).cwiseAbs().maxCoeff();
+          if (ds > p.max_log_step) delta *= p.max_log_step / ds;
+          const double m0 = ev.merit();
+          const bool degenerate = ev.degenerate;
+          double t = 1.0;
+          bool accepted = false;
+          for (int bt = 0; bt <= p.max_backtracks; ++bt, t *= 0.5) {
+            rI_try = (rI + t * delta.head(c.n_I)).cwiseMax(0.0);
+            s_try = s + t * delta.tail(c.n_D);
+            ev.evaluate(rI_try, s_try);
+            if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) { accepted = true; break; }
+          }
+          // Without sufficient decrease take the smallest step anyway; the iteration cap and
+          // the reported status guard against stagnation.
+          rI = rI_try;
+          s = s_try;
+          (void)accepted;
+          if (s.cwiseAbs().maxCoeff() > 700.0) { status = SolverStatus::diverged; break; }
+        }
+      }
+      res.sample_status[j] = status;
+      res.sample_iterations[j] = it;
+      res.sample_residual[j] = resid;
+      scaled[j] = sresid;
+      z.r_I.col(j) = rI.cast<S>();
+      z.r_D.col(j) = s.array().exp().matrix().cast<S>();
+      z.v.col(j) = ev.v.cast<S>();
+    }
+  }
+  for (int j = 0; j < B; ++j)
+    if (!(scaled[j] <= res.scaled_residual)) res.scaled_residual = scaled[j];
+  // Worst residual after each iteration, over samples (shorter histories hold their last value).
+  std::size_t len = 0;
+  for (const auto& h : histories) len = std::max(len, h.size());
+  res.residual_history.assign(len, 0.0);
+  for (const auto& h : histories)
+    for (std::size_t i = 0; i < len; ++i) {
+      const double r = h.empty() ? 0.0 : h[std::min(i, h.size() - 1)];
+      if (!(r <= res.residual_history[i])) res.residual_history[i] = r;
+    }
+  finish_result<S>(res);
+  return res;
+}
+
+template SolveResult solve_fixed_point<float>(const Layer<float>&, const Mat<float>&,
+                                              const Mat<float>&, const FixedPointParameters&,
+                                              CircuitState<float>&);
+template SolveResult solve_fixed_point<double>(const Layer<double>&, const Mat<double>&,
+                                               const Mat<double>&, const FixedPointParameters&,
+                                               CircuitState<double>&);
+
+}  // namespace eisim::sim

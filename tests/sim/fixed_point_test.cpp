@@ -1,0 +1,187 @@
+#include <doctest/doctest.h>
+
+#include <Eigen/Dense>
+#include <cmath>
+
+#include "circuits.hpp"
+#include "eisim/sim/solver.hpp"
+
+using namespace eisim;
+using test::default_circuit;
+using test::leaky_circuit;
+using test::make_circuit;
+
+namespace {
+
+// sqrt(theta) * LayerNorm(e) per column, computed independently (no epsilon).
+Mat<double> layernorm(const Mat<double>& e, double theta) {
+  Mat<double> out(e.rows(), e.cols());
+  for (int j = 0; j < e.cols(); ++j) {
+    const double mu = e.col(j).mean();
+    const double var = (e.col(j).array() - mu).square().mean();
+    out.col(j) = std::sqrt(theta) * (e.col(j).array() - mu) / std::sqrt(var);
+  }
+  return out;
+}
+
+// Residual of the circuit equations recomputed here, not taken from the solver:
+// max over components of |tau dz/dt|, written out from the equations in science.md.
+double independent_residual(const models::Layer<double>& L, const Mat<double>& e,
+                            const sim::CircuitState<double>& z) {
+  const auto& c = L.spec.circuit;
+  double worst = 0;
+  for (int j = 0; j < e.cols(); ++j) {
+    Vec<double> g = (L.w.W_ED * z.r_D.col(j)).array() + c.sigma0;
+    Vec<double> fv = ((e.col(j) - L.w.W_EI * z.r_I.col(j)).array() / g.array()).matrix() - z.v.col(j);
+    Vec<double> fi = c.k_I * L.w.W_IE * z.v.col(j) - c.lambda_I * z.r_I.col(j);
+    Vec<double> q = L.w.W_DE * z.v.col(j).cwiseAbs2();
+    Vec<double> fd = (c.k_D * z.r_D.col(j).array() * (q.array() - c.theta) -
+                      c.lambda_D * (z.r_D.col(j).array() - 1.0)).matrix();
+    worst = std::max({worst, fv.cwiseAbs().maxCoeff(), fi.cwiseAbs().maxCoeff(),
+                      fd.cwiseAbs().maxCoeff()});
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("the default circuit's equilibrium is sqrt(theta) * LayerNorm(drive) at every scale") {
+  std::mt19937_64 rng(test::seed());
+  auto c = default_circuit();
+  c.theta = 2.0;
+  c.sigma0 = 1e-9;
+  const auto L = make_circuit<double>(30, 40, c);
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-13, 1e-12};
+  fp.max_iterations = 100;
+  for (double scale : {1e-3, 1e-1, 1.0, 10.0, 1e3}) {
+    CAPTURE(scale);
+    const Mat<double> e = test::random_matrix<double>(40, 16, 0.0, scale, rng);
+    const Mat<double> x = Mat<double>::Zero(30, 16);
+    sim::CircuitState<double> z;
+    const auto res = sim::solve_fixed_point(L, e, x, fp, z);
+    CHECK(res.ok());
+    CHECK(res.failed_samples == 0);
+    // sigma0 is part of the gain, so the identity is exact whatever its value.
+    CHECK(test::max_rel_error(z.v, layernorm(e, c.theta)) < 1e-6);
+    CHECK(independent_residual(L, e, z) < 1e-9 * std::max(1.0, scale));
+    for (int j = 0; j < e.cols(); ++j) {
+      CHECK(std::abs(z.v.col(j).mean()) < 1e-9);
+      CHECK(z.v.col(j).squaredNorm() / 40 == doctest::Approx(c.theta).epsilon(1e-9));
+    }
+  }
+}
+
+TEST_CASE("a linear circuit's equilibrium equals the closed-form linear solve") {
+  // With k_D = 0 and leak lambda_D the divisive rate is pinned at 1, so the circuit is linear:
+  // v = (e - W_EI r_I) / g,  lambda_I r_I = k_I W_IE v.
+  auto c = leaky_circuit();
+  c.k_D = 0.0;
+  c.lambda_D = 1.0;
+  c.lambda_I = 2.0;
+  const auto L = make_circuit<double>(10, 25, c);
+  std::mt19937_64 rng(test::seed() + 1);
+  const Mat<double> e = test::random_matrix<double>(25, 6, 0.5, 2.0, rng);
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-13, 1e-13};
+  sim::CircuitState<double> z;
+  const auto res = sim::solve_fixed_point<double>(L, e, Mat<double>::Zero(10, 6), fp, z);
+  REQUIRE(res.ok());
+  const Vec<double> g = (L.w.W_ED * Vec<double>::Ones(c.n_D)).array() + c.sigma0;
+  const Mat<double> M = Mat<double>::Identity(25, 25) +
+                        (c.k_I / c.lambda_I) * g.cwiseInverse().asDiagonal() * L.w.W_EI * L.w.W_IE;
+  const Mat<double> v = M.fullPivLu().solve(g.cwiseInverse().asDiagonal() * e);
+  CHECK(test::max_rel_error(z.v, v) < 1e-10);
+  CHECK(test::max_rel_error(z.r_D, Mat<double>::Ones(c.n_D, 6)) < 1e-12);
+}
+
+TEST_CASE("the ODE integrator and the fixed-point solver reach the same equilibrium") {
+  for (const auto& [name, c] : {std::pair{"default", default_circuit()},
+                                std::pair{"leaky heterogeneous", leaky_circuit()}}) {
+    CAPTURE(name);
+    const auto L = make_circuit<double>(20, 30, c, 7);
+    std::mt19937_64 rng(test::seed() + 2);
+    const Mat<double> x = test::random_matrix<double>(20, 5, 0.0, 1.0, rng);
+    Mat<double> e;
+    sim::excitatory_drive(L.w, x, e);
+    sim::FixedPointParameters fp;
+    fp.tol = {1e-12, 1e-12};
+    sim::CircuitState<double> zf, zo;
+    REQUIRE(sim::solve_fixed_point(L, e, x, fp, zf).ok());
+    sim::OdeParameters op;
+    op.tol = {1e-10, 1e-10};
+    op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
+    const auto res = sim::integrate(L, e, x, op, zo);
+    INFO(res.describe());
+    REQUIRE(res.ok());
+    CHECK(test::max_rel_error(zo.v, zf.v) < 1e-6);
+    CHECK(test::max_rel_error(zo.r_I, zf.r_I) < 1e-6);
+    CHECK(test::max_rel_error(zo.r_D, zf.r_D) < 1e-6);
+  }
+}
+
+TEST_CASE("a feed-forward circuit's fixed point is its explicit formula and the ODE reaches it") {
+  auto c = default_circuit();
+  c.drive = models::InhibitionDrive::feedforward;
+  c.n_I = 3;
+  c.sigma0 = 0.0;
+  const auto L = make_circuit<double>(20, 30, c, 3);
+  std::mt19937_64 rng(test::seed() + 3);
+  const Mat<double> x = test::random_matrix<double>(20, 4, 0.0, 1.0, rng);
+  Mat<double> e;
+  sim::excitatory_drive(L.w, x, e);
+  sim::FixedPointParameters fp;
+  sim::CircuitState<double> zf, zo;
+  REQUIRE(sim::solve_fixed_point(L, e, x, fp, zf).ok());
+  // At initialisation the reference study's circuit is LayerNorm of W_EX x (bias is zero).
+  CHECK(test::max_rel_error(zf.v, layernorm(e, 1.0)) < 1e-4);  // up to ff_epsilon
+  sim::OdeParameters op;
+  op.tol = {1e-10, 1e-10};
+  op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
+  REQUIRE(sim::integrate(L, e, x, op, zo).ok());
+  CHECK(test::max_rel_error(zo.v, zf.v) < 1e-6);
+}
+
+TEST_CASE("a cap too small to converge returns a non-converged status") {
+  const auto L = make_circuit<double>(20, 30, default_circuit());
+  std::mt19937_64 rng(test::seed() + 4);
+  const Mat<double> e = test::random_matrix<double>(30, 4, 0.0, 100.0, rng);
+  const Mat<double> x = Mat<double>::Zero(20, 4);
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-12, 1e-12};
+  fp.max_iterations = 1;
+  sim::CircuitState<double> z;
+  auto res = sim::solve_fixed_point(L, e, x, fp, z);
+  CHECK(res.status == sim::SolverStatus::max_iterations);
+  CHECK(res.failed_samples == 4);
+  CHECK(res.scaled_residual > 1.0);
+  CHECK(res.describe().find("max_iterations") != std::string::npos);
+
+  sim::OdeParameters op;
+  op.max_steps = 3;
+  sim::CircuitState<double> zo;
+  auto ores = sim::integrate(L, e, x, op, zo);
+  CHECK(ores.status == sim::SolverStatus::max_iterations);
+  CHECK(ores.failed_samples == 4);
+  CHECK(ores.iterations == 3);
+}
+
+TEST_CASE("a non-finite drive is reported as non_finite, not returned as an equilibrium") {
+  const auto L = make_circuit<double>(5, 8, default_circuit());
+  std::mt19937_64 rng(test::seed() + 5);
+  Mat<double> e = test::random_matrix<double>(8, 2, 0.0, 1.0, rng);
+  e(3, 1) = std::numeric_limits<double>::quiet_NaN();
+  sim::CircuitState<double> z;
+  auto res = sim::solve_fixed_point<double>(L, e, Mat<double>::Zero(5, 2), {}, z);
+  CHECK(res.status == sim::SolverStatus::non_finite);
+  CHECK(res.sample_status[0] == sim::SolverStatus::converged);
+  CHECK(res.sample_status[1] == sim::SolverStatus::non_finite);
+}
+
+TEST_CASE("an all-black image (zero drive) converges to the silent state") {
+  const auto L = make_circuit<double>(5, 8, default_circuit());
+  sim::CircuitState<double> z;
+  auto res = sim::solve_fixed_point<double>(L, Mat<double>::Zero(8, 3), Mat<double>::Zero(5, 3), {}, z);
+  CHECK(res.ok());
+  CHECK(z.v.cwiseAbs().maxCoeff() == 0.0);
+}
