@@ -1,0 +1,275 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "circuits.hpp"
+#include "eisim/learning/gradients.hpp"
+#include "eisim/models/error.hpp"
+
+using namespace eisim;
+using learning::Rule;
+
+namespace {
+
+sim::FixedPointParameters tight() {
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-14, 1e-14};
+  fp.max_iterations = 200;
+  return fp;
+}
+
+struct Problem {
+  models::Network<double> net;
+  Mat<double> x;
+  std::vector<int> labels;
+};
+
+Problem make_problem(const models::LayerSpec& tmpl, int hidden, std::uint64_t seed) {
+  Problem p{test::make_network<double>(12, 20, hidden, tmpl, seed), {}, {}};
+  std::mt19937_64 rng(seed + 1);
+  p.x = test::random_matrix<double>(12, 4, 0.0, 1.0, rng);
+  p.labels = {0, 2, 1, 2};
+  return p;
+}
+
+double loss_of(const models::Network<double>& net, const Mat<double>& x,
+               const std::vector<int>& labels) {
+  learning::ForwardCache<double> cache;
+  learning::forward(net, x, tight(), cache);
+  for (const auto& l : cache.layers)
+    if (l.solve.sample_status.size() > 0) REQUIRE(l.solve.ok());
+  Mat<double> d;
+  return learning::cross_entropy(cache.logits(), labels, 0.1, d);
+}
+
+learning::Gradients<double> gradients(const Problem& p, Rule rule,
+                                      learning::ErrorTransform t = learning::ErrorTransform::none) {
+  learning::ForwardCache<double> cache;
+  learning::forward(p.net, p.x, tight(), cache);
+  Mat<double> d;
+  learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
+  learning::LearningSpec spec;
+  spec.rule = rule;
+  spec.error_transform = t;
+  learning::Gradients<double> g;
+  learning::backward(p.net, cache, d, spec, g);
+  return g;
+}
+
+Mat<double>& param(models::LayerWeights<double>& w, const std::string& name) {
+  Mat<double>* out = nullptr;
+  w.for_each([&](const std::string& n, Mat<double>& m) {
+    if (n == name) out = &m;
+  });
+  REQUIRE(out != nullptr);
+  return *out;
+}
+
+// Compares every trainable-or-not parameter's gradient (a few entries each) with central
+// finite differences of the loss, and the input gradient too.
+void check_against_finite_differences(Problem p, double tol) {
+  const auto g = gradients(p, Rule::implicit);
+  CHECK(g.adjoint.ok());
+  std::mt19937_64 rng(test::seed() + 40);
+  int checked = 0;
+  for (std::size_t l = 0; l < p.net.layers.size(); ++l) {
+    std::vector<std::string> names;
+    p.net.layers[l].w.for_each([&](const std::string& n, const Mat<double>&) {
+      if (n != "L_pool" && n != "L_back") names.push_back(n);
+    });
+    for (const auto& name : names) {
+      CAPTURE(l);
+      CAPTURE(name);
+      Mat<double>& W = param(p.net.layers[l].w, name);
+      const Mat<double>& G = param(const_cast<models::LayerWeights<double>&>(g.layers[l]), name);
+      const double scale = std::max(G.cwiseAbs().maxCoeff(), 1e-8);
+      for (int k = 0; k < 6; ++k) {
+        const int i = int(rng() % W.rows()), j = int(rng() % W.cols());
+        const double w0 = W(i, j), h = 1e-5 * std::max(1.0, std::abs(w0));
+        W(i, j) = w0 + h;
+        const double lp = loss_of(p.net, p.x, p.labels);
+        W(i, j) = w0 - h;
+        const double lm = loss_of(p.net, p.x, p.labels);
+        W(i, j) = w0;
+        const double fd = (lp - lm) / (2 * h);
+        CAPTURE(fd);
+        CAPTURE(G(i, j));
+        CHECK(std::abs(fd - G(i, j)) <= tol * scale);
+        ++checked;
+      }
+    }
+  }
+  // The error passed to the input.
+  const double scale = g.input.cwiseAbs().maxCoeff();
+  for (int k = 0; k < 6; ++k) {
+    const int i = int(rng() % p.x.rows()), j = int(rng() % p.x.cols());
+    const double x0 = p.x(i, j), h = 1e-5;
+    p.x(i, j) = x0 + h;
+    const double lp = loss_of(p.net, p.x, p.labels);
+    p.x(i, j) = x0 - h;
+    const double lm = loss_of(p.net, p.x, p.labels);
+    p.x(i, j) = x0;
+    CHECK(std::abs((lp - lm) / (2 * h) - g.input(i, j)) <= tol * scale);
+  }
+  MESSAGE(checked << " parameter entries checked");
+}
+
+models::LayerSpec circuit_template(const models::CircuitParams& c) {
+  models::LayerSpec t;
+  t.kind = models::LayerKind::circuit;
+  t.circuit = c;
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("implicit gradients equal central finite differences on the default circuit") {
+  check_against_finite_differences(make_problem(circuit_template(test::default_circuit()), 2, 11),
+                                   1e-5);
+}
+
+TEST_CASE("implicit gradients equal central finite differences on a leaky heterogeneous circuit") {
+  check_against_finite_differences(make_problem(circuit_template(test::leaky_circuit()), 2, 12),
+                                   1e-5);
+}
+
+TEST_CASE("exact gradients of the feed-forward circuit equal central finite differences") {
+  auto c = test::default_circuit();
+  c.drive = models::InhibitionDrive::feedforward;
+  c.n_I = 2;
+  check_against_finite_differences(make_problem(circuit_template(c), 2, 13), 1e-5);
+}
+
+TEST_CASE("implicit gradients equal BPTT through a long converged trajectory") {
+  for (const auto& [name, c] : {std::pair{"default", test::default_circuit()},
+                                std::pair{"leaky", test::leaky_circuit()}}) {
+    CAPTURE(name);
+    const Problem p = make_problem(circuit_template(c), 2, 14);
+    const auto gi = gradients(p, Rule::implicit);
+    learning::LearningSpec spec;
+    spec.rule = Rule::bptt;
+    spec.bptt_steps = 6000;
+    spec.bptt_dt = 0.5;
+    learning::Gradients<double> gb;
+    learning::backward_bptt(p.net, p.x, p.labels, spec, gb);
+    for (std::size_t l = 0; l < p.net.layers.size(); ++l) {
+      auto& a = const_cast<models::LayerWeights<double>&>(gi.layers[l]);
+      auto& b = gb.layers[l];
+      a.for_each([&](const std::string& n, Mat<double>& ga) {
+        if (n == "L_pool" || n == "L_back") return;
+        CAPTURE(l);
+        CAPTURE(n);
+        // Floor: the readout's inhibitory gradients vanish exactly (softmax errors sum to 0).
+        CHECK(test::max_rel_error(param(b, n), ga, 1e-8) <= 1e-4);
+      });
+    }
+    CHECK(test::max_rel_error(gb.input, gi.input) <= 1e-4);
+  }
+}
+
+TEST_CASE("on the default circuit, implicit equals LayerNorm's backward and frozen divides by the "
+          "spread") {
+  auto c = test::default_circuit();
+  c.theta = 1.5;
+  Problem p = make_problem(circuit_template(c), 2, 15);
+  Problem q = p;  // the same weights with hard-coded LayerNorm layers
+  for (std::size_t l = 0; l + 1 < q.net.layers.size(); ++l) {
+    q.net.layers[l].spec.kind = models::LayerKind::layernorm;
+    q.net.layers[l].spec.ln_epsilon = 0.0;
+  }
+  const auto gi = gradients(p, Rule::implicit);
+  const auto gl = gradients(q, Rule::implicit);
+  for (std::size_t l = 0; l < p.net.layers.size(); ++l) {
+    CAPTURE(l);
+    CHECK(test::max_rel_error(gi.layers[l].W_EX, gl.layers[l].W_EX) <= 1e-6);
+    CHECK(test::max_rel_error(gi.layers[l].b, gl.layers[l].b) <= 1e-6);
+  }
+  CHECK(test::max_rel_error(gi.input, gl.input) <= 1e-6);
+
+  // Frozen: dL/de = g_v * sqrt(theta) / sd(e) in the top hidden layer (same upstream error).
+  const auto gf = gradients(p, Rule::frozen);
+  learning::ForwardCache<double> cache;
+  learning::forward(p.net, p.x, tight(), cache);
+  Mat<double> dlogits;
+  learning::cross_entropy(cache.logits(), p.labels, 0.1, dlogits);
+  const auto& ro = p.net.layers.back().w;
+  const auto& top = cache.layers[1];
+  const Mat<double> g_r = (ro.W_EX - ro.W_EI * ro.W_IX).transpose() * dlogits;
+  const Mat<double> g_v = g_r.cwiseProduct((top.z.v.array() > 0).cast<double>().matrix());
+  Mat<double> delta_e(g_v.rows(), g_v.cols());
+  for (int j = 0; j < g_v.cols(); ++j) {
+    const double mu = top.e.col(j).mean();
+    const double sd = std::sqrt((top.e.col(j).array() - mu).square().mean());
+    delta_e.col(j) = g_v.col(j) * std::sqrt(c.theta) / sd;
+  }
+  CHECK(test::max_rel_error(gf.layers[1].W_EX, Mat<double>(delta_e * top.x.transpose())) <= 1e-6);
+  CHECK(test::max_rel_error(gf.layers[1].b, Mat<double>(delta_e.rowwise().sum())) <= 1e-6);
+}
+
+TEST_CASE("each error transform matches its formula") {
+  auto c = test::leaky_circuit();
+  const Problem p = make_problem(circuit_template(c), 1, 16);
+  learning::ForwardCache<double> cache;
+  learning::forward(p.net, p.x, tight(), cache);
+  const auto& layer = p.net.layers[0];
+  const auto& lc = cache.layers[0];
+  std::mt19937_64 rng(test::seed() + 50);
+  const Mat<double> g_v = test::random_matrix<double>(20, 4, -1.0, 1.0, rng);
+  Mat<double> gain = layer.w.W_ED * lc.z.r_D;
+  gain.array() += c.sigma0;
+  auto undo_gain = [&](const Mat<double>& d) { return Mat<double>(d.cwiseProduct(gain)); };
+  using T = learning::ErrorTransform;
+  Mat<double> d;
+  learning::frozen_error<double>(T::none, layer, lc.z, lc.e, g_v, d);
+  CHECK(test::max_rel_error(undo_gain(d), g_v) < 1e-12);
+
+  learning::frozen_error<double>(T::center, layer, lc.z, lc.e, g_v, d);
+  const Mat<double> centred = g_v.rowwise() - g_v.colwise().mean();
+  CHECK(test::max_rel_error(undo_gain(d), centred) < 1e-12);
+
+  // y = LayerNorm(v); decorrelate removes the projection of the error on y.
+  Mat<double> y = lc.z.v.rowwise() - lc.z.v.colwise().mean();
+  for (int j = 0; j < 4; ++j) y.col(j) /= std::sqrt(y.col(j).squaredNorm() / 20);
+  learning::frozen_error<double>(T::decorrelate, layer, lc.z, lc.e, g_v, d);
+  for (int j = 0; j < 4; ++j) {
+    const Vec<double> gd = undo_gain(d).col(j);
+    CHECK(std::abs(gd.dot(y.col(j))) < 1e-10);
+    CHECK(test::max_rel_error(gd, Vec<double>(g_v.col(j) - y.col(j) * (g_v.col(j).dot(y.col(j)) / 20))) < 1e-12);
+  }
+  learning::frozen_error<double>(T::full, layer, lc.z, lc.e, g_v, d);
+  for (int j = 0; j < 4; ++j) {
+    const Vec<double> gc = centred.col(j);
+    const Vec<double> expect = gc - y.col(j) * (g_v.col(j).dot(y.col(j)) / 20);
+    CHECK(test::max_rel_error(Vec<double>(undo_gain(d).col(j)), expect) < 1e-12);
+  }
+  learning::frozen_error<double>(T::lateral, layer, lc.z, lc.e, g_v, d);
+  const Mat<double> L = layer.w.L_back * layer.w.L_pool;
+  CHECK((L.rowwise().sum().array() - 1.0).abs().maxCoeff() < 1e-12);
+  CHECK(L.minCoeff() > 0.0);
+  CHECK(test::max_rel_error(undo_gain(d), Mat<double>(g_v - L * g_v)) < 1e-12);
+  // A constant error is removed exactly by lateral pooling whose weights sum to 1.
+  Mat<double> d_const;
+  learning::frozen_error<double>(T::lateral, layer, lc.z, lc.e, Mat<double>::Ones(20, 4), d_const);
+  CHECK(d_const.cwiseAbs().maxCoeff() < 1e-12);
+
+  learning::frozen_error<double>(T::scale, layer, lc.z, lc.e, g_v, d);
+  for (int j = 0; j < 4; ++j) {
+    const double mu = lc.e.col(j).mean();
+    const double sd = std::sqrt((lc.e.col(j).array() - mu).square().mean());
+    CHECK(test::max_rel_error(Vec<double>(d.col(j)), Vec<double>(g_v.col(j) * std::sqrt(c.theta) / sd)) < 1e-12);
+  }
+}
+
+TEST_CASE("a singular adjoint system is an error, not zero gradients") {
+  // Several identical integrating interneurons make the Jacobian singular (science.md).
+  auto c = test::default_circuit();
+  c.n_I = 3;
+  const Problem p = make_problem(circuit_template(c), 1, 17);
+  learning::ForwardCache<double> cache;
+  learning::forward(p.net, p.x, tight(), cache);
+  Mat<double> d;
+  learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
+  learning::Gradients<double> g;
+  CHECK_THROWS_WITH_AS(learning::backward(p.net, cache, d, learning::LearningSpec{}, g),
+                       doctest::Contains("adjoint solve failed"), eisim::numerical_error);
+}
