@@ -1,1 +1,97 @@
-int main(){}
+// eisim command-line interface: a thin layer over eisim::experiments.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "eisim/build_info.hpp"
+#include "eisim/experiments/commands.hpp"
+#include "eisim/models/error.hpp"
+
+namespace {
+
+std::string command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace eisim;
+  CLI::App app{"eisim: excitatory/inhibitory circuits that learn"};
+  app.set_version_flag("--version", std::string("eisim ") + build_info::version + " (" +
+                                        build_info::git_commit + ", " + build_info::build_type + ")");
+  app.require_subcommand(1);
+  std::string config, out;
+  std::vector<std::string> sets;
+  bool resume = false;
+
+  auto* sim = app.add_subcommand("simulate", "circuit traces and equilibria of test images");
+  sim->add_option("--config", config, "YAML configuration")->required()->check(CLI::ExistingFile);
+  sim->add_option("--out", out, "output HDF5 file")->required();
+  sim->add_option("--set", sets, "override a config key: path.to.key=value");
+
+  auto* train = app.add_subcommand("train", "train a network and record everything in HDF5");
+  train->add_option("--config", config, "YAML configuration")->required()->check(CLI::ExistingFile);
+  train->add_option("--out", out, "output HDF5 file (also the checkpoint)")->required();
+  train->add_option("--set", sets, "override a config key: path.to.key=value");
+  train->add_flag("--resume", resume, "continue from the checkpoint in --out");
+
+  experiments::SweepOptions so;
+  auto* sweep = app.add_subcommand("sweep", "run a grid of trainings (conditions x eps x seeds)");
+  sweep->add_option("--config", so.config_path, "YAML configuration with a sweep section")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sweep->add_option("--set", so.overrides, "override a config key for every grid point");
+  sweep->add_option("--task-id", so.task_id, "run grid point N (e.g. $SLURM_ARRAY_TASK_ID)");
+  sweep->add_flag("--local", so.local, "run every incomplete grid point on this machine");
+  sweep->add_option("--jobs", so.jobs, "parallel processes for --local")->check(CLI::PositiveNumber);
+  sweep->add_flag("--merge", so.merge, "gather complete runs into a summary HDF5/CSV");
+  sweep->add_option("--merged", so.merged_path, "summary file (default <out_dir>/summary.h5)");
+  sweep->add_flag("--list", so.list, "print the grid with each point's state");
+
+  CLI11_PARSE(app, argc, argv);
+  const std::string cmd = command_line(argc, argv);
+  try {
+    if (*sim) {
+      experiments::run_simulate(io::load_config(config, sets), out, cmd);
+    } else if (*train) {
+      experiments::TrainOptions t;
+      t.out = out;
+      t.resume = resume;
+      t.command = cmd;
+      const auto s = experiments::run_train(io::load_config(config, sets), t);
+      std::vector<std::string> header{"final test acc %"};
+      std::vector<std::string> row{std::to_string(100 * s.final_accuracy)};
+      for (std::size_t k = 0; k < s.eval_eps.size(); ++k) {
+        header.push_back("acc@" + std::to_string(s.eval_eps[k]).substr(0, 4));
+        row.push_back(std::to_string(100 * s.test_accuracy[k]).substr(0, 5));
+      }
+      header.push_back("seconds");
+      row.push_back(std::to_string(int(s.seconds)));
+      std::printf("%s", experiments::format_table(header, {row}).c_str());
+      std::fprintf(stderr, "wrote %s\n", out.c_str());
+    } else if (*sweep) {
+      so.self_exe = "/proc/self/exe";
+      char buf[4096];
+      const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+      if (n > 0) so.self_exe.assign(buf, std::size_t(n));
+      return experiments::run_sweep(so);
+    }
+  } catch (const eisim::config_error& e) {
+    std::fprintf(stderr, "eisim: configuration error: %s\n", e.what());
+    return 2;
+  } catch (const eisim::error& e) {
+    std::fprintf(stderr, "eisim: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "eisim: internal error: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}

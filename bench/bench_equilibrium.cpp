@@ -1,1 +1,377 @@
-int main(){}
+// bench_equilibrium: how many equilibria per second do the ODE integrator (Boost.Odeint
+// Dormand-Prince) and the fixed-point (Newton) solver reach for a batch of inputs through one
+// circuit layer, at the same equilibrium tolerance, and what is the ratio?
+//
+// The question, the command and the recorded result are in bench/README.md. The inputs are
+// synthetic (uniform random pixels with a per-image brightness offset), so the benchmark needs
+// no data files. Timings are interleaved (fp, ode, fp, ode, ...) and reported as medians,
+// because the machine is shared and noisy; compare the ratios, not the absolute numbers.
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "eisim/models/network.hpp"
+#include "eisim/sim/solver.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using eisim::Mat;
+namespace models = eisim::models;
+namespace sim = eisim::sim;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int batch = 256;
+  int width = 283;
+  double tol = 1e-6;
+  int reps = 5;
+  int threads = 1;
+  double stepper_tol = 0.0;  // Dormand-Prince local error tolerance; 0 = same as the tolerance
+  double eps = 0.75;         // brightness offset ~ Uniform(-eps, eps)
+  std::uint64_t seed = 1;
+  std::vector<double> sweep{1e-4, 1e-6, 1e-8};
+  bool per_sample = true;
+};
+
+constexpr int kPixels = 784;
+constexpr int kClasses = 10;
+
+void set_threads(int n) {
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+}
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+/// The layer, the inputs and the closed-form equilibrium they must reach.
+struct Problem {
+  models::Layer<double> layer;
+  models::Layer<float> layer32;
+  Mat<double> x, e;
+  Mat<float> x32, e32;
+  Mat<double> v_layernorm;     ///< sqrt(theta) * LayerNorm(e), the exact default equilibrium
+  std::vector<double> offset;  ///< brightness offset of each image
+  std::vector<double> spread;  ///< standard deviation of each sample's drive over the E units
+};
+
+/// "Images": 784 uniform [0,1] pixels plus one brightness offset per image, clipped to [0,1].
+Mat<double> random_images(int batch, double eps, std::mt19937_64& rng, std::vector<double>& d) {
+  std::uniform_real_distribution<double> pixel(0.0, 1.0), shift(-eps, eps);
+  Mat<double> x(kPixels, batch);
+  d.resize(batch);
+  for (int j = 0; j < batch; ++j) {
+    d[j] = eps > 0 ? shift(rng) : 0.0;
+    for (int i = 0; i < kPixels; ++i) x(i, j) = std::clamp(pixel(rng) + d[j], 0.0, 1.0);
+  }
+  return x;
+}
+
+Problem make_problem(const Options& o) {
+  models::LayerSpec ls;
+  ls.kind = models::LayerKind::circuit;
+  ls.n_E = o.width;  // default CircuitParams: feedback, pooled, n_I = n_D = 1
+  const auto spec = models::make_network_spec(kPixels, kClasses, {ls}, 1.0, 1, 0);
+  const auto net = models::initialise<double>(spec, o.seed);
+  Problem p;
+  p.layer = net.layers.front();
+  p.layer32 = models::cast_network<float>(net).layers.front();
+  std::mt19937_64 rng(o.seed + 1);
+  p.x = random_images(o.batch, o.eps, rng, p.offset);
+  p.x32 = p.x.cast<float>();
+  sim::excitatory_drive(p.layer.w, p.x, p.e);
+  sim::excitatory_drive(p.layer32.w, p.x32, p.e32);
+  // Independent answer (docs: science.md section 3): mean(v) = 0 and mean(v^2) = theta.
+  const double theta = p.layer.spec.circuit.theta;
+  p.v_layernorm.resize(p.e.rows(), p.e.cols());
+  p.spread.resize(o.batch);
+  for (int j = 0; j < o.batch; ++j) {
+    const auto c = p.e.col(j).array() - p.e.col(j).mean();
+    p.spread[j] = std::sqrt(c.square().mean());
+    p.v_layernorm.col(j) = (std::sqrt(theta) * c / p.spread[j]).matrix();
+  }
+  return p;
+}
+
+/// One way of reaching the equilibrium; `solve` starts from the shared initial state.
+struct Method {
+  std::string name, precision;
+  int threads = 1;
+  std::function<sim::SolveResult()> solve;
+  std::function<Mat<double>()> v;  ///< equilibrium potentials of the last solve
+  // Measurements.
+  std::vector<double> seconds;
+  std::vector<sim::SolveResult> results;
+};
+
+template <class S>
+Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x, double tol,
+                   int threads, const char* precision) {
+  auto z = std::make_shared<sim::CircuitState<S>>();
+  sim::FixedPointParameters fp;
+  fp.tol = {tol, tol};
+  Method m;
+  m.name = "fixed point (Newton)";
+  m.precision = precision;
+  m.threads = threads;
+  m.solve = [&layer, &e, &x, fp, z] {
+    sim::initial_state(layer, int(e.cols()), *z);
+    return sim::solve_fixed_point(layer, e, x, fp, *z);
+  };
+  m.v = [z] { return Mat<double>(z->v.template cast<double>()); };
+  return m;
+}
+
+sim::OdeParameters ode_parameters(double tol, double stepper_tol) {
+  sim::OdeParameters op;
+  op.tol = {tol, tol};
+  op.stepper_abs_tol = op.stepper_rel_tol = stepper_tol > 0 ? stepper_tol : tol;
+  return op;
+}
+
+Method ode(const Problem& p, double tol, double stepper_tol, int threads) {
+  auto z = std::make_shared<sim::CircuitState<double>>();
+  const auto op = ode_parameters(tol, stepper_tol);
+  Method m;
+  m.name = "ODE (Dormand-Prince)";
+  m.precision = "double";
+  m.threads = threads;
+  m.solve = [&p, op, z] {
+    sim::initial_state(p.layer, int(p.e.cols()), *z);
+    return sim::integrate(p.layer, p.e, p.x, op, *z);
+  };
+  m.v = [z] { return z->v; };
+  return m;
+}
+
+/// Run every method `reps` times, interleaved, after one untimed warm-up round.
+void measure(std::vector<Method>& methods, int reps) {
+  for (auto& m : methods) {
+    set_threads(m.threads);
+    m.solve();
+  }
+  for (int r = 0; r < reps; ++r)
+    for (auto& m : methods) {
+      set_threads(m.threads);
+      const auto t0 = Clock::now();
+      auto res = m.solve();
+      const auto t1 = Clock::now();
+      m.seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
+      m.results.push_back(std::move(res));
+    }
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Summary {
+  bool ok = true;                 ///< every timed repetition converged for every sample
+  const sim::SolveResult* worst;  ///< a failed result if any, else the last one
+  double median_s = 0, min_s = 0, rate = 0;
+  double mean_iterations = 0;  ///< Newton iterations per sample (fixed point)
+};
+
+Summary summarise(const Method& m, int batch) {
+  Summary s;
+  s.worst = &m.results.back();
+  for (const auto& r : m.results)
+    if (!r.ok()) {
+      s.ok = false;
+      s.worst = &r;
+    }
+  s.median_s = median(m.seconds);
+  s.min_s = *std::min_element(m.seconds.begin(), m.seconds.end());
+  s.rate = s.ok ? batch / s.median_s : 0.0;
+  const auto& it = m.results.back().sample_iterations;
+  for (int k : it) s.mean_iterations += k;
+  s.mean_iterations /= std::max<std::size_t>(it.size(), 1);
+  return s;
+}
+
+double max_abs_diff(const Mat<double>& a, const Mat<double>& b) {
+  return (a - b).cwiseAbs().maxCoeff();
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string rate_str(const Summary& s) { return s.ok ? fmt("%.0f", s.rate) : "not converged"; }
+
+std::string ratio_str(const Summary& ode_s, const Summary& s) {
+  return ode_s.ok && s.ok ? fmt("%.1fx", ode_s.median_s / s.median_s) : "n/a";
+}
+
+void print_statuses(const std::vector<Method>& methods, int batch) {
+  for (const auto& m : methods) {
+    const Summary s = summarise(m, batch);
+    std::printf("  %-22s %-7s %d thr: %s\n", m.name.c_str(), m.precision.c_str(), m.threads,
+                s.worst->describe().c_str());
+  }
+}
+
+/// The main table at one tolerance: every method, with the ODE as the reference.
+void main_table(const Problem& p, const Options& o) {
+  std::vector<Method> methods;
+  methods.push_back(fixed_point(p.layer, p.e, p.x, o.tol, o.threads, "double"));
+  methods.push_back(ode(p, o.tol, o.stepper_tol, o.threads));
+  if (o.threads != 2) methods.push_back(fixed_point(p.layer, p.e, p.x, o.tol, 2, "double"));
+  methods.push_back(fixed_point(p.layer32, p.e32, p.x32, o.tol, o.threads, "float"));
+  measure(methods, o.reps);
+
+  const Method& om = methods[1];
+  const Summary os = summarise(om, o.batch);
+  const Mat<double> v_ode = om.v();
+  const double st = ode_parameters(o.tol, o.stepper_tol).stepper_abs_tol;
+  std::printf("\n== Equilibria of %d inputs through one %d-unit circuit layer, tol = %.0e ==\n",
+              o.batch, o.width, o.tol);
+  std::printf("(abs_tol = rel_tol = %.0e for both; Dormand-Prince local error tolerance %.0e; "
+              "%d timed reps, interleaved)\n",
+              o.tol, st, o.reps);
+  print_statuses(methods, o.batch);
+  std::printf("\n%-22s %-9s %3s %10s %10s %12s %-26s %13s %13s %9s\n", "method", "precision",
+              "thr", "median ms", "min ms", "equilibria/s", "work", "max|v-v_ode|",
+              "max|v-LN(e)|", "ode/this");
+  for (const auto& m : methods) {
+    const Summary s = summarise(m, o.batch);
+    const bool is_ode = &m == &om;
+    const auto& last = m.results.back();
+    const std::string work =
+        is_ode ? fmt("%.0f steps, ", last.iterations) + fmt("t = %.0f ms", last.t_final)
+               : fmt("%.2f Newton it./sample", s.mean_iterations);
+    const Mat<double> v = m.v();
+    std::printf("%-22s %-9s %3d %10.3f %10.3f %12s %-26s %13.2e %13.2e %9s\n", m.name.c_str(),
+                m.precision.c_str(), m.threads, 1e3 * s.median_s, 1e3 * s.min_s,
+                rate_str(s).c_str(), work.c_str(), max_abs_diff(v, v_ode),
+                max_abs_diff(v, p.v_layernorm), ratio_str(os, s).c_str());
+  }
+}
+
+/// Both methods (double, --threads) at several tolerances.
+void sweep_table(const Problem& p, const Options& o) {
+  std::printf("\n== Tolerance sweep (double precision, %d thread(s), %d timed reps each) ==\n",
+              o.threads, o.reps);
+  std::vector<std::vector<Method>> runs;
+  for (double tol : o.sweep) {
+    std::vector<Method> methods;
+    methods.push_back(fixed_point(p.layer, p.e, p.x, tol, o.threads, "double"));
+    methods.push_back(ode(p, tol, o.stepper_tol, o.threads));
+    measure(methods, o.reps);
+    std::printf("tol %.0e:\n", tol);
+    print_statuses(methods, o.batch);
+    runs.push_back(std::move(methods));
+  }
+  std::printf("\n%7s %8s %11s %12s %9s %11s %12s %7s %9s %10s %13s %13s\n", "tol", "DP tol",
+              "fp med ms", "fp eq/s", "Newton it", "ode med ms", "ode eq/s", "steps",
+              "t_end ms", "ode/fp", "max|dv|", "max|v-LN(e)|");
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const auto& fm = runs[k][0];
+    const auto& om = runs[k][1];
+    const Summary fs = summarise(fm, o.batch), os = summarise(om, o.batch);
+    const Mat<double> vf = fm.v(), vo = om.v();
+    std::printf("%7.0e %8.0e %11.3f %12s %9.2f %11.3f %12s %7d %9.0f %10s %13.2e %13.2e\n",
+                o.sweep[k], ode_parameters(o.sweep[k], o.stepper_tol).stepper_abs_tol,
+                1e3 * fs.median_s, rate_str(fs).c_str(), fs.mean_iterations, 1e3 * os.median_s,
+                rate_str(os).c_str(), om.results.back().iterations, om.results.back().t_final,
+                ratio_str(os, fs).c_str(), max_abs_diff(vf, vo),
+                std::max(max_abs_diff(vf, p.v_layernorm), max_abs_diff(vo, p.v_layernorm)));
+  }
+}
+
+/// Diagnostic (single untimed-quality run): integrate each input alone to see how long each
+/// needs in simulated time; the batched ODE must run until the slowest one has converged.
+void per_sample_table(const Problem& p, const Options& o) {
+  set_threads(o.threads);
+  const auto op = ode_parameters(o.tol, o.stepper_tol);
+  const int B = o.batch;
+  std::vector<double> t_end(B), steps(B);
+  std::vector<int> order(B);
+  int failed = 0;
+  const auto t0 = Clock::now();
+  for (int j = 0; j < B; ++j) {
+    const Mat<double> e = p.e.col(j), x = p.x.col(j);
+    sim::CircuitState<double> z;
+    const auto res = sim::integrate(p.layer, e, x, op, z);
+    if (!res.ok()) {
+      ++failed;
+      std::printf("  sample %d: %s\n", j, res.describe().c_str());
+    }
+    t_end[j] = res.t_final;
+    steps[j] = res.iterations;
+    order[j] = j;
+  }
+  const double total = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return t_end[a] < t_end[b]; });
+  std::printf("\n== ODE one input at a time (tol = %.0e, one run, %d failed) ==\n", o.tol, failed);
+  std::printf("total %.1f ms for %d inputs (%.0f equilibria/s)\n", 1e3 * total, B, B / total);
+  std::printf("%-10s %7s %10s %7s %12s %12s\n", "quantile", "sample", "t_end ms", "steps",
+              "brightness", "drive std");
+  const std::pair<const char*, double> qs[] = {
+      {"fastest", 0.0}, {"10%", 0.1}, {"median", 0.5}, {"90%", 0.9}, {"slowest", 1.0}};
+  for (const auto& [label, q] : qs) {
+    const int j = order[std::size_t(std::lround(q * (B - 1)))];
+    std::printf("%-10s %7d %10.1f %7.0f %+12.3f %12.3f\n", label, j, t_end[j], steps[j],
+                p.offset[j], p.spread[j]);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Equilibria per second: ODE integration vs the fixed-point solver"};
+  app.add_option("--batch", o.batch, "inputs per batch")->check(CLI::PositiveNumber);
+  app.add_option("--width", o.width, "E units of the circuit layer")->check(CLI::Range(2, 100000));
+  app.add_option("--tol", o.tol, "equilibrium tolerance (abs_tol = rel_tol)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reps", o.reps, "timed repetitions per method")->check(CLI::PositiveNumber);
+  app.add_option("--threads", o.threads, "OpenMP / Eigen threads")->check(CLI::PositiveNumber);
+  app.add_option("--stepper-tol", o.stepper_tol,
+                 "Dormand-Prince local error tolerance (0 = same as the equilibrium tolerance)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eps", o.eps, "brightness offset range, Uniform(-eps, eps)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--seed", o.seed, "seed of the weights and the inputs");
+  app.add_option("--sweep", o.sweep, "tolerances of the sweep table")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("!--no-per-sample", o.per_sample, "skip the one-input-at-a-time ODE diagnostic");
+  CLI11_PARSE(app, argc, argv);
+
+  set_threads(o.threads);
+  std::printf("bench_equilibrium: batch %d, width %d, tol %.0e, reps %d, threads %d "
+              "(OpenMP max %d), eps %.2f, seed %llu\n",
+              o.batch, o.width, o.tol, o.reps, o.threads, max_threads(), o.eps,
+              static_cast<unsigned long long>(o.seed));
+  std::printf("inputs: synthetic uniform [0,1] pixels + per-image brightness offset, clipped "
+              "(no Fashion-MNIST); timed: the solve only (drive e = W_EX x precomputed)\n");
+  const Problem p = make_problem(o);
+  main_table(p, o);
+  sweep_table(p, o);
+  if (o.per_sample) per_sample_table(p, o);
+  return 0;
+}

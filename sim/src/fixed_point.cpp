@@ -223,7 +223,17 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<
         status = SolverStatus::non_finite;
         resid = std::numeric_limits<double>::quiet_NaN();
       } else {
+        // Block start: the subtractive rates that balance the I equation at the initial gain
+        // (a linear n_I x n_I solve), so Newton starts with the mean removed.
         ev.evaluate(rI, s);
+        {
+          const Md M = c.k_I * (w.W_IE * (ev.g.cwiseInverse().asDiagonal() * w.W_EI)) +
+                       c.lambda_I * Md::Identity(c.n_I, c.n_I);
+          const Vd rhs = c.k_I * (w.W_IE * (ev.e.array() / ev.g.array()).matrix());
+          const Vd r0 = Eigen::FullPivLU<Md>(M).solve(rhs);
+          if (r0.allFinite()) rI = r0.cwiseMax(0.0);
+          ev.evaluate(rI, s);
+        }
         for (;; ++it) {
           std::tie(resid, sresid) = ev.ode_residual(rI);
           histories[j].push_back(resid);
@@ -234,9 +244,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<
           lu.compute(ev.J);
           delta = -lu.solve(ev.G);
           if (!delta.allFinite()) { status = SolverStatus::diverged; break; }
-          // Cap the change of log r_D (keeps the direction).
-          const double ds = delta.tail(c.n_D).cwiseAbs().maxCoeff();
-          if (ds > p.max_log_step) delta *= p.max_log_step / ds;
+          // Cap the change of each log r_D; the subtractive rates keep their full step.
+          delta.tail(c.n_D) = delta.tail(c.n_D).cwiseMax(-p.max_log_step).cwiseMin(p.max_log_step);
           const double m0 = ev.merit();
           const bool degenerate = ev.degenerate;
           double t = 1.0;

@@ -1,0 +1,492 @@
+// H5File: the HDF5 C API behind a small RAII interface.
+#include "eisim/io/hdf5.hpp"
+
+#include <hdf5.h>
+
+#include <filesystem>
+#include <mutex>
+#include <numeric>
+#include <type_traits>
+#include <utility>
+
+#include "eisim/models/error.hpp"
+
+namespace eisim::io {
+namespace {
+
+static_assert(std::is_same_v<hid_t, std::int64_t>, "H5File stores hid_t as std::int64_t");
+
+/// Once per process: initialise the library and silence its automatic error printing (the
+/// errors are turned into exceptions instead).
+void init_hdf5() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    H5open();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
+}
+
+/// HDF5's explanation of the last failure (its error stack), then the stack is cleared.
+std::string hdf5_message() {
+  std::string msg;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+        auto* s = static_cast<std::string*>(data);
+        if (e->desc != nullptr && e->desc[0] != '\0' && s->find(e->desc) == std::string::npos) {
+          if (!s->empty()) *s += "; ";
+          *s += e->desc;
+        }
+        return 0;
+      },
+      &msg);
+  H5Eclear2(H5E_DEFAULT);
+  return msg;
+}
+
+[[noreturn]] void fail(const std::string& file, const std::string& what) {
+  const std::string detail = hdf5_message();
+  throw data_error(file, 0, detail.empty() ? what : what + " (HDF5: " + detail + ")");
+}
+
+/// An HDF5 identifier closed by its close function.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(Handle&& other) noexcept : id_(std::exchange(other.id_, -1)), close_(other.close_) {}
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  Handle& operator=(Handle&&) = delete;
+  ~Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  hid_t get() const { return id_; }
+  bool ok() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+/// Variable-length string type with the given character set.
+Handle vlen_string_type(H5T_cset_t cset = H5T_CSET_UTF8) {
+  Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(t.get(), H5T_VARIABLE);
+  H5Tset_cset(t.get(), cset);
+  return t;
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+bool link_exists(hid_t file, const std::string& path) {
+  std::string p = path;
+  while (!p.empty() && p.front() == '/') p.erase(0, 1);
+  while (!p.empty() && p.back() == '/') p.pop_back();
+  if (p.empty()) return true;
+  std::string prefix;
+  std::size_t start = 0;
+  while (true) {
+    const auto slash = p.find('/', start);
+    prefix = p.substr(0, slash);
+    if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    if (slash == std::string::npos) return true;
+    start = slash + 1;
+  }
+}
+
+void write_raw(hid_t file, const std::string& file_path, const std::string& dset, hid_t file_type,
+               hid_t mem_type, const std::vector<hsize_t>& dims, const void* data) {
+  if (link_exists(file, dset) && H5Ldelete(file, dset.c_str(), H5P_DEFAULT) < 0)
+    fail(file_path, "cannot replace the existing dataset " + quoted(dset));
+  Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
+                            : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+               H5Sclose);
+  if (!space.ok()) fail(file_path, "cannot create the dataspace of " + quoted(dset));
+  Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  Handle d(H5Dcreate2(file, dset.c_str(), file_type, space.get(), lcpl.get(), H5P_DEFAULT,
+                      H5P_DEFAULT),
+           H5Dclose);
+  if (!d.ok()) fail(file_path, "cannot create dataset " + quoted(dset));
+  const hsize_t n = std::accumulate(dims.begin(), dims.end(), hsize_t(1), std::multiplies<>());
+  if (n > 0 && H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(file_path, "cannot write dataset " + quoted(dset));
+}
+
+template <class S>
+void write_matrix(hid_t file, const std::string& file_path, const std::string& dset,
+                  const Mat<S>& m, hid_t file_type, hid_t mem_type) {
+  const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = m;
+  write_raw(file, file_path, dset, file_type, mem_type,
+            {hsize_t(m.rows()), hsize_t(m.cols())}, row_major.data());
+}
+
+void set_attr_raw(hid_t file, const std::string& file_path, const std::string& obj,
+                  const std::string& name, hid_t file_type, hid_t mem_type, const void* data) {
+  const std::string what = "attribute " + quoted(name) + " of " + quoted(obj);
+  Handle o(H5Oopen(file, obj.c_str(), H5P_DEFAULT), H5Oclose);
+  if (!o.ok()) fail(file_path, "cannot set " + what + ": no such object");
+  if (H5Aexists(o.get(), name.c_str()) > 0 && H5Adelete(o.get(), name.c_str()) < 0)
+    fail(file_path, "cannot replace " + what);
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle a(H5Acreate2(o.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+           H5Aclose);
+  if (!a.ok() || H5Awrite(a.get(), mem_type, data) < 0) fail(file_path, "cannot write " + what);
+}
+
+/// The dimensions of a dataspace.
+std::vector<hsize_t> extent(hid_t space) {
+  const int rank = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(rank > 0 ? std::size_t(rank) : 0);
+  if (rank > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  return dims;
+}
+
+std::string shape_text(const std::vector<hsize_t>& dims) {
+  if (dims.empty()) return "scalar";
+  std::string s;
+  for (auto d : dims) s += (s.empty() ? "" : " x ") + std::to_string(d);
+  return s;
+}
+
+bool is_numeric(hid_t type) {
+  const H5T_class_t c = H5Tget_class(type);
+  return c == H5T_INTEGER || c == H5T_FLOAT;
+}
+
+/// Numeric data of a dataset as doubles (row-major) with its dimensions.
+std::vector<double> read_numeric(hid_t file, const std::string& file_path,
+                                 const std::string& dset, std::vector<hsize_t>& dims) {
+  Handle d(H5Dopen2(file, dset.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!d.ok()) fail(file_path, "no dataset " + quoted(dset));
+  Handle type(H5Dget_type(d.get()), H5Tclose);
+  if (!is_numeric(type.get()))
+    throw data_error(file_path, 0, "dataset " + quoted(dset) + " is not numeric");
+  Handle space(H5Dget_space(d.get()), H5Sclose);
+  dims = extent(space.get());
+  const auto n = std::size_t(H5Sget_simple_extent_npoints(space.get()));
+  std::vector<double> buf(n);
+  if (n > 0 && H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
+    fail(file_path, "cannot read dataset " + quoted(dset));
+  return buf;
+}
+
+/// Strings of a dataset or attribute of type `type` with `n` elements; `read(mem_type, buf)`
+/// performs the H5Dread / H5Aread.
+template <class Read>
+std::vector<std::string> read_string_data(const std::string& file_path, const std::string& what,
+                                          hid_t type, hid_t space, std::size_t n, Read read) {
+  if (H5Tget_class(type) != H5T_STRING)
+    throw data_error(file_path, 0, what + " does not hold strings");
+  std::vector<std::string> out;
+  out.reserve(n);
+  if (n == 0) return out;
+  if (H5Tis_variable_str(type) > 0) {
+    Handle mem = vlen_string_type(H5Tget_cset(type));
+    std::vector<char*> ptrs(n, nullptr);
+    if (read(mem.get(), ptrs.data()) < 0) fail(file_path, "cannot read " + what);
+    for (char* p : ptrs) out.emplace_back(p != nullptr ? p : "");
+#if H5_VERSION_GE(1, 12, 0)
+    H5Treclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
+#else
+    H5Dvlen_reclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
+#endif
+  } else {
+    const std::size_t size = H5Tget_size(type);
+    Handle mem(H5Tcopy(type), H5Tclose);
+    std::vector<char> buf(n * size);
+    if (read(mem.get(), buf.data()) < 0) fail(file_path, "cannot read " + what);
+    const bool space_padded = H5Tget_strpad(type) == H5T_STR_SPACEPAD;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::string s(buf.data() + i * size, size);
+      s = s.substr(0, s.find('\0'));
+      if (space_padded) s.erase(s.find_last_not_of(' ') + 1);
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+Handle open_attr(hid_t file, const std::string& file_path, const std::string& obj,
+                 const std::string& name) {
+  if (!link_exists(file, obj))
+    throw data_error(file_path, 0, "cannot read attribute " + quoted(name) + ": no object " +
+                                       quoted(obj));
+  Handle a(H5Aopen_by_name(file, obj.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!a.ok()) fail(file_path, "no attribute " + quoted(name) + " on " + quoted(obj));
+  return a;
+}
+
+template <class T>
+T read_numeric_attr(hid_t file, const std::string& file_path, const std::string& obj,
+                    const std::string& name, hid_t mem_type) {
+  Handle a = open_attr(file, file_path, obj, name);
+  Handle type(H5Aget_type(a.get()), H5Tclose);
+  Handle space(H5Aget_space(a.get()), H5Sclose);
+  if (!is_numeric(type.get()) || H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw data_error(file_path, 0,
+                     "attribute " + quoted(name) + " of " + quoted(obj) + " is not a number");
+  T x{};
+  if (H5Aread(a.get(), mem_type, &x) < 0)
+    fail(file_path, "cannot read attribute " + quoted(name) + " of " + quoted(obj));
+  return x;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+H5File::~H5File() {
+  try {
+    close();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; use close()
+  }
+}
+
+H5File::H5File(H5File&& other) noexcept
+    : id_(std::exchange(other.id_, -1)),
+      path_(std::move(other.path_)),
+      writable_(other.writable_) {}
+
+H5File& H5File::operator=(H5File&& other) noexcept {
+  if (this != &other) {
+    if (id_ >= 0) H5Fclose(id_);
+    id_ = std::exchange(other.id_, -1);
+    path_ = std::move(other.path_);
+    writable_ = other.writable_;
+  }
+  return *this;
+}
+
+H5File H5File::create(const std::string& path) {
+  init_hdf5();
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (id < 0) fail(path, "cannot create the HDF5 file (does the directory exist and is it writable?)");
+  return H5File(id, path, true);
+}
+
+H5File H5File::open_read(const std::string& path) {
+  init_hdf5();
+  if (!std::filesystem::exists(path)) throw data_error(path, 0, "file not found");
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw data_error(path, 0, "not an HDF5 file");
+  }
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) fail(path, "cannot open the HDF5 file");
+  return H5File(id, path, false);
+}
+
+void H5File::require_open(const char* what) const {
+  if (id_ < 0) throw data_error(path_, 0, std::string(what) + ": the file is closed");
+}
+
+void H5File::require_writable(const char* what) const {
+  require_open(what);
+  if (!writable_) throw data_error(path_, 0, std::string(what) + ": the file is open read-only");
+}
+
+void H5File::write(const std::string& dset, const Mat<float>& m) {
+  require_writable("write");
+  write_matrix(id_, path_, dset, m, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT);
+}
+
+void H5File::write(const std::string& dset, const Mat<double>& m) {
+  require_writable("write");
+  write_matrix(id_, path_, dset, m, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE);
+}
+
+void H5File::write(const std::string& dset, const std::vector<double>& v) {
+  require_writable("write");
+  write_raw(id_, path_, dset, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {hsize_t(v.size())}, v.data());
+}
+
+void H5File::write(const std::string& dset, const std::vector<float>& v) {
+  require_writable("write");
+  write_raw(id_, path_, dset, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {hsize_t(v.size())}, v.data());
+}
+
+void H5File::write(const std::string& dset, const std::vector<std::int64_t>& v) {
+  require_writable("write");
+  write_raw(id_, path_, dset, H5T_STD_I64LE, H5T_NATIVE_INT64, {hsize_t(v.size())}, v.data());
+}
+
+void H5File::write(const std::string& dset, const std::vector<std::string>& v) {
+  require_writable("write");
+  std::vector<const char*> ptrs;
+  ptrs.reserve(v.size());
+  for (const auto& s : v) ptrs.push_back(s.c_str());
+  Handle type = vlen_string_type();
+  write_raw(id_, path_, dset, type.get(), type.get(), {hsize_t(v.size())}, ptrs.data());
+}
+
+void H5File::write_tensor(const std::string& dset, const std::vector<float>& data,
+                          const std::vector<std::size_t>& dims) {
+  require_writable("write_tensor");
+  const std::size_t n =
+      std::accumulate(dims.begin(), dims.end(), std::size_t(1), std::multiplies<>());
+  if (n != data.size())
+    throw internal_error("H5File::write_tensor(" + dset + "): " + std::to_string(data.size()) +
+                         " values for dimensions of " + std::to_string(n) + " elements");
+  const std::vector<hsize_t> hdims(dims.begin(), dims.end());
+  write_raw(id_, path_, dset, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, hdims, data.data());
+}
+
+void H5File::write_scalar(const std::string& dset, double x) {
+  require_writable("write_scalar");
+  write_raw(id_, path_, dset, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {}, &x);
+}
+
+void H5File::write_string(const std::string& dset, const std::string& s) {
+  require_writable("write_string");
+  const char* p = s.c_str();
+  Handle type = vlen_string_type();
+  write_raw(id_, path_, dset, type.get(), type.get(), {}, &p);
+}
+
+void H5File::set_attr(const std::string& obj, const std::string& name, const std::string& value) {
+  require_writable("set_attr");
+  const char* p = value.c_str();
+  Handle type = vlen_string_type();
+  set_attr_raw(id_, path_, obj, name, type.get(), type.get(), &p);
+}
+
+void H5File::set_attr(const std::string& obj, const std::string& name, double value) {
+  require_writable("set_attr");
+  set_attr_raw(id_, path_, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+void H5File::set_attr(const std::string& obj, const std::string& name, std::int64_t value) {
+  require_writable("set_attr");
+  set_attr_raw(id_, path_, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void H5File::set_attr(const std::string& obj, const std::string& name, std::uint64_t value) {
+  require_writable("set_attr");
+  set_attr_raw(id_, path_, obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
+}
+
+bool H5File::exists(const std::string& path) const {
+  require_open("exists");
+  return link_exists(id_, path);
+}
+
+Mat<double> H5File::read_matrix(const std::string& dset) const {
+  require_open("read_matrix");
+  std::vector<hsize_t> dims;
+  std::vector<double> buf = read_numeric(id_, path_, dset, dims);
+  if (dims.size() > 2)
+    throw data_error(path_, 0,
+                     "dataset " + quoted(dset) + " has shape " + shape_text(dims) +
+                         "; expected a matrix");
+  const auto rows = Eigen::Index(dims.empty() ? 1 : dims[0]);
+  const auto cols = Eigen::Index(dims.size() == 2 ? dims[1] : 1);
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  return Eigen::Map<const RowMajor>(buf.data(), rows, cols);
+}
+
+std::vector<double> H5File::read_vector(const std::string& dset) const {
+  require_open("read_vector");
+  std::vector<hsize_t> dims;
+  std::vector<double> buf = read_numeric(id_, path_, dset, dims);
+  const bool vector_like =
+      dims.size() <= 1 || (dims.size() == 2 && (dims[0] == 1 || dims[1] == 1));
+  if (!vector_like)
+    throw data_error(path_, 0,
+                     "dataset " + quoted(dset) + " has shape " + shape_text(dims) +
+                         "; expected a vector");
+  return buf;
+}
+
+std::vector<std::string> H5File::read_strings(const std::string& dset) const {
+  require_open("read_strings");
+  Handle d(H5Dopen2(id_, dset.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!d.ok()) fail(path_, "no dataset " + quoted(dset));
+  Handle type(H5Dget_type(d.get()), H5Tclose);
+  Handle space(H5Dget_space(d.get()), H5Sclose);
+  const auto n = std::size_t(H5Sget_simple_extent_npoints(space.get()));
+  return read_string_data(path_, "dataset " + quoted(dset), type.get(), space.get(), n,
+                          [&](hid_t mem, void* buf) {
+                            return H5Dread(d.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+                          });
+}
+
+std::string H5File::read_string(const std::string& dset) const {
+  const auto v = read_strings(dset);
+  if (v.size() != 1)
+    throw data_error(path_, 0,
+                     "dataset " + quoted(dset) + " holds " + std::to_string(v.size()) +
+                         " strings; expected one");
+  return v.front();
+}
+
+std::string H5File::attr_string(const std::string& obj, const std::string& name) const {
+  require_open("attr_string");
+  Handle a = open_attr(id_, path_, obj, name);
+  Handle type(H5Aget_type(a.get()), H5Tclose);
+  Handle space(H5Aget_space(a.get()), H5Sclose);
+  const auto n = std::size_t(H5Sget_simple_extent_npoints(space.get()));
+  const std::string what = "attribute " + quoted(name) + " of " + quoted(obj);
+  auto v = read_string_data(path_, what, type.get(), space.get(), n,
+                            [&](hid_t mem, void* buf) { return H5Aread(a.get(), mem, buf); });
+  if (v.size() != 1) throw data_error(path_, 0, what + " is not a single string");
+  return v.front();
+}
+
+double H5File::attr_double(const std::string& obj, const std::string& name) const {
+  require_open("attr_double");
+  return read_numeric_attr<double>(id_, path_, obj, name, H5T_NATIVE_DOUBLE);
+}
+
+std::int64_t H5File::attr_int(const std::string& obj, const std::string& name) const {
+  require_open("attr_int");
+  return read_numeric_attr<std::int64_t>(id_, path_, obj, name, H5T_NATIVE_INT64);
+}
+
+std::vector<std::string> H5File::list(const std::string& group) const {
+  require_open("list");
+  if (!link_exists(id_, group)) throw data_error(path_, 0, "no group " + quoted(group));
+  Handle g(H5Gopen2(id_, group.c_str(), H5P_DEFAULT), H5Gclose);
+  if (!g.ok()) fail(path_, quoted(group) + " is not a group");
+  std::vector<std::string> names;
+  const herr_t r = H5Literate(
+      g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr,
+      [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
+        static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+        return 0;
+      },
+      &names);
+  if (r < 0) fail(path_, "cannot list the group " + quoted(group));
+  return names;
+}
+
+void H5File::close() {
+  if (id_ < 0) return;
+  const hid_t id = std::exchange(id_, -1);
+  if (H5Fclose(id) < 0) fail(path_, "cannot close (flush) the HDF5 file");
+}
+
+void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill) {
+  const std::string tmp = path + ".tmp";
+  try {
+    H5File f = H5File::create(tmp);
+    fill(f);
+    f.close();
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw data_error(path, 0, "cannot rename " + tmp + " to " + path + ": " + ec.message());
+  }
+}
+
+}  // namespace eisim::io
