@@ -6,6 +6,7 @@
 // synthetic (uniform random pixels with a per-image brightness offset), so the benchmark needs
 // no data files. Timings are interleaved (fp, ode, fp, ode, ...) and reported as medians,
 // because the machine is shared and noisy; compare the ratios, not the absolute numbers.
+#include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -13,11 +14,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "eisim/models/network.hpp"
 #include "eisim/sim/solver.hpp"
@@ -39,8 +39,9 @@ struct Options {
   double tol = 1e-6;
   int reps = 5;
   int threads = 1;
-  double stepper_tol = 0.0;  // Dormand-Prince local error tolerance; 0 = same as the tolerance
-  double eps = 0.75;         // brightness offset ~ Uniform(-eps, eps)
+  double stepper_ratio = 0.01;  // Dormand-Prince local error tolerance / equilibrium tolerance
+  double stepper_tol = 0.0;     // fixed Dormand-Prince tolerance; 0 = stepper_ratio * tol
+  double eps = 0.75;            // brightness offset ~ Uniform(-eps, eps)
   std::uint64_t seed = 1;
   std::vector<double> sweep{1e-4, 1e-6, 1e-8};
   bool per_sample = true;
@@ -142,16 +143,17 @@ Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>&
   return m;
 }
 
-sim::OdeParameters ode_parameters(double tol, double stepper_tol) {
+sim::OdeParameters ode_parameters(double tol, const Options& o) {
   sim::OdeParameters op;
   op.tol = {tol, tol};
-  op.stepper_abs_tol = op.stepper_rel_tol = stepper_tol > 0 ? stepper_tol : tol;
+  op.stepper_abs_tol = op.stepper_rel_tol =
+      o.stepper_tol > 0 ? o.stepper_tol : o.stepper_ratio * tol;
   return op;
 }
 
-Method ode(const Problem& p, double tol, double stepper_tol, int threads) {
+Method ode(const Problem& p, double tol, const Options& o, int threads) {
   auto z = std::make_shared<sim::CircuitState<double>>();
-  const auto op = ode_parameters(tol, stepper_tol);
+  const auto op = ode_parameters(tol, o);
   Method m;
   m.name = "ODE (Dormand-Prince)";
   m.precision = "double";
@@ -221,7 +223,9 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string rate_str(const Summary& s) { return s.ok ? fmt("%.0f", s.rate) : "not converged"; }
+std::string rate_str(const Summary& s) {
+  return s.ok ? fmt("%.0f", s.rate) : "not converged";
+}
 
 std::string ratio_str(const Summary& ode_s, const Summary& s) {
   return ode_s.ok && s.ok ? fmt("%.1fx", ode_s.median_s / s.median_s) : "n/a";
@@ -239,7 +243,7 @@ void print_statuses(const std::vector<Method>& methods, int batch) {
 void main_table(const Problem& p, const Options& o) {
   std::vector<Method> methods;
   methods.push_back(fixed_point(p.layer, p.e, p.x, o.tol, o.threads, "double"));
-  methods.push_back(ode(p, o.tol, o.stepper_tol, o.threads));
+  methods.push_back(ode(p, o.tol, o, o.threads));
   if (o.threads != 2) methods.push_back(fixed_point(p.layer, p.e, p.x, o.tol, 2, "double"));
   methods.push_back(fixed_point(p.layer32, p.e32, p.x32, o.tol, o.threads, "float"));
   measure(methods, o.reps);
@@ -247,16 +251,17 @@ void main_table(const Problem& p, const Options& o) {
   const Method& om = methods[1];
   const Summary os = summarise(om, o.batch);
   const Mat<double> v_ode = om.v();
-  const double st = ode_parameters(o.tol, o.stepper_tol).stepper_abs_tol;
+  const double st = ode_parameters(o.tol, o).stepper_abs_tol;
   std::printf("\n== Equilibria of %d inputs through one %d-unit circuit layer, tol = %.0e ==\n",
               o.batch, o.width, o.tol);
-  std::printf("(abs_tol = rel_tol = %.0e for both; Dormand-Prince local error tolerance %.0e; "
-              "%d timed reps, interleaved)\n",
-              o.tol, st, o.reps);
+  std::printf(
+      "(abs_tol = rel_tol = %.0e for both; Dormand-Prince local error tolerance %.0e; "
+      "%d timed reps, interleaved)\n",
+      o.tol, st, o.reps);
   print_statuses(methods, o.batch);
-  std::printf("\n%-22s %-9s %3s %10s %10s %12s %-26s %13s %13s %9s\n", "method", "precision",
-              "thr", "median ms", "min ms", "equilibria/s", "work", "max|v-v_ode|",
-              "max|v-LN(e)|", "ode/this");
+  std::printf("\n%-22s %-9s %3s %10s %10s %12s %-26s %13s %13s %9s\n", "method", "precision", "thr",
+              "median ms", "min ms", "equilibria/s", "work", "max|v-v_ode|", "max|v-LN(e)|",
+              "ode/this");
   for (const auto& m : methods) {
     const Summary s = summarise(m, o.batch);
     const bool is_ode = &m == &om;
@@ -280,25 +285,25 @@ void sweep_table(const Problem& p, const Options& o) {
   for (double tol : o.sweep) {
     std::vector<Method> methods;
     methods.push_back(fixed_point(p.layer, p.e, p.x, tol, o.threads, "double"));
-    methods.push_back(ode(p, tol, o.stepper_tol, o.threads));
+    methods.push_back(ode(p, tol, o, o.threads));
     measure(methods, o.reps);
     std::printf("tol %.0e:\n", tol);
     print_statuses(methods, o.batch);
     runs.push_back(std::move(methods));
   }
   std::printf("\n%7s %8s %11s %12s %9s %11s %12s %7s %9s %10s %13s %13s\n", "tol", "DP tol",
-              "fp med ms", "fp eq/s", "Newton it", "ode med ms", "ode eq/s", "steps",
-              "t_end ms", "ode/fp", "max|dv|", "max|v-LN(e)|");
+              "fp med ms", "fp eq/s", "Newton it", "ode med ms", "ode eq/s", "steps", "t_end ms",
+              "ode/fp", "max|dv|", "max|v-LN(e)|");
   for (std::size_t k = 0; k < runs.size(); ++k) {
     const auto& fm = runs[k][0];
     const auto& om = runs[k][1];
     const Summary fs = summarise(fm, o.batch), os = summarise(om, o.batch);
     const Mat<double> vf = fm.v(), vo = om.v();
     std::printf("%7.0e %8.0e %11.3f %12s %9.2f %11.3f %12s %7d %9.0f %10s %13.2e %13.2e\n",
-                o.sweep[k], ode_parameters(o.sweep[k], o.stepper_tol).stepper_abs_tol,
-                1e3 * fs.median_s, rate_str(fs).c_str(), fs.mean_iterations, 1e3 * os.median_s,
-                rate_str(os).c_str(), om.results.back().iterations, om.results.back().t_final,
-                ratio_str(os, fs).c_str(), max_abs_diff(vf, vo),
+                o.sweep[k], ode_parameters(o.sweep[k], o).stepper_abs_tol, 1e3 * fs.median_s,
+                rate_str(fs).c_str(), fs.mean_iterations, 1e3 * os.median_s, rate_str(os).c_str(),
+                om.results.back().iterations, om.results.back().t_final, ratio_str(os, fs).c_str(),
+                max_abs_diff(vf, vo),
                 std::max(max_abs_diff(vf, p.v_layernorm), max_abs_diff(vo, p.v_layernorm)));
   }
 }
@@ -307,7 +312,7 @@ void sweep_table(const Problem& p, const Options& o) {
 /// needs in simulated time; the batched ODE must run until the slowest one has converged.
 void per_sample_table(const Problem& p, const Options& o) {
   set_threads(o.threads);
-  const auto op = ode_parameters(o.tol, o.stepper_tol);
+  const auto op = ode_parameters(o.tol, o);
   const int B = o.batch;
   std::vector<double> t_end(B), steps(B);
   std::vector<int> order(B);
@@ -352,23 +357,27 @@ int main(int argc, char** argv) {
   app.add_option("--reps", o.reps, "timed repetitions per method")->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "OpenMP / Eigen threads")->check(CLI::PositiveNumber);
   app.add_option("--stepper-tol", o.stepper_tol,
-                 "Dormand-Prince local error tolerance (0 = same as the equilibrium tolerance)")
+                 "fixed Dormand-Prince local error tolerance (0 = --stepper-ratio x tol)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--stepper-ratio", o.stepper_ratio,
+                 "Dormand-Prince local error tolerance as a fraction of the equilibrium tolerance")
+      ->check(CLI::PositiveNumber);
   app.add_option("--eps", o.eps, "brightness offset range, Uniform(-eps, eps)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", o.seed, "seed of the weights and the inputs");
-  app.add_option("--sweep", o.sweep, "tolerances of the sweep table")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--sweep", o.sweep, "tolerances of the sweep table")->check(CLI::PositiveNumber);
   app.add_flag("!--no-per-sample", o.per_sample, "skip the one-input-at-a-time ODE diagnostic");
   CLI11_PARSE(app, argc, argv);
 
   set_threads(o.threads);
-  std::printf("bench_equilibrium: batch %d, width %d, tol %.0e, reps %d, threads %d "
-              "(OpenMP max %d), eps %.2f, seed %llu\n",
-              o.batch, o.width, o.tol, o.reps, o.threads, max_threads(), o.eps,
-              static_cast<unsigned long long>(o.seed));
-  std::printf("inputs: synthetic uniform [0,1] pixels + per-image brightness offset, clipped "
-              "(no Fashion-MNIST); timed: the solve only (drive e = W_EX x precomputed)\n");
+  std::printf(
+      "bench_equilibrium: batch %d, width %d, tol %.0e, reps %d, threads %d "
+      "(OpenMP max %d), eps %.2f, seed %llu\n",
+      o.batch, o.width, o.tol, o.reps, o.threads, max_threads(), o.eps,
+      static_cast<unsigned long long>(o.seed));
+  std::printf(
+      "inputs: synthetic uniform [0,1] pixels + per-image brightness offset, clipped "
+      "(no Fashion-MNIST); timed: the solve only (drive e = W_EX x precomputed)\n");
   const Problem p = make_problem(o);
   main_table(p, o);
   sweep_table(p, o);

@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -219,7 +220,42 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
   std::vector<std::string> header{"condition", "eps", "seed", "final acc %"};
   for (double e : eval_eps) header.push_back("acc@" + eps_text(e));
   header.push_back("seconds");
-  std::printf("%s", format_table(header, rows).c_str());
+  std::printf("Per run (test accuracy %% after the last epoch):\n%s\n",
+              format_table(header, rows).c_str());
+  // Per condition and eps: mean and standard deviation over seeds.
+  std::vector<std::vector<std::string>> agg;
+  std::vector<std::pair<std::string, double>> keys;
+  for (std::size_t i = 0; i < run.size(); ++i)
+    if (std::find(keys.begin(), keys.end(), std::pair{cond[i], eps[i]}) == keys.end())
+      keys.emplace_back(cond[i], eps[i]);
+  auto fmt = [](double x, int prec) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(prec) << x;
+    return os.str();
+  };
+  for (const auto& [c, e] : keys) {
+    std::vector<std::size_t> m;
+    for (std::size_t i = 0; i < run.size(); ++i)
+      if (cond[i] == c && eps[i] == e) m.push_back(i);
+    auto mean_sd = [&](auto get) {
+      double s1 = 0, s2 = 0;
+      for (auto i : m) s1 += get(i);
+      const double mu = s1 / m.size();
+      for (auto i : m) s2 += (get(i) - mu) * (get(i) - mu);
+      return std::pair{mu, m.size() > 1 ? std::sqrt(s2 / (m.size() - 1)) : 0.0};
+    };
+    const auto [mu, sd] = mean_sd([&](std::size_t i) { return 100 * final_acc[i]; });
+    std::vector<std::string> r{c, eps_text(e), std::to_string(m.size()),
+                               fmt(mu, 2) + " +- " + fmt(sd, 2)};
+    for (std::size_t k = 0; k < eval_eps.size(); ++k)
+      r.push_back(fmt(mean_sd([&](std::size_t i) { return 100 * per_eps[i][k]; }).first, 2));
+    r.push_back(fmt(mean_sd([&](std::size_t i) { return secs[i]; }).first, 0));
+    agg.push_back(r);
+  }
+  std::vector<std::string> h2{"rule/condition", "eps", "seeds", "final acc % (mean +- sd)"};
+  for (double e : eval_eps) h2.push_back("acc@" + eps_text(e));
+  h2.push_back("seconds/run");
+  std::printf("Comparison (mean over seeds):\n%s", format_table(h2, agg).c_str());
   std::fprintf(stderr, "merged %zu runs into %s and %s%s\n", run.size(), merged.c_str(), csv.c_str(),
                missing ? (" (" + std::to_string(missing) + " grid points incomplete)").c_str() : "");
   return 0;

@@ -117,10 +117,18 @@ struct Range {
   }
 };
 
-Range gt(double a) { return Range{a, std::nullopt, true, false}; }
-Range ge(double a) { return Range{a, std::nullopt, false, false}; }
-Range closed(double a, double b) { return Range{a, b, false, false}; }
-Range half_open(double a, double b) { return Range{a, b, false, true}; }
+Range gt(double a) {
+  return Range{a, std::nullopt, true, false};
+}
+Range ge(double a) {
+  return Range{a, std::nullopt, false, false};
+}
+Range closed(double a, double b) {
+  return Range{a, b, false, false};
+}
+Range half_open(double a, double b) {
+  return Range{a, b, false, true};
+}
 
 // ---------------------------------------------------------------------------------------------
 // Enumerations (spelled as in the YAML)
@@ -381,11 +389,16 @@ struct Context {
 
 std::string describe_node(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Null: return "nothing (null)";
-    case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
-    case YAML::NodeType::Undefined: break;
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Null:
+      return "nothing (null)";
+    case YAML::NodeType::Scalar:
+      return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Undefined:
+      break;
   }
   return "nothing";
 }
@@ -542,7 +555,8 @@ class Reader {
     auto n = find_node(root_, path);
     if (!n) return;
     std::string allowed;
-    for (const auto& entry : table) allowed += (allowed.empty() ? "" : ", ") + std::string(entry.name);
+    for (const auto& entry : table)
+      allowed += (allowed.empty() ? "" : ", ") + std::string(entry.name);
     expect_scalar(path, *n, "one of: " + allowed);
     for (const auto& entry : table) {
       if (n->Scalar() == entry.name) {
@@ -551,8 +565,8 @@ class Reader {
       }
     }
     fail(ctx_, path, *n,
-         std::string(path) + " = '" + n->Scalar() + "' is not one of the allowed values: " +
-             allowed);
+         std::string(path) + " = '" + n->Scalar() +
+             "' is not one of the allowed values: " + allowed);
   }
   void reals(const char* path, std::vector<double>& v, const Range& r) {
     auto n = find_node(root_, path);
@@ -686,8 +700,7 @@ class Reader {
       } else {
         fail(ctx_, kpath, it->first,
              "unknown key '" + kpath + "'; did you mean '" + path + "." +
-                 (edit_distance(key, "name") <= edit_distance(key, "set") ? "name" : "set") +
-                 "'?");
+                 (edit_distance(key, "name") <= edit_distance(key, "set") ? "name" : "set") + "'?");
       }
     }
     if (!has_name) fail(ctx_, path, n, path + " has no 'name'");
@@ -804,8 +817,8 @@ struct Writer {
           for (const auto& [key, value] : c.set) {
             o << YAML::Key << key << YAML::Value;
             // The text must parse back to itself; null spellings would parse to nothing.
-            const bool null_like = value == "~" || value == "null" || value == "Null" ||
-                                   value == "NULL";
+            const bool null_like =
+                value == "~" || value == "null" || value == "Null" || value == "NULL";
             if (null_like) o << YAML::DoubleQuoted;
             o << value;
           }
@@ -829,13 +842,13 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
   const auto& ci = c.network.circuit;
   const std::string width = std::to_string(c.network.width);
   if (ci.n_I > c.network.width)
-    fail(ctx, "network.circuit.n_I", node_at("network.circuit.n_I"),
-         "network.circuit.n_I = " + std::to_string(ci.n_I) +
-             " must be <= network.width = " + width);
+    fail(
+        ctx, "network.circuit.n_I", node_at("network.circuit.n_I"),
+        "network.circuit.n_I = " + std::to_string(ci.n_I) + " must be <= network.width = " + width);
   if (ci.n_D > c.network.width)
-    fail(ctx, "network.circuit.n_D", node_at("network.circuit.n_D"),
-         "network.circuit.n_D = " + std::to_string(ci.n_D) +
-             " must be <= network.width = " + width);
+    fail(
+        ctx, "network.circuit.n_D", node_at("network.circuit.n_D"),
+        "network.circuit.n_D = " + std::to_string(ci.n_D) + " must be <= network.width = " + width);
   if (c.learning.error_transform != learning::ErrorTransform::none &&
       c.learning.rule != learning::Rule::frozen)
     fail(ctx, "learning.error_transform", node_at("learning.error_transform"),
@@ -885,8 +898,8 @@ Config parse_tree(YAML::Node root, const std::vector<std::string>& overrides,
   Context ctx{source, {}};
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap())
-    throw config_error("", source + ": the configuration must be a mapping of keys, got " +
-                               describe_node(root));
+    throw config_error(
+        "", source + ": the configuration must be a mapping of keys, got " + describe_node(root));
   for (const auto& ov : overrides) apply_override(root, ov, ctx);
   return build(root, ctx, true);
 }
@@ -896,7 +909,9 @@ Config parse_tree(YAML::Node root, const std::vector<std::string>& overrides,
 // -----------------------------------------------------------------------------------------------
 // Public interface
 
-const char* to_string(Precision p) { return name_of(p, kPrecision); }
+const char* to_string(Precision p) {
+  return name_of(p, kPrecision);
+}
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     const std::string& source) {
@@ -948,14 +963,18 @@ std::string to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
-std::vector<std::string> valid_keys() { return Schema::get().leaves; }
+std::vector<std::string> valid_keys() {
+  return Schema::get().leaves;
+}
 
-std::string nearest_key(const std::string& path) { return nearest_of(path, true); }
+std::string nearest_key(const std::string& path) {
+  return nearest_of(path, true);
+}
 
 models::NetworkSpec network_spec(const Config& config, int n_in, int n_out) {
   if (n_in < 1 || n_out < 1)
-    throw error("network_spec: n_in = " + std::to_string(n_in) + " and n_out = " +
-                std::to_string(n_out) + " must be >= 1");
+    throw error("network_spec: n_in = " + std::to_string(n_in) +
+                " and n_out = " + std::to_string(n_out) + " must be >= 1");
   const NetworkConfig& net = config.network;
   models::NetworkSpec spec;
   for (int l = 0; l < net.hidden_layers; ++l) {

@@ -95,8 +95,7 @@ void check_magic(GzReader& in, std::uint32_t expected, const char* kind) {
 }
 
 int check_limit(const std::string& path, int limit) {
-  if (limit < 0)
-    throw data_error(path, 0, "limit = " + std::to_string(limit) + " must be >= 0");
+  if (limit < 0) throw data_error(path, 0, "limit = " + std::to_string(limit) + " must be >= 0");
   return limit;
 }
 

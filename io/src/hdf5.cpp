@@ -76,7 +76,9 @@ Handle vlen_string_type(H5T_cset_t cset = H5T_CSET_UTF8) {
   return t;
 }
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string quoted(const std::string& s) {
+  return "'" + s + "'";
+}
 
 bool link_exists(hid_t file, const std::string& path) {
   std::string p = path;
@@ -107,9 +109,9 @@ void write_raw(hid_t file, const std::string& file_path, const std::string& dset
   if (!space.ok()) fail(file_path, "cannot create the dataspace of " + quoted(dset));
   Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Handle d(H5Dcreate2(file, dset.c_str(), file_type, space.get(), lcpl.get(), H5P_DEFAULT,
-                      H5P_DEFAULT),
-           H5Dclose);
+  Handle d(
+      H5Dcreate2(file, dset.c_str(), file_type, space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Dclose);
   if (!d.ok()) fail(file_path, "cannot create dataset " + quoted(dset));
   const hsize_t n = std::accumulate(dims.begin(), dims.end(), hsize_t(1), std::multiplies<>());
   if (n > 0 && H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
@@ -120,8 +122,8 @@ template <class S>
 void write_matrix(hid_t file, const std::string& file_path, const std::string& dset,
                   const Mat<S>& m, hid_t file_type, hid_t mem_type) {
   const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = m;
-  write_raw(file, file_path, dset, file_type, mem_type,
-            {hsize_t(m.rows()), hsize_t(m.cols())}, row_major.data());
+  write_raw(file, file_path, dset, file_type, mem_type, {hsize_t(m.rows()), hsize_t(m.cols())},
+            row_major.data());
 }
 
 void set_attr_raw(hid_t file, const std::string& file_path, const std::string& obj,
@@ -158,8 +160,8 @@ bool is_numeric(hid_t type) {
 }
 
 /// Numeric data of a dataset as doubles (row-major) with its dimensions.
-std::vector<double> read_numeric(hid_t file, const std::string& file_path,
-                                 const std::string& dset, std::vector<hsize_t>& dims) {
+std::vector<double> read_numeric(hid_t file, const std::string& file_path, const std::string& dset,
+                                 std::vector<hsize_t>& dims) {
   Handle d(H5Dopen2(file, dset.c_str(), H5P_DEFAULT), H5Dclose);
   if (!d.ok()) fail(file_path, "no dataset " + quoted(dset));
   Handle type(H5Dget_type(d.get()), H5Tclose);
@@ -213,8 +215,8 @@ std::vector<std::string> read_string_data(const std::string& file_path, const st
 Handle open_attr(hid_t file, const std::string& file_path, const std::string& obj,
                  const std::string& name) {
   if (!link_exists(file, obj))
-    throw data_error(file_path, 0, "cannot read attribute " + quoted(name) + ": no object " +
-                                       quoted(obj));
+    throw data_error(file_path, 0,
+                     "cannot read attribute " + quoted(name) + ": no object " + quoted(obj));
   Handle a(H5Aopen_by_name(file, obj.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (!a.ok()) fail(file_path, "no attribute " + quoted(name) + " on " + quoted(obj));
   return a;
@@ -264,7 +266,8 @@ H5File& H5File::operator=(H5File&& other) noexcept {
 H5File H5File::create(const std::string& path) {
   init_hdf5();
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (id < 0) fail(path, "cannot create the HDF5 file (does the directory exist and is it writable?)");
+  if (id < 0)
+    fail(path, "cannot create the HDF5 file (does the directory exist and is it writable?)");
   return H5File(id, path, true);
 }
 
@@ -379,9 +382,9 @@ Mat<double> H5File::read_matrix(const std::string& dset) const {
   std::vector<hsize_t> dims;
   std::vector<double> buf = read_numeric(id_, path_, dset, dims);
   if (dims.size() > 2)
-    throw data_error(path_, 0,
-                     "dataset " + quoted(dset) + " has shape " + shape_text(dims) +
-                         "; expected a matrix");
+    throw data_error(
+        path_, 0,
+        "dataset " + quoted(dset) + " has shape " + shape_text(dims) + "; expected a matrix");
   const auto rows = Eigen::Index(dims.empty() ? 1 : dims[0]);
   const auto cols = Eigen::Index(dims.size() == 2 ? dims[1] : 1);
   using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -392,12 +395,11 @@ std::vector<double> H5File::read_vector(const std::string& dset) const {
   require_open("read_vector");
   std::vector<hsize_t> dims;
   std::vector<double> buf = read_numeric(id_, path_, dset, dims);
-  const bool vector_like =
-      dims.size() <= 1 || (dims.size() == 2 && (dims[0] == 1 || dims[1] == 1));
+  const bool vector_like = dims.size() <= 1 || (dims.size() == 2 && (dims[0] == 1 || dims[1] == 1));
   if (!vector_like)
-    throw data_error(path_, 0,
-                     "dataset " + quoted(dset) + " has shape " + shape_text(dims) +
-                         "; expected a vector");
+    throw data_error(
+        path_, 0,
+        "dataset " + quoted(dset) + " has shape " + shape_text(dims) + "; expected a vector");
   return buf;
 }
 

@@ -1,12 +1,13 @@
 // The configuration is strict: unknown keys, wrong types and out-of-range values are errors
 // that name the key path; everything else takes the documented defaults.
+#include "eisim/io/config.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <fstream>
 #include <string>
 
-#include "eisim/io/config.hpp"
 #include "eisim/models/error.hpp"
 #include "test_support.hpp"
 
@@ -167,8 +168,8 @@ TEST_CASE("a bad enumeration value lists the allowed values") {
       doctest::Contains("learning.rule = 'backprop' is not one of the allowed values: implicit, "
                         "frozen, bptt"),
       config_error);
-  CHECK_THROWS_WITH_AS(parse_config("precision: float16\n"),
-                       doctest::Contains("float32, float64"), config_error);
+  CHECK_THROWS_WITH_AS(parse_config("precision: float16\n"), doctest::Contains("float32, float64"),
+                       config_error);
   CHECK_THROWS_WITH_AS(parse_config("network: {kind: Circuit}\n"),
                        doctest::Contains("circuit, layernorm, none"), config_error);
 }
@@ -201,8 +202,7 @@ TEST_CASE("range checks name the key, the value and the constraint, and match th
   SUBCASE("closed and half-open intervals") {
     CHECK(parse_config("data: {train_eps: 1}\n").data.train_eps == 1.0);
     CHECK_THROWS_WITH_AS(parse_config("data: {train_eps: 1.5}\n"),
-                         doctest::Contains("data.train_eps = 1.5 must be in [0, 1]"),
-                         config_error);
+                         doctest::Contains("data.train_eps = 1.5 must be in [0, 1]"), config_error);
     CHECK(parse_config("learning: {momentum: 0}\n").learning.momentum == 0.0);
     CHECK_THROWS_WITH_AS(parse_config("learning: {momentum: 1}\n"),
                          doctest::Contains("learning.momentum = 1 must be in [0, 1)"),
@@ -241,10 +241,10 @@ TEST_CASE("cross-checks name both keys") {
 }
 
 TEST_CASE("--set overrides are parsed as YAML and applied in order") {
-  const Config c = parse_config("network: {width: 50}\n",
-                                {"data.eval_eps=[0, 0.5]", "learning.lr_E=1e-3",
-                                 "network.width=60", "network.width=70", "precision=float64",
-                                 "network.circuit={tau_I: 3, n_D: 2}", "simulate.weights="});
+  const Config c = parse_config(
+      "network: {width: 50}\n",
+      {"data.eval_eps=[0, 0.5]", "learning.lr_E=1e-3", "network.width=60", "network.width=70",
+       "precision=float64", "network.circuit={tau_I: 3, n_D: 2}", "simulate.weights="});
   CHECK(c.data.eval_eps == std::vector<double>{0.0, 0.5});
   CHECK(c.learning.lr_E == 1e-3);
   CHECK(c.network.width == 70);

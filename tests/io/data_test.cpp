@@ -1,4 +1,6 @@
 // Fashion-MNIST reading (real files and deliberately broken ones) and the brightness jitter.
+#include "eisim/io/data.hpp"
+
 #include <doctest/doctest.h>
 #include <zlib.h>
 
@@ -9,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "eisim/io/data.hpp"
 #include "eisim/models/error.hpp"
 #include "test_support.hpp"
 
@@ -26,7 +27,8 @@ void put_be32(std::vector<unsigned char>& out, std::uint32_t x) {
 
 /// An IDX3 image file: header (magic, count, rows, cols) and `pixels` bytes.
 std::vector<unsigned char> idx_images(std::uint32_t magic, std::uint32_t count, std::uint32_t rows,
-                                      std::uint32_t cols, const std::vector<unsigned char>& pixels) {
+                                      std::uint32_t cols,
+                                      const std::vector<unsigned char>& pixels) {
   std::vector<unsigned char> out;
   put_be32(out, magic);
   put_be32(out, count);
@@ -47,7 +49,8 @@ std::vector<unsigned char> idx_labels(std::uint32_t count, const std::vector<uns
 void write_gz(const std::filesystem::path& path, const std::vector<unsigned char>& bytes) {
   gzFile f = gzopen(path.string().c_str(), "wb");
   REQUIRE(f != nullptr);
-  if (!bytes.empty()) REQUIRE(gzwrite(f, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
+  if (!bytes.empty())
+    REQUIRE(gzwrite(f, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
   REQUIRE(gzclose(f) == Z_OK);
 }
 
@@ -221,8 +224,8 @@ TEST_CASE_TEMPLATE("jitter with eps = 0 changes nothing and draws nothing", S, f
   CHECK(rng == state);
 }
 
-TEST_CASE_TEMPLATE("jitter adds one shift per column, within +-eps, then clips to [0, 1]", S,
-                   float, double) {
+TEST_CASE_TEMPLATE("jitter adds one shift per column, within +-eps, then clips to [0, 1]", S, float,
+                   double) {
   std::mt19937_64 rng(eisim::test::seed());
   const double eps = 0.25;
   SUBCASE("away from the bounds the shift is constant down a column") {

@@ -1,5 +1,7 @@
 // HDF5 files: what is written is read back unchanged (orientation included), h5py sees the same
 // shapes, failures are data_errors naming the file, and writes are atomic.
+#include "eisim/io/hdf5.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "eisim/io/config.hpp"
-#include "eisim/io/hdf5.hpp"
 #include "eisim/io/provenance.hpp"
 #include "eisim/models/error.hpp"
 #include "test_support.hpp"
@@ -30,7 +31,9 @@ Mat<S> index_matrix(int rows, int cols) {
   return m;
 }
 
-bool have_h5py() { return std::system("/usr/bin/python3 -c 'import h5py' 2>/dev/null") == 0; }
+bool have_h5py() {
+  return std::system("/usr/bin/python3 -c 'import h5py' 2>/dev/null") == 0;
+}
 
 }  // namespace
 
@@ -81,7 +84,7 @@ TEST_CASE("vectors, strings, scalars and attributes round-trip") {
     f.set_attr("/", "seed", std::uint64_t(12345));
     f.set_attr("d", "unit", "ms");
     f.set_attr("/", "name", std::string("run 2"));  // replaces
-  }  // closed by the destructor
+  }                                                 // closed by the destructor
   const H5File f = H5File::open_read(path);
   CHECK(f.read_vector("d") == std::vector<double>{4.0});
   CHECK(f.read_vector("f") == std::vector<double>{0.25, 3.0});
@@ -118,14 +121,12 @@ TEST_CASE("HDF5 failures are data_errors naming the file and the object") {
   CHECK_THROWS_WITH_AS(f.read_matrix("missing"), doctest::Contains(path.c_str()), data_error);
   CHECK_THROWS_WITH_AS(f.read_matrix("t"), doctest::Contains("2 x 2 x 2"), data_error);
   CHECK_THROWS_WITH_AS(f.read_vector("m"), doctest::Contains("expected a vector"), data_error);
-  CHECK_THROWS_WITH_AS(f.read_strings("m"), doctest::Contains("does not hold strings"),
-                       data_error);
+  CHECK_THROWS_WITH_AS(f.read_strings("m"), doctest::Contains("does not hold strings"), data_error);
   CHECK_THROWS_WITH_AS(f.read_matrix("s"), doctest::Contains("not numeric"), data_error);
   CHECK_THROWS_WITH_AS(f.attr_string("/", "nope"), doctest::Contains("no attribute 'nope'"),
                        data_error);
   H5File readonly = H5File::open_read(path);
-  CHECK_THROWS_WITH_AS(readonly.write_scalar("x", 1.0), doctest::Contains("read-only"),
-                       data_error);
+  CHECK_THROWS_WITH_AS(readonly.write_scalar("x", 1.0), doctest::Contains("read-only"), data_error);
   H5File moved = std::move(readonly);
   CHECK(moved.is_open());
   CHECK_FALSE(readonly.is_open());  // NOLINT(bugprone-use-after-move): moved-from is closed

@@ -20,32 +20,32 @@ const char* to_string(Precision p);
 
 struct DataSpec {
   std::string dir = "/usr/share/datasets/fashion-mnist";
-  double train_eps = 0.75;                         ///< brightness jitter half-width, training
+  double train_eps = 0.75;                             ///< brightness jitter half-width, training
   std::vector<double> eval_eps{0.0, 0.25, 0.5, 0.75};  ///< test-set jitter grid
-  int train_limit = 0;                             ///< use the first N training images (0 = all)
-  int test_limit = 0;                              ///< use the first N test images (0 = all)
-  std::uint64_t test_seed = 20260;                 ///< seed of the (fixed) test-set jitter
+  int train_limit = 0;              ///< use the first N training images (0 = all)
+  int test_limit = 0;               ///< use the first N test images (0 = all)
+  std::uint64_t test_seed = 20260;  ///< seed of the (fixed) test-set jitter
 };
 
 /// The hidden-layer template applied to every hidden layer.
 struct NetworkConfig {
   int hidden_layers = 2;
-  int width = 283;                  ///< n_E of each hidden layer
+  int width = 283;  ///< n_E of each hidden layer
   models::LayerKind kind = models::LayerKind::circuit;
   models::NonlinearitySpec phi;
   models::CircuitParams circuit;
-  int plain_inhibitory = 0;         ///< n_I of a `none` layer (0 = ceil(width / 10))
+  int plain_inhibitory = 0;  ///< n_I of a `none` layer (0 = ceil(width / 10))
   int readout_inhibitory = 1;
   double init_gain = 1.0;
-  int lateral_units = 0;            ///< 0 = width / 10
+  int lateral_units = 0;  ///< 0 = width / 10
 };
 
 struct SimulateSpec {
   std::vector<int> images{0, 1, 2, 3, 4, 5, 6, 7};  ///< test-set indices
-  double eps = 0.0;              ///< brightness jitter of the simulated images
-  double t_max = 400.0;          ///< ms, length of the recorded traces
-  int record_points = 101;       ///< samples of each trace in [0, t_max]
-  std::string weights;           ///< HDF5 file written by eisim train ("" = random init)
+  double eps = 0.0;                                 ///< brightness jitter of the simulated images
+  double t_max = 400.0;                             ///< ms, length of the recorded traces
+  int record_points = 101;                          ///< samples of each trace in [0, t_max]
+  std::string weights;  ///< HDF5 file written by eisim train ("" = random init)
 };
 
 struct SweepCondition {
@@ -87,8 +87,8 @@ std::string to_yaml(const Config& config);
 /// Every valid key path (e.g. "network.circuit.tau_E"), for messages and docs.
 std::vector<std::string> valid_keys();
 
-/// Edit-distance suggestion: the valid key path closest to `path` (an unknown key path). Keys at the
-/// same level are preferred; case-only differences count half. Used in unknown-key messages.
+/// Edit-distance suggestion: the valid key path closest to `path` (an unknown key path). Keys at
+/// the same level are preferred; case-only differences count half. Used in unknown-key messages.
 std::string nearest_key(const std::string& path);
 
 /// Build the network specification from the configuration.

@@ -11,8 +11,8 @@
 namespace eisim::io {
 
 struct Dataset {
-  Mat<float> images;                  ///< 784 x N, one image per column (row-major pixels), [0, 1]
-  std::vector<std::uint8_t> labels;   ///< N labels in 0..9
+  Mat<float> images;                 ///< 784 x N, one image per column (row-major pixels), [0, 1]
+  std::vector<std::uint8_t> labels;  ///< N labels in 0..9
   int rows = 28, cols = 28;
   int size() const { return static_cast<int>(labels.size()); }
 };

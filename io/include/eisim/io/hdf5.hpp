@@ -39,7 +39,8 @@ class H5File {
   void write(const std::string& dset, const std::vector<double>& v);
   void write(const std::string& dset, const std::vector<float>& v);
   void write(const std::string& dset, const std::vector<std::int64_t>& v);
-  void write(const std::string& dset, const std::vector<std::string>& v);  ///< variable-length UTF-8
+  void write(const std::string& dset,
+             const std::vector<std::string>& v);  ///< variable-length UTF-8
   /// An N-dimensional float array; `data` is row-major (last index fastest), size prod(dims).
   void write_tensor(const std::string& dset, const std::vector<float>& data,
                     const std::vector<std::size_t>& dims);

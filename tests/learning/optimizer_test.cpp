@@ -1,0 +1,58 @@
+#include <doctest/doctest.h>
+
+#include "circuits.hpp"
+#include "eisim/learning/optimizer.hpp"
+
+using namespace eisim;
+
+TEST_CASE("Dale's law holds after every optimiser step, even with a large learning rate") {
+  for (auto kind : {models::LayerKind::circuit, models::LayerKind::none}) {
+    models::LayerSpec t;
+    t.kind = kind;
+    auto net = test::make_network<double>(12, 16, 2, t, 21);
+    std::mt19937_64 rng(test::seed() + 60);
+    const Mat<double> x = test::random_matrix<double>(12, 8, 0.0, 1.0, rng);
+    const std::vector<int> y{0, 1, 2, 0, 1, 2, 0, 1};
+    learning::LearningSpec spec;
+    spec.lr_E = 5.0;
+    spec.lr_I = 5.0;
+    spec.momentum = 0.9;
+    learning::Sgd<double> sgd(spec);
+    int negatives_before_clamp = 0;
+    for (int step = 0; step < 10; ++step) {
+      learning::ForwardCache<double> cache;
+      learning::forward(net, x, sim::FixedPointParameters{}, cache);
+      Mat<double> d;
+      learning::cross_entropy(cache.logits(), y, 0.1, d);
+      learning::Gradients<double> g;
+      learning::backward(net, cache, d, spec, g);
+      // A plain gradient step would make some weight negative...
+      const Mat<double> plain = net.layers[0].w.W_EX - spec.lr_E * g.layers[0].W_EX;
+      if (plain.minCoeff() < 0) ++negatives_before_clamp;
+      sgd.step(net, g);
+      // ...the optimiser's projection keeps every constrained weight >= 0.
+      CHECK(models::min_dale_weight(net) >= 0.0);
+    }
+    CHECK(negatives_before_clamp > 0);  // the check above could have failed
+  }
+}
+
+TEST_CASE("SGD with momentum follows its recurrence on the trained weights only") {
+  models::LayerSpec t;
+  auto net = test::make_network<double>(4, 5, 1, t, 22);
+  const auto before = net;
+  learning::Gradients<double> g;
+  g.zero_like(net);
+  g.layers[0].W_EX.setConstant(-0.5);  // negative gradient: weights grow, no clamping
+  g.layers[0].W_IE.setConstant(1.0);   // feedback pooling weights are not trained
+  learning::LearningSpec spec;
+  spec.lr_E = 0.1;
+  spec.momentum = 0.5;
+  learning::Sgd<double> sgd(spec);
+  sgd.step(net, g);
+  sgd.step(net, g);
+  // v1 = g, v2 = 0.5 g + g; w2 = w0 - lr (v1 + v2) = w0 + 0.1 * 0.5 * 2.5
+  CHECK((net.layers[0].w.W_EX - before.layers[0].w.W_EX).cwiseAbs().maxCoeff() ==
+        doctest::Approx(0.125));
+  CHECK((net.layers[0].w.W_IE - before.layers[0].w.W_IE).cwiseAbs().maxCoeff() == 0.0);
+}
