@@ -1,8 +1,8 @@
 // Strict configuration: YAML -> validated Config.
 //
-// One schema (visit_schema) lists every key with its type and range. Four visitors walk it: the
-// key lister (valid_keys), the reader (YAML -> Config with checks), the writer (Config -> YAML)
-// and nothing else, so the key set, the checks and the dump cannot drift apart.
+// One schema (visit_schema) lists every key with its type and range. Three visitors walk it: the
+// key lister (valid_keys), the reader (YAML -> Config with checks) and the writer (Config ->
+// YAML), so the key set, the checks and the dump cannot drift apart.
 #include "eisim/io/config.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -727,7 +727,7 @@ class Reader {
         fail(ctx_, kpath, it->first, "a sweep condition cannot set the sweep keys (" + key + ")");
       for (const auto& [k, _] : out)
         if (k == key) fail(ctx_, kpath, it->first, "duplicate key '" + kpath + "'");
-      const YAML::Node& value = it->second;
+      const YAML::Node value = it->second;  // a copy: the iterator yields a proxy
       std::string text;
       if (value.IsScalar()) {
         text = value.Scalar();

@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""Figures of the circuit dynamics recorded by `eisim simulate` (or the /simulate group of a
+training file or a merged sweep summary).
+
+Writes, next to the input file unless --out is given:
+  traces_layer<l>.png     for each circuit layer: E potentials of a few units, their mean and
+                          variance over units, the inhibitory rates r_I and r_D, and the distance to
+                          the fixed point, all against time (ms), one colour per image;
+  equilibrium_moments.png histograms over images of the mean and variance over units of the
+                          equilibrium E potentials, per layer, with the set point (0 and theta).
+
+Example: /usr/bin/python3 analysis/plot_traces.py results/simulate.h5 --out results/figures
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import eisim_h5 as eh  # noqa: E402
+
+UNIT_STYLES = ["-", "--", ":", "-."]
+
+
+def image_labels(sim, n):
+    """Legend labels 'image 12 (Trouser)' of the first n images, tolerant of missing data."""
+    try:
+        images = eh.read_vector(sim, "images").astype(int)
+    except eh.EisimFileError:
+        images = np.arange(n)
+    try:
+        labels = eh.read_vector(sim, "labels").astype(int)
+    except eh.EisimFileError:
+        labels = np.full(n, -1)
+    out = []
+    for i in range(n):
+        img = images[i] if i < len(images) else i
+        lab = labels[i] if i < len(labels) else -1
+        name = eh.CLASS_NAMES[lab] if 0 <= lab < len(eh.CLASS_NAMES) else f"label {lab}"
+        out.append(f"test image {img} ({name})")
+    return out
+
+
+def status_summary(statuses):
+    n = len(statuses)
+    ok = sum(1 for s in statuses if s == "converged")
+    bad = sorted({s for s in statuses if s != "converged"})
+    return f"{ok}/{n} converged" + (f" (others: {', '.join(bad)})" if bad else "")
+
+
+def read_layer_kind(g):
+    kind = eh.attr(g, "kind", required=True)
+    n_e = eh.attr(g, "n_E")
+    return str(kind), (int(n_e) if n_e is not None else None)
+
+
+def _maybe_log(ax, arrays):
+    vals = np.concatenate([np.asarray(a, float).reshape(-1) for a in arrays])
+    vals = vals[np.isfinite(vals)]
+    if vals.size and vals.min() > 0 and vals.max() / vals.min() > 100:
+        ax.set_yscale("log")
+
+
+def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
+    kind, n_e = read_layer_kind(g)
+    t = eh.read_vector(sim, "t").astype(float)
+    v_ds = eh.dataset(g, "v")
+    if v_ds.ndim != 3:
+        raise eh.EisimFileError(f"{sim.file.filename}: dataset '{v_ds.name}' should be "
+                                f"(T, N, n_E), has shape {v_ds.shape}")
+    T, N, nE = v_ds.shape
+    if T != t.size:
+        raise eh.EisimFileError(f"{sim.file.filename}: dataset '{v_ds.name}' has {T} time "
+                                f"points but '{sim.name}/t' has {t.size}")
+    m = min(N, max_images)
+    v = np.asarray(v_ds[:, :m, :], dtype=float)            # (T, m, n_E)
+    r_i = np.asarray(eh.read_array(g, "r_I", 3)[:, :m, :], dtype=float)
+    r_d = np.asarray(eh.read_array(g, "r_D", 3)[:, :m, :], dtype=float)
+    v_eq = eh.read_matrix(g, "v_eq").astype(float)
+    r_i_eq = eh.read_matrix(g, "r_I_eq", rows=N).astype(float)
+    r_d_eq = eh.read_matrix(g, "r_D_eq", rows=N).astype(float)
+    fp_status = eh.read_strings(g, "fp_status")
+    ode_status = eh.read_strings(g, "ode_status")
+    fp_iter = eh.read_vector(g, "fp_iterations")
+    diff = eh.read_scalar(g, "ode_fp_max_abs_diff")
+    n_i, n_d = r_i.shape[2], r_d.shape[2]
+    if v_eq.shape != (N, nE):
+        raise eh.EisimFileError(f"{sim.file.filename}: dataset '{g.name}/v_eq' has shape "
+                                f"{v_eq.shape}, expected ({N}, {nE}) like '{v_ds.name}'")
+
+    labels = image_labels(sim, m)
+    colors = plt.cm.tab10(np.arange(m) % 10)
+    units = np.unique(np.linspace(0, nE - 1, min(n_units, nE)).round().astype(int))
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    ax = axes[0, 0]
+    for i in range(m):
+        for j, u in enumerate(units):
+            ax.plot(t, v[:, i, u], UNIT_STYLES[j % len(UNIT_STYLES)], color=colors[i], lw=1.2)
+            ax.plot([t[-1]], [v_eq[i, u]], "o", mfc="none", color=colors[i], ms=5)
+    ax.set_title(f"E potentials of units {', '.join(map(str, units))} "
+                 f"(line style = unit; o = fixed point)")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("E potential v (model units)")
+
+    ax = axes[0, 1]
+    for i in range(m):
+        ax.plot(t, v[:, i, :].mean(axis=1), color=colors[i], label=labels[i])
+    ax.axhline(0.0, color="k", ls="--", lw=1, label="normalised set point (mean 0)")
+    ax.set_title(f"Mean of v over the {nE} E units")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("mean E potential (model units)")
+    ax.legend(loc="best")
+
+    ax = axes[0, 2]
+    var_t = [v[:, i, :].var(axis=1) for i in range(m)]
+    for i in range(m):
+        ax.plot(t, var_t[i], color=colors[i])
+    ax.axhline(theta, color="k", ls="--", lw=1, label=f"set point theta = {theta:g}")
+    ax.set_title(f"Variance of v over the {nE} E units")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("variance of E potentials (model units$^2$)")
+    ax.legend(loc="best")
+
+    for ax, r, r_eq, name, n, what in [
+            (axes[1, 0], r_i, r_i_eq, "r_I", n_i, "subtractive interneurons"),
+            (axes[1, 1], r_d, r_d_eq, "r_D", n_d, "divisive (shunting) interneurons")]:
+        series = [r[:, i, :].mean(axis=1) for i in range(m)]
+        for i in range(m):
+            ax.plot(t, series[i], color=colors[i])
+            ax.plot([t[-1]], [r_eq[i].mean()], "o", mfc="none", color=colors[i], ms=5)
+        _maybe_log(ax, series + [r_eq[:m].mean(axis=1)])
+        avg = f"mean over the {n} units" if n > 1 else "1 unit"
+        ax.set_title(f"{name}: {what} ({avg}; o = fixed point)")
+        ax.set_xlabel("time (ms)")
+        ax.set_ylabel(f"{name} rate (model units)")
+
+    ax = axes[1, 2]
+    for i in range(m):
+        d = np.abs(v[:, i, :] - v_eq[i][None, :]).max(axis=1)
+        ax.plot(t, np.maximum(d, 1e-16), color=colors[i])
+    ax.set_yscale("log")
+    ax.set_title("Distance to the fixed point: max over units |v(t) - v_eq|")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("max |v - v_eq| (model units)")
+
+    fp_it = f"{int(np.max(fp_iter))}" if len(fp_iter) else "n/a"
+    fig.suptitle(
+        f"{title_prefix}layer {l} ({kind}): {nE} E, {n_i} I, {n_d} D units; first {m} of {N} "
+        f"images\nfixed-point solver: {status_summary(fp_status)}, at most {fp_it} iterations; "
+        f"ODE: {status_summary(ode_status)}; max |v_ODE(end) - v_eq| = {diff:.2g} "
+        f"(the ODE may run past the recorded window)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def plot_equilibrium_moments(plt, sim, layers, theta, title_prefix):
+    L = len(layers)
+    fig, axes = plt.subplots(2, L, figsize=(4.2 * L + 0.8, 7), squeeze=False)
+    for c, (l, g) in enumerate(layers):
+        kind, n_e = read_layer_kind(g)
+        readout = c == L - 1
+        name = f"layer {l}: " + ("readout, " if readout else "") + kind \
+            + (f", {n_e} E units" if n_e is not None else "")
+        normalised = kind in ("circuit", "layernorm")
+        for r, (ds, target, xlabel) in enumerate([
+                ("eq_mean", 0.0, "mean over units of v_eq (model units)"),
+                ("eq_var", theta, "variance over units of v_eq (model units$^2$)")]):
+            ax = axes[r, c]
+            x = eh.read_vector(g, ds).astype(float)
+            finite = x[np.isfinite(x)]
+            if finite.size:
+                ax.hist(finite, bins=max(5, min(30, finite.size)), color="C0" if r == 0 else "C1",
+                        alpha=0.8, label=f"{finite.size} images")
+            bad = x.size - finite.size
+            if normalised:
+                lab = "set point 0" if r == 0 else f"set point theta = {theta:g}"
+                ax.axvline(target, color="k", ls="--", lw=1, label=lab)
+            ax.set_title(f"{name}" + (f"\n({bad} non-finite values omitted)" if bad else ""))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("number of images")
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=True)
+            ax.legend(loc="best")
+    fig.suptitle(f"{title_prefix}Per-image moments of the equilibrium E potentials "
+                 f"(normalised layers should sit on the set points)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def make_figures(ef, out_dir, run_name=None, max_images=4, n_units=3):
+    """Writes the figures; returns (paths written, notes, (simulate group, run name))."""
+    plt = eh.setup_matplotlib()
+    sim, run = ef.simulate_group(run_name)
+    theta = eh.theta_from_config(ef.run_config(run))
+    layers = eh.layer_groups(sim)
+    prefix = f"Run {run}, " if run else ""
+    written, notes = [], []
+    circuit = [(l, g) for l, g in layers if read_layer_kind(g)[0] == "circuit"]
+    for l, g in circuit:
+        fig = plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, prefix)
+        eh.save(fig, out_dir, f"traces_layer{l}.png", written)
+    if not circuit:
+        notes.append(f"no circuit layers in '{sim.name}': no traces_layer<l>.png written")
+    fig = plot_equilibrium_moments(plt, sim, layers, theta, prefix)
+    eh.save(fig, out_dir, "equilibrium_moments.png", written)
+    return written, notes, (sim, run)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("file", help="eisim HDF5 file with a /simulate group (simulate, train or merged)")
+    p.add_argument("--out", help="output directory (default: the input file's directory)")
+    p.add_argument("--run", help="run name in a merged file (default: the first run that has "
+                                 "/runs/<run>/simulate)")
+    p.add_argument("--images", type=int, default=4, help="images drawn in the traces (default 4)")
+    p.add_argument("--units", type=int, default=3, help="E units drawn per image (default 3)")
+    a = p.parse_args()
+    if a.images < 1 or a.units < 1:
+        p.error("--images and --units must be >= 1")
+    with eh.EisimFile(a.file) as ef:
+        out = eh.default_out_dir(a.file, a.out)
+        written, notes, _ = make_figures(ef, out, a.run, a.images, a.units)
+    for n in notes:
+        print(f"note: {n}")
+    for w in written:
+        print(w)
+    return 0
+
+
+if __name__ == "__main__":
+    eh.run_cli(main)
