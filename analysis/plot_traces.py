@@ -165,23 +165,37 @@ def plot_equilibrium_moments(plt, sim, layers, theta, title_prefix):
         name = f"layer {l}: " + ("readout, " if readout else "") + kind \
             + (f", {n_e} E units" if n_e is not None else "")
         normalised = kind in ("circuit", "layernorm")
-        for r, (ds, target, xlabel) in enumerate([
-                ("eq_mean", 0.0, "mean over units of v_eq (model units)"),
-                ("eq_var", theta, "variance over units of v_eq (model units$^2$)")]):
+        means = eh.read_vector(g, "eq_mean").astype(float)
+        variances = eh.read_vector(g, "eq_var").astype(float)
+        fin_var = variances[np.isfinite(variances)]
+        scale = float(np.mean(fin_var)) if fin_var.size and np.mean(fin_var) > 0 else 1.0
+        for r, (x, target, width, xlabel) in enumerate([
+                (means, 0.0, 0.1 * np.sqrt(scale), "mean over units of v_eq (model units)"),
+                (variances, theta, 0.1 * scale,
+                 "variance over units of v_eq (model units$^2$)")]):
             ax = axes[r, c]
-            x = eh.read_vector(g, ds).astype(float)
             finite = x[np.isfinite(x)]
-            if finite.size:
-                ax.hist(finite, bins=max(5, min(30, finite.size)), color="C0" if r == 0 else "C1",
-                        alpha=0.8, label=f"{finite.size} images")
             bad = x.size - finite.size
+            if finite.size:
+                # The range includes the set point and is at least 10 % of the layer's natural
+                # scale wide, so that values on the set point to rounding show as one bar there.
+                lo, hi = finite.min(), finite.max()
+                if normalised:
+                    lo, hi = min(lo, target), max(hi, target)
+                if hi - lo < width:
+                    mid = 0.5 * (lo + hi)
+                    lo, hi = mid - width / 2, mid + width / 2
+                ax.hist(finite, bins=max(5, min(31, finite.size)) | 1, range=(lo, hi),
+                        color="C0" if r == 0 else "C1", alpha=0.8, label=f"{finite.size} images")
             if normalised:
-                lab = "set point 0" if r == 0 else f"set point theta = {theta:g}"
+                dev = np.max(np.abs(finite - target)) if finite.size else np.nan
+                lab = ("set point 0" if r == 0 else f"set point theta = {theta:g}") \
+                    + f"\n(max deviation {dev:.1e})"
                 ax.axvline(target, color="k", ls="--", lw=1, label=lab)
             ax.set_title(f"{name}" + (f"\n({bad} non-finite values omitted)" if bad else ""))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("number of images")
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=True)
+            ax.ticklabel_format(axis="x", useOffset=False)
             ax.legend(loc="best")
     fig.suptitle(f"{title_prefix}Per-image moments of the equilibrium E potentials "
                  f"(normalised layers should sit on the set points)", fontsize=11)
