@@ -282,7 +282,7 @@ def nearest_index(values, x):
 
 
 class EisimFile:
-    """An opened eisim file: `layout` in {'simulate', 'train', 'merged'}, `runs` for train/merged."""
+    """An opened eisim file: `layout` in {'simulate', 'train', 'merged'}; `runs` (train, merged)."""
 
     def __init__(self, path):
         self.path = path

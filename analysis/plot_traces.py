@@ -148,7 +148,7 @@ def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
 
     fp_it = f"{int(np.max(fp_iter))}" if len(fp_iter) else "n/a"
     fig.suptitle(
-        f"{title_prefix}layer {l} ({kind}): {nE} E, {n_i} I, {n_d} D units; first {m} of {N} "
+        f"{title_prefix}Layer {l} ({kind}): {nE} E, {n_i} I, {n_d} D units; first {m} of {N} "
         f"images\nfixed-point solver: {status_summary(fp_status)}, at most {fp_it} iterations; "
         f"ODE: {status_summary(ode_status)}; max |v_ODE(end) - v_eq| = {diff:.2g} "
         f"(the ODE may run past the recorded window)", fontsize=11)
@@ -209,7 +209,7 @@ def make_figures(ef, out_dir, run_name=None, max_images=4, n_units=3):
     sim, run = ef.simulate_group(run_name)
     theta = eh.theta_from_config(ef.run_config(run))
     layers = eh.layer_groups(sim)
-    prefix = f"Run {run}, " if run else ""
+    prefix = f"{os.path.basename(ef.path)}" + (f", run {run}" if run else "") + ": "
     written, notes = [], []
     circuit = [(l, g) for l, g in layers if read_layer_kind(g)[0] == "circuit"]
     for l, g in circuit:
@@ -226,7 +226,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("file", help="eisim HDF5 file with a /simulate group (simulate, train or merged)")
+    p.add_argument("file", help="eisim HDF5 file with a /simulate group (simulate, train, merged)")
     p.add_argument("--out", help="output directory (default: the input file's directory)")
     p.add_argument("--run", help="run name in a merged file (default: the first run that has "
                                  "/runs/<run>/simulate)")

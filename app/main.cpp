@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   using namespace eisim;
   CLI::App app{"eisim: excitatory/inhibitory circuits that learn"};
   app.set_version_flag("--version", std::string("eisim ") + build_info::version + " (" +
-                                        build_info::git_commit + ", " + build_info::build_type + ")");
+                                        build_info::git_commit + ", " + build_info::build_type +
+                                        ")");
   app.require_subcommand(1);
   std::string config, out;
   std::vector<std::string> sets;
@@ -50,7 +51,8 @@ int main(int argc, char** argv) {
   sweep->add_option("--set", so.overrides, "override a config key for every grid point");
   sweep->add_option("--task-id", so.task_id, "run grid point N (e.g. $SLURM_ARRAY_TASK_ID)");
   sweep->add_flag("--local", so.local, "run every incomplete grid point on this machine");
-  sweep->add_option("--jobs", so.jobs, "parallel processes for --local")->check(CLI::PositiveNumber);
+  sweep->add_option("--jobs", so.jobs, "parallel processes for --local")
+      ->check(CLI::PositiveNumber);
   sweep->add_flag("--merge", so.merge, "gather complete runs into a summary HDF5/CSV");
   sweep->add_option("--merged", so.merged_path, "summary file (default <out_dir>/summary.h5)");
   sweep->add_flag("--list", so.list, "print the grid with each point's state");

@@ -69,10 +69,13 @@ int max_threads() {
 struct Problem {
   models::Layer<double> layer;
   models::Layer<float> layer32;
+  models::Layer<double> layer32_as_double;  ///< the float weights, for checking float states
   Mat<double> x, e;
   Mat<float> x32, e32;
+  Mat<double> x32_as_double, e32_as_double;
   Mat<double> v_layernorm;     ///< sqrt(theta) * LayerNorm(e), the exact default equilibrium
   std::vector<double> offset;  ///< brightness offset of each image
+  std::vector<double> mean;    ///< mean of each sample's drive over the E units
   std::vector<double> spread;  ///< standard deviation of each sample's drive over the E units
 };
 
@@ -96,18 +99,24 @@ Problem make_problem(const Options& o) {
   const auto net = models::initialise<double>(spec, o.seed);
   Problem p;
   p.layer = net.layers.front();
-  p.layer32 = models::cast_network<float>(net).layers.front();
+  const auto net32 = models::cast_network<float>(net);
+  p.layer32 = net32.layers.front();
+  p.layer32_as_double = models::cast_network<double>(net32).layers.front();
   std::mt19937_64 rng(o.seed + 1);
   p.x = random_images(o.batch, o.eps, rng, p.offset);
   p.x32 = p.x.cast<float>();
   sim::excitatory_drive(p.layer.w, p.x, p.e);
   sim::excitatory_drive(p.layer32.w, p.x32, p.e32);
+  p.x32_as_double = p.x32.cast<double>();
+  p.e32_as_double = p.e32.cast<double>();
   // Independent answer (docs: science.md section 3): mean(v) = 0 and mean(v^2) = theta.
   const double theta = p.layer.spec.circuit.theta;
   p.v_layernorm.resize(p.e.rows(), p.e.cols());
+  p.mean.resize(o.batch);
   p.spread.resize(o.batch);
   for (int j = 0; j < o.batch; ++j) {
-    const auto c = p.e.col(j).array() - p.e.col(j).mean();
+    p.mean[j] = p.e.col(j).mean();
+    const auto c = p.e.col(j).array() - p.mean[j];
     p.spread[j] = std::sqrt(c.square().mean());
     p.v_layernorm.col(j) = (std::sqrt(theta) * c / p.spread[j]).matrix();
   }
@@ -120,14 +129,34 @@ struct Method {
   int threads = 1;
   std::function<sim::SolveResult()> solve;
   std::function<Mat<double>()> v;  ///< equilibrium potentials of the last solve
+  /// Worst scaled residual of the last solve's stored state, recomputed independently of the
+  /// solver's report (double arithmetic, the method's own weights and drive); <= 1 converged.
+  std::function<double()> recheck;
   // Measurements.
   std::vector<double> seconds;
   std::vector<sim::SolveResult> results;
 };
 
+/// Worst scaled residual of state z (cast to double) for the given layer, drive and input.
 template <class S>
-Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x, double tol,
-                   int threads, const char* precision) {
+double recomputed_residual(const models::Layer<double>& layer, const Mat<double>& e,
+                           const Mat<double>& x, const sim::CircuitState<S>& z, double tol) {
+  sim::CircuitState<double> zd;
+  zd.v = z.v.template cast<double>();
+  zd.r_I = z.r_I.template cast<double>();
+  zd.r_D = z.r_D.template cast<double>();
+  std::vector<double> r, scaled;
+  sim::circuit_residual(layer, e, x, zd, sim::Tolerance{tol, tol}, r, scaled);
+  double worst = 0.0;
+  for (double s : scaled)
+    if (!(s <= worst)) worst = s;  // NaN propagates
+  return worst;
+}
+
+template <class S>
+Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
+                   const models::Layer<double>& check_layer, const Mat<double>& check_e,
+                   const Mat<double>& check_x, double tol, int threads, const char* precision) {
   auto z = std::make_shared<sim::CircuitState<S>>();
   sim::FixedPointParameters fp;
   fp.tol = {tol, tol};
@@ -140,7 +169,16 @@ Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>&
     return sim::solve_fixed_point(layer, e, x, fp, *z);
   };
   m.v = [z] { return Mat<double>(z->v.template cast<double>()); };
+  m.recheck = [&check_layer, &check_e, &check_x, z, tol] {
+    return recomputed_residual(check_layer, check_e, check_x, *z, tol);
+  };
   return m;
+}
+
+Method fixed_point(const Problem& p, bool single, double tol, int threads) {
+  return single ? fixed_point(p.layer32, p.e32, p.x32, p.layer32_as_double, p.e32_as_double,
+                              p.x32_as_double, tol, threads, "float")
+                : fixed_point(p.layer, p.e, p.x, p.layer, p.e, p.x, tol, threads, "double");
 }
 
 sim::OdeParameters ode_parameters(double tol, const Options& o) {
@@ -163,6 +201,7 @@ Method ode(const Problem& p, double tol, const Options& o, int threads) {
     return sim::integrate(p.layer, p.e, p.x, op, *z);
   };
   m.v = [z] { return z->v; };
+  m.recheck = [&p, z, tol] { return recomputed_residual(p.layer, p.e, p.x, *z, tol); };
   return m;
 }
 
@@ -242,10 +281,10 @@ void print_statuses(const std::vector<Method>& methods, int batch) {
 /// The main table at one tolerance: every method, with the ODE as the reference.
 void main_table(const Problem& p, const Options& o) {
   std::vector<Method> methods;
-  methods.push_back(fixed_point(p.layer, p.e, p.x, o.tol, o.threads, "double"));
+  methods.push_back(fixed_point(p, false, o.tol, o.threads));
   methods.push_back(ode(p, o.tol, o, o.threads));
-  if (o.threads != 2) methods.push_back(fixed_point(p.layer, p.e, p.x, o.tol, 2, "double"));
-  methods.push_back(fixed_point(p.layer32, p.e32, p.x32, o.tol, o.threads, "float"));
+  if (o.threads != 2) methods.push_back(fixed_point(p, false, o.tol, 2));
+  methods.push_back(fixed_point(p, true, o.tol, o.threads));
   measure(methods, o.reps);
 
   const Method& om = methods[1];
@@ -284,7 +323,7 @@ void sweep_table(const Problem& p, const Options& o) {
   std::vector<std::vector<Method>> runs;
   for (double tol : o.sweep) {
     std::vector<Method> methods;
-    methods.push_back(fixed_point(p.layer, p.e, p.x, tol, o.threads, "double"));
+    methods.push_back(fixed_point(p, false, tol, o.threads));
     methods.push_back(ode(p, tol, o, o.threads));
     measure(methods, o.reps);
     std::printf("tol %.0e:\n", tol);

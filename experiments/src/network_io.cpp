@@ -20,8 +20,10 @@ void load_network(const io::H5File& f, models::Network<S>& net, const std::strin
     net.layers[l].w.for_each([&](const std::string& name, Mat<S>& m) {
       const std::string path = group + "/layer_" + std::to_string(l) + "/" + name;
       if (!f.exists(path))
-        throw data_error(f.path(), 0, "missing dataset " + path + " (was it written by eisim "
-                                      "train with the same network configuration?)");
+        throw data_error(f.path(), 0,
+                         "missing dataset " + path +
+                             " (was it written by eisim "
+                             "train with the same network configuration?)");
       const Mat<double> d = f.read_matrix(path);
       if (d.rows() != m.rows() || d.cols() != m.cols()) {
         std::ostringstream os;

@@ -15,9 +15,12 @@ namespace {
 
 const char* kind_name(models::LayerKind k) {
   switch (k) {
-    case models::LayerKind::circuit: return "circuit";
-    case models::LayerKind::layernorm: return "layernorm";
-    case models::LayerKind::none: return "none";
+    case models::LayerKind::circuit:
+      return "circuit";
+    case models::LayerKind::layernorm:
+      return "layernorm";
+    case models::LayerKind::none:
+      return "none";
   }
   return "?";
 }
@@ -104,13 +107,15 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
             tv.push_back(s.v);
             ti.push_back(s.r_I);
             td.push_back(s.r_D);
-            bar.update("simulate layer " + std::to_string(l), long(tv.size()),
-                       long(times.size()), "t = " + std::to_string(int(t)) + " ms");
+            bar.update("simulate layer " + std::to_string(l), long(tv.size()), long(times.size()),
+                       "t = " + std::to_string(int(t)) + " ms");
           });
       const std::size_t T = tv.size();
       f.write_tensor(g + "/v", stack(tv), {T, std::size_t(N), std::size_t(layer.spec.n_E)});
-      f.write_tensor(g + "/r_I", stack(ti), {T, std::size_t(N), std::size_t(layer.spec.circuit.n_I)});
-      f.write_tensor(g + "/r_D", stack(td), {T, std::size_t(N), std::size_t(layer.spec.circuit.n_D)});
+      f.write_tensor(g + "/r_I", stack(ti),
+                     {T, std::size_t(N), std::size_t(layer.spec.circuit.n_I)});
+      f.write_tensor(g + "/r_D", stack(td),
+                     {T, std::size_t(N), std::size_t(layer.spec.circuit.n_D)});
       f.write_scalar(g + "/ode_steps", ores.iterations);
       f.write(g + "/ode_residual", ores.sample_residual);
       f.write(g + "/ode_status", statuses(ores));

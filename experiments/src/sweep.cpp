@@ -39,8 +39,11 @@ std::vector<GridPoint> grid(const io::Config& base) {
   for (const auto& c : conds)
     for (double eps : sw.eps)
       for (auto seed : sw.seeds) {
-        GridPoint p{c.name + "_eps" + eps_text(eps) + "_seed" + std::to_string(seed), c.name, eps,
-                    seed, {}};
+        GridPoint p{c.name + "_eps" + eps_text(eps) + "_seed" + std::to_string(seed),
+                    c.name,
+                    eps,
+                    seed,
+                    {}};
         for (const auto& [k, v] : c.set) p.overrides.push_back(k + "=" + v);
         p.overrides.push_back("data.train_eps=" + eps_text(eps));
         p.overrides.push_back("seed=" + std::to_string(seed));
@@ -66,7 +69,10 @@ bool is_complete(const std::string& path, int epochs) {
 }
 
 io::Config point_config(const SweepOptions& o, const GridPoint& p) {
-  std::vector<std::string> ov = p.overrides;
+  // A grid point is one training run: its own condition applies, the others do not (they are
+  // validated against the base configuration when the sweep file is loaded).
+  std::vector<std::string> ov{"sweep.conditions=[]"};
+  ov.insert(ov.end(), p.overrides.begin(), p.overrides.end());
   ov.insert(ov.end(), o.overrides.begin(), o.overrides.end());
   return io::load_config(o.config_path, ov);
 }
@@ -99,31 +105,10 @@ int run_point(const SweepOptions& o, const io::Config& base, const GridPoint& p)
   return 0;
 }
 
-// Copy every dataset and attribute under `src_group` of `src` into `dst` at `dst_group`.
-void copy_group(const io::H5File& src, const std::string& sg, io::H5File& dst, const std::string& dg) {
-  for (const auto& name : src.list(sg)) {
-    const std::string s = sg + "/" + name, d = dg + "/" + name;
-    if (!src.list(s).empty()) {
-      copy_group(src, s, dst, d);
-      continue;
-    }
-    try {
-      const Mat<double> m = src.read_matrix(s);
-      dst.write(d, m);
-    } catch (const eisim::error&) {
-      try {
-        dst.write(d, src.read_strings(s));
-      } catch (const eisim::error&) {
-        // Groups with no members or tensors of rank 3 (traces) are copied as flat data below.
-      }
-    }
-  }
-}
-
 int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridPoint>& pts) {
-  const std::string merged = o.merged_path.empty()
-                                 ? (std::filesystem::path(base.sweep.out_dir) / "summary.h5").string()
-                                 : o.merged_path;
+  const std::string merged =
+      o.merged_path.empty() ? (std::filesystem::path(base.sweep.out_dir) / "summary.h5").string()
+                            : o.merged_path;
   std::vector<std::string> run, cond;
   std::vector<double> eps, final_acc, secs;
   std::vector<std::int64_t> seeds, epochs;
@@ -195,8 +180,8 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     for (const auto& name : run) {
       const io::H5File src = io::H5File::open_read(
           (std::filesystem::path(base.sweep.out_dir) / (name + ".h5")).string());
-      copy_group(src, "train", f, "runs/" + name + "/train");
-      if (src.exists("simulate")) copy_group(src, "simulate", f, "runs/" + name + "/simulate");
+      f.copy_from(src, "train", "runs/" + name + "/train");
+      if (src.exists("simulate")) f.copy_from(src, "simulate", "runs/" + name + "/simulate");
       for (const char* a : {"rule", "error_transform", "kind", "status", "git_commit",
                             "eisim_version", "config", "seed", "precision"})
         try {
@@ -256,8 +241,9 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
   for (double e : eval_eps) h2.push_back("acc@" + eps_text(e));
   h2.push_back("seconds/run");
   std::printf("Comparison (mean over seeds):\n%s", format_table(h2, agg).c_str());
-  std::fprintf(stderr, "merged %zu runs into %s and %s%s\n", run.size(), merged.c_str(), csv.c_str(),
-               missing ? (" (" + std::to_string(missing) + " grid points incomplete)").c_str() : "");
+  std::fprintf(
+      stderr, "merged %zu runs into %s and %s%s\n", run.size(), merged.c_str(), csv.c_str(),
+      missing ? (" (" + std::to_string(missing) + " grid points incomplete)").c_str() : "");
   return 0;
 }
 
@@ -278,14 +264,15 @@ int run_sweep(const SweepOptions& o) {
   for (const auto& p : pts) (void)point_config(o, p);
   if (o.task_id >= 0) {
     if (o.task_id >= int(pts.size()))
-      throw config_error("--task-id", "task " + std::to_string(o.task_id) + " is outside the grid (" +
-                                          std::to_string(pts.size()) + " points: 0.." +
-                                          std::to_string(pts.size() - 1) + ")");
+      throw config_error("--task-id", "task " + std::to_string(o.task_id) +
+                                          " is outside the grid (" + std::to_string(pts.size()) +
+                                          " points: 0.." + std::to_string(pts.size() - 1) + ")");
     run_point(o, base, pts[o.task_id]);
   } else if (o.local) {
     std::vector<std::size_t> todo;
     for (std::size_t i = 0; i < pts.size(); ++i)
-      if (!is_complete(run_path(base, pts[i]), point_config(o, pts[i]).train.epochs)) todo.push_back(i);
+      if (!is_complete(run_path(base, pts[i]), point_config(o, pts[i]).train.epochs))
+        todo.push_back(i);
     std::fprintf(stderr, "sweep: %zu grid points, %zu to run, %d at a time\n", pts.size(),
                  todo.size(), o.jobs);
     int failed = 0;
@@ -307,8 +294,8 @@ int run_sweep(const SweepOptions& o) {
           const std::size_t i = todo[next++];
           const pid_t pid = fork();
           if (pid == 0) {
-            std::vector<std::string> args{o.self_exe, "sweep", "--config", o.config_path,
-                                          "--task-id", std::to_string(i)};
+            std::vector<std::string> args{o.self_exe,    "sweep",     "--config",
+                                          o.config_path, "--task-id", std::to_string(i)};
             for (const auto& s : o.overrides) {
               args.push_back("--set");
               args.push_back(s);

@@ -22,9 +22,12 @@ constexpr int kEvalBatch = 500;
 
 const char* kind_name(models::LayerKind k) {
   switch (k) {
-    case models::LayerKind::circuit: return "circuit";
-    case models::LayerKind::layernorm: return "layernorm";
-    case models::LayerKind::none: return "none";
+    case models::LayerKind::circuit:
+      return "circuit";
+    case models::LayerKind::layernorm:
+      return "layernorm";
+    case models::LayerKind::none:
+      return "none";
   }
   return "?";
 }
@@ -131,8 +134,7 @@ class Trainer {
 
   TrainSummary run() {
     const bool show = cfg_.train.progress && !opt_.quiet;
-    if (!opt_.quiet)
-      std::fprintf(stderr, "%s", io::provenance_header(cfg_, opt_.command).c_str());
+    if (!opt_.quiet) std::fprintf(stderr, "%s", io::provenance_header(cfg_, opt_.command).c_str());
     train_ = io::load_fashion_mnist(cfg_.data.dir, true, cfg_.data.train_limit);
     test_ = io::load_fashion_mnist(cfg_.data.dir, false, cfg_.data.test_limit);
     net_ = models::initialise<S>(io::network_spec(cfg_), cfg_.seed);
@@ -145,7 +147,8 @@ class Trainer {
     for (int ep = start; ep < epochs; ++ep) {
       const auto t0 = std::chrono::steady_clock::now();
       train_epoch(ep, bar);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       evaluate(ep, secs);
       write(ep + 1 == epochs ? "complete" : "running", ep + 1, ep + 1 == epochs);
       if (!opt_.quiet) {
@@ -275,7 +278,8 @@ class Trainer {
       loss_sum += loss * n;
       correct += hits;
       seen += long(n);
-      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double el =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       char extra[160];
       std::snprintf(extra, sizeof extra, "loss %.4f acc %.1f%% %.0f samples/s", loss_sum / seen,
                     100.0 * correct / seen, seen / std::max(el, 1e-9));
@@ -294,14 +298,16 @@ class Trainer {
     hist_.local_loss.push_back(local_sum / nb);
     hist_.hist.push_back(hist);
     if (fwd_fail > 0 && !opt_.quiet)
-      std::fprintf(stderr, "warning: %lld forward solves did not converge in epoch %d "
-                           "(see /train/forward_failures; raise fixed_point.max_iterations?)\n",
+      std::fprintf(stderr,
+                   "warning: %lld forward solves did not converge in epoch %d "
+                   "(see /train/forward_failures; raise fixed_point.max_iterations?)\n",
                    static_cast<long long>(fwd_fail), ep + 1);
   }
 
   void clip(learning::Gradients<S>& g) const {
     double n2 = 0;
-    for (auto& l : g.layers) l.for_each([&](const std::string&, Mat<S>& m) { n2 += double(m.squaredNorm()); });
+    for (auto& l : g.layers)
+      l.for_each([&](const std::string&, Mat<S>& m) { n2 += double(m.squaredNorm()); });
     const double n = std::sqrt(n2);
     if (n > cfg_.train.max_grad_norm) {
       const S f = S(cfg_.train.max_grad_norm / n);

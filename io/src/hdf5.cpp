@@ -372,6 +372,20 @@ void H5File::set_attr(const std::string& obj, const std::string& name, std::uint
   set_attr_raw(id_, path_, obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
 }
 
+void H5File::copy_from(const H5File& src, const std::string& src_path,
+                       const std::string& dst_path) {
+  require_writable("copy_from");
+  src.require_open("copy_from");
+  if (!link_exists(src.id_, src_path))
+    throw data_error(src.path_, 0, "cannot copy " + quoted(src_path) + ": no such object");
+  if (link_exists(id_, dst_path) && H5Ldelete(id_, dst_path.c_str(), H5P_DEFAULT) < 0)
+    fail(path_, "cannot replace " + quoted(dst_path));
+  Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  if (H5Ocopy(src.id_, src_path.c_str(), id_, dst_path.c_str(), H5P_DEFAULT, lcpl.get()) < 0)
+    fail(path_, "cannot copy " + quoted(src_path) + " from " + src.path_);
+}
+
 bool H5File::exists(const std::string& path) const {
   require_open("exists");
   return link_exists(id_, path);

@@ -20,21 +20,30 @@ using Vd = Eigen::VectorXd;
 
 const char* to_string(Rule r) {
   switch (r) {
-    case Rule::implicit: return "implicit";
-    case Rule::frozen: return "frozen";
-    case Rule::bptt: return "bptt";
+    case Rule::implicit:
+      return "implicit";
+    case Rule::frozen:
+      return "frozen";
+    case Rule::bptt:
+      return "bptt";
   }
   return "unknown";
 }
 
 const char* to_string(ErrorTransform t) {
   switch (t) {
-    case ErrorTransform::none: return "none";
-    case ErrorTransform::center: return "center";
-    case ErrorTransform::scale: return "scale";
-    case ErrorTransform::decorrelate: return "decorrelate";
-    case ErrorTransform::full: return "full";
-    case ErrorTransform::lateral: return "lateral";
+    case ErrorTransform::none:
+      return "none";
+    case ErrorTransform::center:
+      return "center";
+    case ErrorTransform::scale:
+      return "scale";
+    case ErrorTransform::decorrelate:
+      return "decorrelate";
+    case ErrorTransform::full:
+      return "full";
+    case ErrorTransform::lateral:
+      return "lateral";
   }
   return "unknown";
 }
@@ -44,8 +53,10 @@ bool is_trained(const models::LayerSpec& spec, const std::string& name, bool tra
   if (name == "L_pool" || name == "L_back") return false;
   if (!train_inhibitory) return false;
   switch (spec.kind) {
-    case LayerKind::none: return name == "W_EI" || name == "W_IX";
-    case LayerKind::layernorm: return false;
+    case LayerKind::none:
+      return name == "W_EI" || name == "W_IX";
+    case LayerKind::layernorm:
+      return false;
     case LayerKind::circuit:
       // Feed-forward interneurons learn their input weights from the local homeostatic loss;
       // the feedback circuit's pooling weights are its homeostatic machinery and stay fixed.
@@ -61,8 +72,15 @@ void Gradients<S>::zero_like(const models::Network<S>& net) {
     auto& g = layers[l];
     const auto& w = net.layers[l].w;
     auto z = [](Mat<S>& dst, const Mat<S>& src) { dst.setZero(src.rows(), src.cols()); };
-    z(g.W_EX, w.W_EX); z(g.b, w.b); z(g.W_EI, w.W_EI); z(g.W_ED, w.W_ED); z(g.W_IE, w.W_IE);
-    z(g.W_DE, w.W_DE); z(g.W_IX, w.W_IX); z(g.U, w.U); z(g.L_pool, w.L_pool);
+    z(g.W_EX, w.W_EX);
+    z(g.b, w.b);
+    z(g.W_EI, w.W_EI);
+    z(g.W_ED, w.W_ED);
+    z(g.W_IE, w.W_IE);
+    z(g.W_DE, w.W_DE);
+    z(g.W_IX, w.W_IX);
+    z(g.U, w.U);
+    z(g.L_pool, w.L_pool);
     z(g.L_back, w.L_back);
   }
   adjoint = AdjointStats{};
@@ -93,8 +111,7 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x,
       case LayerKind::layernorm: {
         const S theta = S(layer.spec.circuit.theta);
         c.z.v = c.e.rowwise() - c.e.colwise().mean();
-        c.aux = ((c.z.v.cwiseAbs2().colwise().mean().array() + S(layer.spec.ln_epsilon))
-                     .rsqrt())
+        c.aux = ((c.z.v.cwiseAbs2().colwise().mean().array() + S(layer.spec.ln_epsilon)).rsqrt())
                     .matrix();
         c.z.v = (c.z.v.array().rowwise() * (std::sqrt(theta) * c.aux.row(0).array())).matrix();
         break;
@@ -152,7 +169,9 @@ namespace {
 
 // Per-sample column statistics.
 template <class S>
-Mat<S> col_mean(const Mat<S>& m) { return m.colwise().mean(); }
+Mat<S> col_mean(const Mat<S>& m) {
+  return m.colwise().mean();
+}
 
 template <class S>
 void frozen_feedback_grads(const LayerWeights<S>& w, const sim::CircuitState<S>& z,
@@ -244,8 +263,8 @@ void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<
     st.status = sim::SolverStatus::non_finite;
     std::ostringstream os;
     os << "adjoint solve failed for " << st.failed << "/" << B
-       << " samples (smallest reciprocal condition " << st.worst_rcond << ", worst relative residual "
-       << st.worst_residual
+       << " samples (smallest reciprocal condition " << st.worst_rcond
+       << ", worst relative residual " << st.worst_residual
        << "); the equilibrium's Jacobian is singular - identical integrating interneurons? give "
           "them leak (network.circuit.lambda_I / lambda_D > 0) or use n_I = n_D = 1";
     throw numerical_error("implicit gradient", os.str());
@@ -264,10 +283,10 @@ void exact_feedforward(const Layer<S>& layer, const LayerCache<S>& c, const Mat<
   const auto& w = layer.w;
   const Mat<S> gain = shunting_gain(layer, c.z);
   delta_e = (g_v.array() / gain.array()).matrix();
-  const Mat<S> d_rI = -(w.W_EI.transpose() * delta_e);                           // n_I x B
+  const Mat<S> d_rI = -(w.W_EI.transpose() * delta_e);                               // n_I x B
   const Mat<S> d_gain = -(g_v.cwiseProduct(c.z.v).array() / gain.array()).matrix();  // n_E x B
-  const Mat<S> d_rD = w.W_ED.transpose() * d_gain;                               // n_D x B
-  const Mat<S> d_q = (d_rD.array() / (S(2) * c.z.r_D.array())).matrix();           // n_D x B
+  const Mat<S> d_rD = w.W_ED.transpose() * d_gain;                                   // n_D x B
+  const Mat<S> d_q = (d_rD.array() / (S(2) * c.z.r_D.array())).matrix();             // n_D x B
   const Mat<S> ux = w.U * c.x;
   const Mat<S> d_ux = (S(2) * ux.array() * (w.W_DE.transpose() * d_q).array()).matrix();
   g.W_EI.noalias() = -delta_e * c.z.r_I.transpose();
@@ -287,8 +306,11 @@ template <class S>
 void frozen_error(ErrorTransform t, const Layer<S>& layer, const sim::CircuitState<S>& z,
                   const Mat<S>& e, Mat<S> g_v, Mat<S>& delta_e) {
   switch (t) {
-    case ErrorTransform::none: break;
-    case ErrorTransform::lateral: g_v -= layer.w.L_back * (layer.w.L_pool * g_v); break;
+    case ErrorTransform::none:
+      break;
+    case ErrorTransform::lateral:
+      g_v -= layer.w.L_back * (layer.w.L_pool * g_v);
+      break;
     case ErrorTransform::scale: {
       // LayerNorm's division by the spread of the drive, sqrt(theta) / sd(e), in place of the
       // circuit's shunting gain (identical for the exactly normalising default circuit).
@@ -419,8 +441,8 @@ namespace {
 
 // Euler trajectory of one feedback circuit layer: states[0] is the initial state.
 template <class S>
-void euler_trajectory(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x, int steps,
-                      double dt, std::vector<sim::CircuitState<S>>& states) {
+void euler_trajectory(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x, int steps, double dt,
+                      std::vector<sim::CircuitState<S>>& states) {
   states.resize(steps + 1);
   sim::initial_state(layer, int(e.cols()), states[0]);
   sim::CircuitState<S> d;
@@ -452,7 +474,9 @@ void euler_step_vjp(const Layer<S>& layer, const Mat<S>& e, const sim::CircuitSt
   g.W_ED.noalias() += d_gain * rDp.transpose();
   // Interneuron drives and clamp mask.
   Mat<S> fI = S(p.k_I) * (w.W_IE * z.v) - S(p.lambda_I) * z.r_I;
-  const Mat<S> mask = (z.r_I.array() <= S(0) && fI.array() < S(0)).select(S(0), Mat<S>::Ones(fI.rows(), fI.cols()).array()).matrix();
+  const Mat<S> mask = (z.r_I.array() <= S(0) && fI.array() < S(0))
+                          .select(S(0), Mat<S>::Ones(fI.rows(), fI.cols()).array())
+                          .matrix();
   const Mat<S> qI = (alpha.r_I * S(dt / p.tau_I)).cwiseProduct(mask);
   const Mat<S> q = w.W_DE * z.v.cwiseAbs2();
   const Mat<S> qD = alpha.r_D * S(dt / p.tau_D);
@@ -465,9 +489,10 @@ void euler_step_vjp(const Layer<S>& layer, const Mat<S>& e, const sim::CircuitSt
   av += (S(2) * z.v.array() * (w.W_DE.transpose() * wD).array()).matrix();
   Mat<S> aI = alpha.r_I - S(p.lambda_I) * qI;
   aI -= ((w.W_EI.transpose() * pv_g).array() * (z.r_I.array() > S(0)).template cast<S>()).matrix();
-  Mat<S> aD = alpha.r_D + qD.cwiseProduct(
-                              ((S(p.k_D) * (q.array() - S(p.theta))) - S(p.lambda_D)).matrix());
-  aD += ((w.W_ED.transpose() * d_gain).array() * (z.r_D.array() > S(0)).template cast<S>()).matrix();
+  Mat<S> aD =
+      alpha.r_D + qD.cwiseProduct(((S(p.k_D) * (q.array() - S(p.theta))) - S(p.lambda_D)).matrix());
+  aD +=
+      ((w.W_ED.transpose() * d_gain).array() * (z.r_D.array() > S(0)).template cast<S>()).matrix();
   alpha.v.swap(av);
   alpha.r_I.swap(aI);
   alpha.r_D.swap(aD);
@@ -491,8 +516,9 @@ void backward_bptt(const models::Network<S>& net, const Mat<S>& x, const std::ve
     sim::excitatory_drive(layer.w, c.x, c.e);
     if (layer.spec.kind == LayerKind::circuit) {
       if (layer.spec.circuit.drive != InhibitionDrive::feedback)
-        throw config_error("learning.rule",
-                           "bptt supports feedback circuits only (network.circuit.drive = feedback)");
+        throw config_error(
+            "learning.rule",
+            "bptt supports feedback circuits only (network.circuit.drive = feedback)");
       euler_trajectory(layer, c.e, c.x, spec.bptt_steps, spec.bptt_dt, traj[l]);
       c.z = traj[l].back();
     } else if (layer.spec.kind == LayerKind::none) {
@@ -533,25 +559,26 @@ void backward_bptt(const models::Network<S>& net, const Mat<S>& x, const std::ve
     }
     g.W_EX.noalias() = delta_e * c.x.transpose();
     g.b = delta_e.rowwise().sum();
-    if (l > 0) delta_r.swap(dx);
-    else grads.input = dx;
+    if (l > 0)
+      delta_r.swap(dx);
+    else
+      grads.input = dx;
   }
 }
 
-#define EISIM_INSTANTIATE(S)                                                                    \
-  template struct Gradients<S>;                                                                 \
-  template ForwardStats forward<S>(const models::Network<S>&, const Mat<S>&,                    \
-                                   const sim::FixedPointParameters&, ForwardCache<S>&);         \
-  template double cross_entropy<S>(const Mat<S>&, const std::vector<int>&, double, Mat<S>&,      \
-                                   int*);                                                       \
-  template void backward<S>(const models::Network<S>&, const ForwardCache<S>&, const Mat<S>&,    \
-                            const LearningSpec&, Gradients<S>&);                                \
-  template double local_homeostatic_gradients<S>(const models::Network<S>&,                     \
-                                                 const ForwardCache<S>&, double, Gradients<S>&); \
-  template void backward_bptt<S>(const models::Network<S>&, const Mat<S>&,                       \
-                                 const std::vector<int>&, const LearningSpec&, Gradients<S>&,   \
-                                 double*);                                                      \
-  template void frozen_error<S>(ErrorTransform, const Layer<S>&, const sim::CircuitState<S>&,   \
+#define EISIM_INSTANTIATE(S)                                                                       \
+  template struct Gradients<S>;                                                                    \
+  template ForwardStats forward<S>(const models::Network<S>&, const Mat<S>&,                       \
+                                   const sim::FixedPointParameters&, ForwardCache<S>&);            \
+  template double cross_entropy<S>(const Mat<S>&, const std::vector<int>&, double, Mat<S>&, int*); \
+  template void backward<S>(const models::Network<S>&, const ForwardCache<S>&, const Mat<S>&,      \
+                            const LearningSpec&, Gradients<S>&);                                   \
+  template double local_homeostatic_gradients<S>(const models::Network<S>&,                        \
+                                                 const ForwardCache<S>&, double, Gradients<S>&);   \
+  template void backward_bptt<S>(const models::Network<S>&, const Mat<S>&,                         \
+                                 const std::vector<int>&, const LearningSpec&, Gradients<S>&,      \
+                                 double*);                                                         \
+  template void frozen_error<S>(ErrorTransform, const Layer<S>&, const sim::CircuitState<S>&,      \
                                 const Mat<S>&, Mat<S>, Mat<S>&);
 EISIM_INSTANTIATE(float)
 EISIM_INSTANTIATE(double)

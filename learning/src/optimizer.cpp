@@ -9,7 +9,8 @@ namespace eisim::learning {
 namespace {
 
 template <class S>
-std::vector<Mat<S>*> entries(models::LayerWeights<S>& w, std::vector<std::string>* names = nullptr) {
+std::vector<Mat<S>*> entries(models::LayerWeights<S>& w,
+                             std::vector<std::string>* names = nullptr) {
   std::vector<Mat<S>*> out;
   w.for_each([&](const std::string& n, Mat<S>& m) {
     out.push_back(&m);

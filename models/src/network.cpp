@@ -8,7 +8,9 @@
 
 namespace eisim::models {
 
-bool is_dale_constrained(const std::string& name) { return name != "b" && name != "U"; }
+bool is_dale_constrained(const std::string& name) {
+  return name != "b" && name != "U";
+}
 
 ParamGroup group_of(const LayerSpec& spec, const std::string& name) {
   if (name == "W_EX" || name == "b") return ParamGroup::excitatory;
@@ -97,8 +99,7 @@ Network<S> initialise(const NetworkSpec& spec, std::uint64_t seed) {
     LayerWeights<S>& w = layer.w;
     const double nE = ls.n_E, nin = ls.n_in;
     // science.md: lognormal, mean = std = sqrt(2 n_E / (n_in (n_E - 1))).
-    const double scale =
-        spec.init_gain * std::sqrt(2.0 * nE / (nin * std::max(nE - 1.0, 1.0)));
+    const double scale = spec.init_gain * std::sqrt(2.0 * nE / (nin * std::max(nE - 1.0, 1.0)));
     w.W_EX = lognormal_matrix<S>(ls.n_E, ls.n_in, scale, scale, rng);
     w.b = Mat<S>::Zero(ls.n_E, 1);
     const CircuitParams& c = ls.circuit;
@@ -151,11 +152,16 @@ Network<To> cast_network(const Network<From>& net) {
     Layer<To> lt;
     lt.spec = l.spec;
     const auto cast = [](const Mat<From>& m) { return Mat<To>(m.template cast<To>()); };
-    lt.w.W_EX = cast(l.w.W_EX); lt.w.b = cast(l.w.b);
-    lt.w.W_EI = cast(l.w.W_EI); lt.w.W_ED = cast(l.w.W_ED);
-    lt.w.W_IE = cast(l.w.W_IE); lt.w.W_DE = cast(l.w.W_DE);
-    lt.w.W_IX = cast(l.w.W_IX); lt.w.U = cast(l.w.U);
-    lt.w.L_pool = cast(l.w.L_pool); lt.w.L_back = cast(l.w.L_back);
+    lt.w.W_EX = cast(l.w.W_EX);
+    lt.w.b = cast(l.w.b);
+    lt.w.W_EI = cast(l.w.W_EI);
+    lt.w.W_ED = cast(l.w.W_ED);
+    lt.w.W_IE = cast(l.w.W_IE);
+    lt.w.W_DE = cast(l.w.W_DE);
+    lt.w.W_IX = cast(l.w.W_IX);
+    lt.w.U = cast(l.w.U);
+    lt.w.L_pool = cast(l.w.L_pool);
+    lt.w.L_back = cast(l.w.L_back);
     out.layers.push_back(std::move(lt));
   }
   return out;

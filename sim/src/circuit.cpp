@@ -13,10 +13,14 @@ using models::LayerKind;
 
 const char* to_string(SolverStatus s) {
   switch (s) {
-    case SolverStatus::converged: return "converged";
-    case SolverStatus::max_iterations: return "max_iterations";
-    case SolverStatus::diverged: return "diverged";
-    case SolverStatus::non_finite: return "non_finite";
+    case SolverStatus::converged:
+      return "converged";
+    case SolverStatus::max_iterations:
+      return "max_iterations";
+    case SolverStatus::diverged:
+      return "diverged";
+    case SolverStatus::non_finite:
+      return "non_finite";
   }
   return "unknown";
 }
@@ -67,8 +71,8 @@ void feedforward_targets(const Layer<S>& layer, const Mat<S>& x, Mat<S>& rI, Mat
 }  // namespace
 
 template <class S>
-void circuit_rhs(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
-                 const CircuitState<S>& z, CircuitState<S>& d) {
+void circuit_rhs(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x, const CircuitState<S>& z,
+                 CircuitState<S>& d) {
   if (layer.spec.kind != LayerKind::circuit)
     throw internal_error("circuit_rhs called on a layer that is not a circuit");
   const auto& c = layer.spec.circuit;
@@ -100,8 +104,8 @@ void circuit_rhs(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
 
 template <class S>
 void circuit_residual(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
-                      const CircuitState<S>& z, const Tolerance& tol,
-                      std::vector<double>& residual, std::vector<double>& scaled) {
+                      const CircuitState<S>& z, const Tolerance& tol, std::vector<double>& residual,
+                      std::vector<double>& scaled) {
   CircuitState<S> d;
   circuit_rhs(layer, e, x, z, d);
   const auto& c = layer.spec.circuit;
@@ -123,14 +127,14 @@ void circuit_residual(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
   acc(d.r_D, z.r_D, c.tau_D);
 }
 
-#define EISIM_INSTANTIATE(S)                                                                    \
-  template struct CircuitState<S>;                                                              \
-  template void excitatory_drive<S>(const models::LayerWeights<S>&, const Mat<S>&, Mat<S>&);     \
-  template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                        \
-  template void circuit_rhs<S>(const Layer<S>&, const Mat<S>&, const Mat<S>&,                    \
-                               const CircuitState<S>&, CircuitState<S>&);                       \
-  template void circuit_residual<S>(const Layer<S>&, const Mat<S>&, const Mat<S>&,               \
-                                    const CircuitState<S>&, const Tolerance&,                   \
+#define EISIM_INSTANTIATE(S)                                                                 \
+  template struct CircuitState<S>;                                                           \
+  template void excitatory_drive<S>(const models::LayerWeights<S>&, const Mat<S>&, Mat<S>&); \
+  template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                    \
+  template void circuit_rhs<S>(const Layer<S>&, const Mat<S>&, const Mat<S>&,                \
+                               const CircuitState<S>&, CircuitState<S>&);                    \
+  template void circuit_residual<S>(const Layer<S>&, const Mat<S>&, const Mat<S>&,           \
+                                    const CircuitState<S>&, const Tolerance&,                \
                                     std::vector<double>&, std::vector<double>&);
 EISIM_INSTANTIATE(float)
 EISIM_INSTANTIATE(double)

@@ -39,14 +39,22 @@ struct Evaluator {
   Vd e, v, g, u, q, h, G, rD, fI, fD;
   Md A, J;
   Eigen::Array<bool, Eigen::Dynamic, 1> active;  // r_I clamped at 0
-  bool degenerate = false;                         // W_DE v^2 == 0 for some unit
+  bool degenerate = false;                       // W_DE v^2 == 0 for some unit
 
   Evaluator(const FeedbackWeights& w_, const models::CircuitParams& c_, const Tolerance& t, int nE)
       : w(w_), c(c_), tol(t), n_E(nE), n_I(c_.n_I), n_D(c_.n_D) {
-    e.resize(n_E); v.resize(n_E); g.resize(n_E); u.resize(n_E);
-    q.resize(n_D); h.resize(n_D); G.resize(n_I + n_D); rD.resize(n_D);
-    fI.resize(n_I); fD.resize(n_D);
-    A.resize(n_E, n_I + n_D); J.resize(n_I + n_D, n_I + n_D);
+    e.resize(n_E);
+    v.resize(n_E);
+    g.resize(n_E);
+    u.resize(n_E);
+    q.resize(n_D);
+    h.resize(n_D);
+    G.resize(n_I + n_D);
+    rD.resize(n_D);
+    fI.resize(n_I);
+    fD.resize(n_D);
+    A.resize(n_E, n_I + n_D);
+    J.resize(n_I + n_D, n_I + n_D);
     active.resize(n_I);
   }
 
@@ -90,8 +98,8 @@ struct Evaluator {
       r = std::max(r, a);
       sc = std::max(sc, a / (tol.abs_tol + tol.rel_tol * std::abs(rD(k))));
     }
-    if (!std::isfinite(r) || !v.allFinite()) return {std::numeric_limits<double>::quiet_NaN(),
-                                                     std::numeric_limits<double>::quiet_NaN()};
+    if (!std::isfinite(r) || !v.allFinite())
+      return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
     return {r, sc};
   }
 
@@ -99,9 +107,9 @@ struct Evaluator {
   void jacobian() {
     // A = [dv/dr_I, dv/ds] = [-diag(1/g) W_EI, -diag(v/g) W_ED diag(r_D)]
     A.leftCols(n_I) = -(w.W_EI.array().colwise() / g.array()).matrix();
-    A.rightCols(n_D) = -((w.W_ED.array().colwise() * (v.array() / g.array())).rowwise() *
-                         rD.transpose().array())
-                            .matrix();
+    A.rightCols(n_D) =
+        -((w.W_ED.array().colwise() * (v.array() / g.array())).rowwise() * rD.transpose().array())
+             .matrix();
     J.topRows(n_I).noalias() = c.k_I * (w.W_IE * A);
     J.topLeftCorner(n_I, n_I).diagonal().array() -= c.lambda_I;
     // dG_D/d(.) = diag(k_D / h) W_DE diag(2 v) A, plus -lambda_D / (r_D h) on the s diagonal.
@@ -145,10 +153,14 @@ void finish_result(SolveResult& res) {
   res.iterations = 0;
   const auto rank = [](SolverStatus s) {
     switch (s) {
-      case SolverStatus::converged: return 0;
-      case SolverStatus::max_iterations: return 1;
-      case SolverStatus::diverged: return 2;
-      case SolverStatus::non_finite: return 3;
+      case SolverStatus::converged:
+        return 0;
+      case SolverStatus::max_iterations:
+        return 1;
+      case SolverStatus::diverged:
+        return 2;
+      case SolverStatus::non_finite:
+        return 3;
     }
     return 3;
   };
@@ -170,8 +182,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<
     throw internal_error("solve_fixed_point called on a layer that is not a circuit");
   const auto& c = layer.spec.circuit;
   const int B = int(e.cols()), n_E = layer.spec.n_E;
-  if (z.v.cols() != B || z.r_I.rows() != c.n_I || z.r_D.rows() != c.n_D)
-    initial_state(layer, B, z);
+  if (z.v.cols() != B || z.r_I.rows() != c.n_I || z.r_D.rows() != c.n_D) initial_state(layer, B, z);
   SolveResult res;
   res.sample_status.assign(B, SolverStatus::converged);
   res.sample_iterations.assign(B, 0);
@@ -237,13 +248,25 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<
         for (;; ++it) {
           std::tie(resid, sresid) = ev.ode_residual(rI);
           histories[j].push_back(resid);
-          if (!std::isfinite(resid)) { status = SolverStatus::non_finite; break; }
-          if (sresid <= 1.0) { status = SolverStatus::converged; break; }
-          if (it >= p.max_iterations) { status = SolverStatus::max_iterations; break; }
+          if (!std::isfinite(resid)) {
+            status = SolverStatus::non_finite;
+            break;
+          }
+          if (sresid <= 1.0) {
+            status = SolverStatus::converged;
+            break;
+          }
+          if (it >= p.max_iterations) {
+            status = SolverStatus::max_iterations;
+            break;
+          }
           ev.jacobian();
           lu.compute(ev.J);
           delta = -lu.solve(ev.G);
-          if (!delta.allFinite()) { status = SolverStatus::diverged; break; }
+          if (!delta.allFinite()) {
+            status = SolverStatus::diverged;
+            break;
+          }
           // Cap the change of each log r_D; the subtractive rates keep their full step.
           delta.tail(c.n_D) = delta.tail(c.n_D).cwiseMax(-p.max_log_step).cwiseMin(p.max_log_step);
           const double m0 = ev.merit();
@@ -254,14 +277,20 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<
             rI_try = (rI + t * delta.head(c.n_I)).cwiseMax(0.0);
             s_try = s + t * delta.tail(c.n_D);
             ev.evaluate(rI_try, s_try);
-            if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) { accepted = true; break; }
+            if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) {
+              accepted = true;
+              break;
+            }
           }
           // Without sufficient decrease take the smallest step anyway; the iteration cap and
           // the reported status guard against stagnation.
           rI = rI_try;
           s = s_try;
           (void)accepted;
-          if (s.cwiseAbs().maxCoeff() > 700.0) { status = SolverStatus::diverged; break; }
+          if (s.cwiseAbs().maxCoeff() > 700.0) {
+            status = SolverStatus::diverged;
+            break;
+          }
         }
       }
       res.sample_status[j] = status;

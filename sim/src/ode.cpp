@@ -52,10 +52,14 @@ Layer<double> as_double(const Layer<S>& l) {
     Layer<double> out;
     out.spec = l.spec;
     auto& w = out.w;
-    w.W_EX = l.w.W_EX.template cast<double>(); w.b = l.w.b.template cast<double>();
-    w.W_EI = l.w.W_EI.template cast<double>(); w.W_ED = l.w.W_ED.template cast<double>();
-    w.W_IE = l.w.W_IE.template cast<double>(); w.W_DE = l.w.W_DE.template cast<double>();
-    w.W_IX = l.w.W_IX.template cast<double>(); w.U = l.w.U.template cast<double>();
+    w.W_EX = l.w.W_EX.template cast<double>();
+    w.b = l.w.b.template cast<double>();
+    w.W_EI = l.w.W_EI.template cast<double>();
+    w.W_ED = l.w.W_ED.template cast<double>();
+    w.W_IE = l.w.W_IE.template cast<double>();
+    w.W_DE = l.w.W_DE.template cast<double>();
+    w.W_IX = l.w.W_IX.template cast<double>();
+    w.U = l.w.U.template cast<double>();
     return out;
   }
 }
@@ -100,7 +104,8 @@ SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>
     unpack(ys, zc);
     observe(t, cast_state<S>(zc));
   };
-  while (next_obs < observe_times.size() && observe_times[next_obs] <= 0.0) emit(observe_times[next_obs++], y);
+  while (next_obs < observe_times.size() && observe_times[next_obs] <= 0.0)
+    emit(observe_times[next_obs++], y);
 
   SolveResult res;
   res.sample_status.assign(B, SolverStatus::max_iterations);
@@ -165,13 +170,18 @@ SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>
   for (int j = 0; j < B; ++j) {
     res.sample_residual[j] = resid[j];
     // The final state decides: a sample that met the test once but drifted is not converged.
-    if (failed) res.sample_status[j] = fail_status;
-    else if (!std::isfinite(resid[j])) res.sample_status[j] = SolverStatus::non_finite;
-    else if (scaled[j] <= 1.0) res.sample_status[j] = SolverStatus::converged;
-    else res.sample_status[j] = SolverStatus::max_iterations;
+    if (failed)
+      res.sample_status[j] = fail_status;
+    else if (!std::isfinite(resid[j]))
+      res.sample_status[j] = SolverStatus::non_finite;
+    else if (scaled[j] <= 1.0)
+      res.sample_status[j] = SolverStatus::converged;
+    else
+      res.sample_status[j] = SolverStatus::max_iterations;
     if (res.sample_status[j] != SolverStatus::converged) {
       ++res.failed_samples;
-      if (res.status == SolverStatus::converged || res.sample_status[j] != SolverStatus::max_iterations)
+      if (res.status == SolverStatus::converged ||
+          res.sample_status[j] != SolverStatus::max_iterations)
         res.status = res.sample_status[j];
     }
     if (!(resid[j] <= res.residual)) res.residual = resid[j];
@@ -184,9 +194,8 @@ SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>
 template SolveResult integrate<float>(const Layer<float>&, const Mat<float>&, const Mat<float>&,
                                       const OdeParameters&, CircuitState<float>&,
                                       const std::vector<double>&, const TraceObserver<float>&);
-template SolveResult integrate<double>(const Layer<double>&, const Mat<double>&,
-                                       const Mat<double>&, const OdeParameters&,
-                                       CircuitState<double>&, const std::vector<double>&,
-                                       const TraceObserver<double>&);
+template SolveResult integrate<double>(const Layer<double>&, const Mat<double>&, const Mat<double>&,
+                                       const OdeParameters&, CircuitState<double>&,
+                                       const std::vector<double>&, const TraceObserver<double>&);
 
 }  // namespace eisim::sim

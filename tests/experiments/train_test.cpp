@@ -66,9 +66,9 @@ TEST_CASE("a NaN loss stops training with a hint and leaves the last good file i
   const std::string out = (dir / "run.h5").string();
   experiments::run_train(tiny({"train.epochs=1"}), quiet(out));
   const auto before = std::filesystem::last_write_time(out);
-  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"train.epochs=3", "learning.lr_E=1e30"}),
-                                              quiet(out)),
-                       doctest::Contains("try a smaller learning rate"), eisim::numerical_error);
+  CHECK_THROWS_WITH_AS(
+      experiments::run_train(tiny({"train.epochs=3", "learning.lr_E=1e30"}), quiet(out)),
+      doctest::Contains("try a smaller learning rate"), eisim::numerical_error);
   CHECK(std::filesystem::last_write_time(out) == before);
   const auto f = io::H5File::open_read(out);
   CHECK(f.read_vector("train/epoch").size() == 1);

@@ -1,9 +1,10 @@
+#include "eisim/learning/gradients.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
 
 #include "circuits.hpp"
-#include "eisim/learning/gradients.hpp"
 #include "eisim/models/error.hpp"
 
 using namespace eisim;
@@ -141,8 +142,8 @@ TEST_CASE("exact gradients of the feed-forward circuit equal central finite diff
 }
 
 TEST_CASE("implicit gradients equal BPTT through a long converged trajectory") {
-  for (const auto& [name, c] : {std::pair{"default", test::default_circuit()},
-                                std::pair{"leaky", test::leaky_circuit()}}) {
+  for (const auto& [name, c] :
+       {std::pair{"default", test::default_circuit()}, std::pair{"leaky", test::leaky_circuit()}}) {
     CAPTURE(name);
     const Problem p = make_problem(circuit_template(c), 2, 14);
     const auto gi = gradients(p, Rule::implicit);
@@ -167,8 +168,9 @@ TEST_CASE("implicit gradients equal BPTT through a long converged trajectory") {
   }
 }
 
-TEST_CASE("on the default circuit, implicit equals LayerNorm's backward and frozen divides by the "
-          "spread") {
+TEST_CASE(
+    "on the default circuit, implicit equals LayerNorm's backward and frozen divides by the "
+    "spread") {
   auto c = test::default_circuit();
   c.theta = 1.5;
   Problem p = make_problem(circuit_template(c), 2, 15);
@@ -234,7 +236,8 @@ TEST_CASE("each error transform matches its formula") {
   for (int j = 0; j < 4; ++j) {
     const Vec<double> gd = undo_gain(d).col(j);
     CHECK(std::abs(gd.dot(y.col(j))) < 1e-10);
-    CHECK(test::max_rel_error(gd, Vec<double>(g_v.col(j) - y.col(j) * (g_v.col(j).dot(y.col(j)) / 20))) < 1e-12);
+    CHECK(test::max_rel_error(
+              gd, Vec<double>(g_v.col(j) - y.col(j) * (g_v.col(j).dot(y.col(j)) / 20))) < 1e-12);
   }
   learning::frozen_error<double>(T::full, layer, lc.z, lc.e, g_v, d);
   for (int j = 0; j < 4; ++j) {
@@ -256,7 +259,8 @@ TEST_CASE("each error transform matches its formula") {
   for (int j = 0; j < 4; ++j) {
     const double mu = lc.e.col(j).mean();
     const double sd = std::sqrt((lc.e.col(j).array() - mu).square().mean());
-    CHECK(test::max_rel_error(Vec<double>(d.col(j)), Vec<double>(g_v.col(j) * std::sqrt(c.theta) / sd)) < 1e-12);
+    CHECK(test::max_rel_error(Vec<double>(d.col(j)),
+                              Vec<double>(g_v.col(j) * std::sqrt(c.theta) / sd)) < 1e-12);
   }
 }
 

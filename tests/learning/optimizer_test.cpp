@@ -1,7 +1,8 @@
+#include "eisim/learning/optimizer.hpp"
+
 #include <doctest/doctest.h>
 
 #include "circuits.hpp"
-#include "eisim/learning/optimizer.hpp"
 
 using namespace eisim;
 

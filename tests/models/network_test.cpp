@@ -5,8 +5,8 @@
 using namespace eisim;
 
 TEST_CASE("Dale's law: every constrained weight is non-negative after initialisation") {
-  for (auto kind : {models::LayerKind::circuit, models::LayerKind::none,
-                    models::LayerKind::layernorm}) {
+  for (auto kind :
+       {models::LayerKind::circuit, models::LayerKind::none, models::LayerKind::layernorm}) {
     for (auto drive : {models::InhibitionDrive::feedback, models::InhibitionDrive::feedforward}) {
       models::LayerSpec t;
       t.kind = kind;

@@ -32,13 +32,15 @@ double independent_residual(const models::Layer<double>& L, const Mat<double>& e
   double worst = 0;
   for (int j = 0; j < e.cols(); ++j) {
     Vec<double> g = (L.w.W_ED * z.r_D.col(j)).array() + c.sigma0;
-    Vec<double> fv = ((e.col(j) - L.w.W_EI * z.r_I.col(j)).array() / g.array()).matrix() - z.v.col(j);
+    Vec<double> fv =
+        ((e.col(j) - L.w.W_EI * z.r_I.col(j)).array() / g.array()).matrix() - z.v.col(j);
     Vec<double> fi = c.k_I * L.w.W_IE * z.v.col(j) - c.lambda_I * z.r_I.col(j);
     Vec<double> q = L.w.W_DE * z.v.col(j).cwiseAbs2();
     Vec<double> fd = (c.k_D * z.r_D.col(j).array() * (q.array() - c.theta) -
-                      c.lambda_D * (z.r_D.col(j).array() - 1.0)).matrix();
-    worst = std::max({worst, fv.cwiseAbs().maxCoeff(), fi.cwiseAbs().maxCoeff(),
-                      fd.cwiseAbs().maxCoeff()});
+                      c.lambda_D * (z.r_D.col(j).array() - 1.0))
+                         .matrix();
+    worst = std::max(
+        {worst, fv.cwiseAbs().maxCoeff(), fi.cwiseAbs().maxCoeff(), fd.cwiseAbs().maxCoeff()});
   }
   return worst;
 }
@@ -181,7 +183,8 @@ TEST_CASE("a non-finite drive is reported as non_finite, not returned as an equi
 TEST_CASE("an all-black image (zero drive) converges to the silent state") {
   const auto L = make_circuit<double>(5, 8, default_circuit());
   sim::CircuitState<double> z;
-  auto res = sim::solve_fixed_point<double>(L, Mat<double>::Zero(8, 3), Mat<double>::Zero(5, 3), {}, z);
+  auto res =
+      sim::solve_fixed_point<double>(L, Mat<double>::Zero(8, 3), Mat<double>::Zero(5, 3), {}, z);
   CHECK(res.ok());
   CHECK(z.v.cwiseAbs().maxCoeff() == 0.0);
 }

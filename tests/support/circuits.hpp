@@ -22,7 +22,9 @@ models::Layer<S> make_circuit(int n_in, int n_E, const models::CircuitParams& c,
 }
 
 /// Default homeostatic circuit parameters (pooled, integral control).
-inline models::CircuitParams default_circuit() { return models::CircuitParams{}; }
+inline models::CircuitParams default_circuit() {
+  return models::CircuitParams{};
+}
 
 /// Leaky circuit with heterogeneous pooling and several interneurons of each type.
 inline models::CircuitParams leaky_circuit() {

@@ -34,8 +34,8 @@ TrainSummary run_train(const io::Config& config, const TrainOptions& options);
 struct SweepOptions {
   std::string config_path;
   std::vector<std::string> overrides;
-  int task_id = -1;         ///< run this grid point only
-  bool local = false;       ///< run every missing grid point here
+  int task_id = -1;    ///< run this grid point only
+  bool local = false;  ///< run every missing grid point here
   int jobs = 1;
   bool merge = false;       ///< gather complete runs into a summary
   std::string merged_path;  ///< default: <out_dir>/summary.h5
@@ -48,7 +48,8 @@ int run_sweep(const SweepOptions& options);
 
 // Weights and optimiser state in HDF5 (/weights/layer_<l>/<name>, /optimizer/layer_<l>/<name>).
 template <class S>
-void save_network(io::H5File& f, const models::Network<S>& net, const std::string& group = "weights");
+void save_network(io::H5File& f, const models::Network<S>& net,
+                  const std::string& group = "weights");
 template <class S>
 void load_network(const io::H5File& f, models::Network<S>& net,
                   const std::string& group = "weights");

@@ -76,6 +76,11 @@ class H5File {
   std::vector<std::string> list(const std::string& group) const;
 
   /// Flush and close; data_error if HDF5 fails to write the file. Closing twice is harmless.
+  /// Copy the object `src_path` of `src` (a group with everything below it and its
+  /// attributes, or a dataset) to `dst_path` in this file; intermediate groups are created and
+  /// an existing object at `dst_path` is replaced.
+  void copy_from(const H5File& src, const std::string& src_path, const std::string& dst_path);
+
   void close();
 
  private:

@@ -11,12 +11,12 @@ namespace eisim::learning {
 /// What the forward pass keeps of one layer for the backward pass.
 template <class S>
 struct LayerCache {
-  Mat<S> x;                  ///< input (n_in x B)
-  Mat<S> e;                  ///< excitatory drive W_EX x + b
-  sim::CircuitState<S> z;    ///< circuit: equilibrium; layernorm/none: z.v is the pre-activation
-  Mat<S> r;                  ///< output rates phi(v)
-  Mat<S> aux;                ///< none: W_IX x; layernorm: 1 x B inverse spread
-  sim::SolveResult solve;    ///< circuit only
+  Mat<S> x;                ///< input (n_in x B)
+  Mat<S> e;                ///< excitatory drive W_EX x + b
+  sim::CircuitState<S> z;  ///< circuit: equilibrium; layernorm/none: z.v is the pre-activation
+  Mat<S> r;                ///< output rates phi(v)
+  Mat<S> aux;              ///< none: W_IX x; layernorm: 1 x B inverse spread
+  sim::SolveResult solve;  ///< circuit only
 };
 
 template <class S>
@@ -42,10 +42,10 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x,
 /// Outcome of the adjoint (implicit-gradient) linear solves of a batch.
 struct AdjointStats {
   sim::SolverStatus status = sim::SolverStatus::converged;
-  int solves = 0;              ///< per-sample solves performed
-  int failed = 0;              ///< singular or non-finite solves
-  double worst_residual = 0;   ///< max ||J^T a - rhs|| / ||rhs|| over samples
-  double worst_rcond = 1;      ///< smallest reciprocal condition estimate seen
+  int solves = 0;             ///< per-sample solves performed
+  int failed = 0;             ///< singular or non-finite solves
+  double worst_residual = 0;  ///< max ||J^T a - rhs|| / ||rhs|| over samples
+  double worst_rcond = 1;     ///< smallest reciprocal condition estimate seen
   bool ok() const { return status == sim::SolverStatus::converged; }
 };
 

@@ -20,15 +20,15 @@ const char* to_string(ErrorTransform t);
 struct LearningSpec {
   Rule rule = Rule::implicit;
   ErrorTransform error_transform = ErrorTransform::none;
-  int bptt_steps = 400;            ///< Euler steps of the bptt rule
-  double bptt_dt = 1.0;            ///< ms, Euler step of the bptt rule
-  double label_smoothing = 0.1;    ///< in [0, 1)
-  double lr_E = 0.01;              ///< learning rate of excitatory weights and biases
-  double lr_I = 0.001;             ///< learning rate of inhibitory weights
-  double momentum = 0.0;           ///< in [0, 1)
-  double weight_decay = 0.0;       ///< >= 0, L2 on excitatory weights
-  double local_loss_weight = 0.01; ///< weight of the feed-forward circuit's homeostatic loss
-  bool train_inhibitory = true;    ///< train the inhibitory weights (task or local loss)
+  int bptt_steps = 400;             ///< Euler steps of the bptt rule
+  double bptt_dt = 1.0;             ///< ms, Euler step of the bptt rule
+  double label_smoothing = 0.1;     ///< in [0, 1)
+  double lr_E = 0.01;               ///< learning rate of excitatory weights and biases
+  double lr_I = 0.001;              ///< learning rate of inhibitory weights
+  double momentum = 0.0;            ///< in [0, 1)
+  double weight_decay = 0.0;        ///< >= 0, L2 on excitatory weights
+  double local_loss_weight = 0.01;  ///< weight of the feed-forward circuit's homeostatic loss
+  bool train_inhibitory = true;     ///< train the inhibitory weights (task or local loss)
 };
 
 struct TrainSpec {

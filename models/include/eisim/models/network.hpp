@@ -79,14 +79,14 @@ enum class ParamGroup { excitatory, inhibitory, fixed };
 /// Matrices a layer kind does not use are empty (0 x 0).
 template <class S>
 struct LayerWeights {
-  Mat<S> W_EX;  ///< n_E x n_in, excitatory input
-  Mat<S> b;     ///< n_E x 1, bias of the excitatory drive
-  Mat<S> W_EI;  ///< n_E x n_I, subtractive inhibition onto E
-  Mat<S> W_ED;  ///< n_E x n_D, shunting inhibition onto E
-  Mat<S> W_IE;  ///< n_I x n_E, E -> subtractive interneurons (feedback)
-  Mat<S> W_DE;  ///< n_D x n_E, squared E -> divisive interneurons (feedback)
-  Mat<S> W_IX;  ///< n_I x n_in, input -> subtractive interneurons (feed-forward and `none`)
-  Mat<S> U;     ///< n_U x n_in, input -> divisive interneuron dendrites (feed-forward)
+  Mat<S> W_EX;    ///< n_E x n_in, excitatory input
+  Mat<S> b;       ///< n_E x 1, bias of the excitatory drive
+  Mat<S> W_EI;    ///< n_E x n_I, subtractive inhibition onto E
+  Mat<S> W_ED;    ///< n_E x n_D, shunting inhibition onto E
+  Mat<S> W_IE;    ///< n_I x n_E, E -> subtractive interneurons (feedback)
+  Mat<S> W_DE;    ///< n_D x n_E, squared E -> divisive interneurons (feedback)
+  Mat<S> W_IX;    ///< n_I x n_in, input -> subtractive interneurons (feed-forward and `none`)
+  Mat<S> U;       ///< n_U x n_in, input -> divisive interneuron dendrites (feed-forward)
   Mat<S> L_pool;  ///< n_L x n_E, fixed lateral error pooling (frozen + lateral rule)
   Mat<S> L_back;  ///< n_E x n_L, fixed lateral error feedback (rows sum to 1)
 
@@ -146,9 +146,16 @@ void LayerWeights<S>::for_each(F&& f) {
   auto visit = [&](const char* name, Mat<S>& m) {
     if (m.size() > 0) f(std::string(name), m);
   };
-  visit("W_EX", W_EX); visit("b", b); visit("W_EI", W_EI); visit("W_ED", W_ED);
-  visit("W_IE", W_IE); visit("W_DE", W_DE); visit("W_IX", W_IX); visit("U", U);
-  visit("L_pool", L_pool); visit("L_back", L_back);
+  visit("W_EX", W_EX);
+  visit("b", b);
+  visit("W_EI", W_EI);
+  visit("W_ED", W_ED);
+  visit("W_IE", W_IE);
+  visit("W_DE", W_DE);
+  visit("W_IX", W_IX);
+  visit("U", U);
+  visit("L_pool", L_pool);
+  visit("L_back", L_back);
 }
 
 template <class S>

@@ -39,27 +39,28 @@ struct FixedPointParameters {
 /// Per-batch outcome. `status` is the worst sample's status.
 struct SolveResult {
   SolverStatus status = SolverStatus::converged;
-  int iterations = 0;               ///< Newton iterations (max over samples) or ODE steps
-  double residual = 0.0;            ///< worst max_k |tau_k dz_k/dt| over samples
-  double scaled_residual = 0.0;     ///< worst residual / (abs_tol + rel_tol |z|); <= 1 converged
-  int failed_samples = 0;           ///< samples not converged
+  int iterations = 0;            ///< Newton iterations (max over samples) or ODE steps
+  double residual = 0.0;         ///< worst max_k |tau_k dz_k/dt| over samples
+  double scaled_residual = 0.0;  ///< worst residual / (abs_tol + rel_tol |z|); <= 1 converged
+  int failed_samples = 0;        ///< samples not converged
   std::vector<int> sample_iterations;
   std::vector<SolverStatus> sample_status;
   std::vector<double> sample_residual;
   std::vector<double> residual_history;  ///< worst residual after each iteration / step
   double t_final = 0.0;                  ///< ODE only: simulated time (ms)
   bool ok() const { return status == SolverStatus::converged; }
-  std::string describe() const;  ///< "max_iterations after 50 iterations, residual 3.1e-2, 4/32 samples failed"
+  std::string describe()
+      const;  ///< "max_iterations after 50 iterations, residual 3.1e-2, 4/32 samples failed"
 };
 
 struct OdeParameters {
-  Tolerance tol;               ///< equilibrium test (same meaning as the fixed-point solver)
+  Tolerance tol;                  ///< equilibrium test (same meaning as the fixed-point solver)
   double stepper_abs_tol = 1e-8;  ///< Dormand-Prince local error tolerances
   double stepper_rel_tol = 1e-8;
-  double dt_initial = 0.1;     ///< ms
-  double t_max = 1e5;          ///< ms
+  double dt_initial = 0.1;  ///< ms
+  double t_max = 1e5;       ///< ms
   int max_steps = 200000;
-  int check_every = 1;         ///< test the residual every this many accepted steps
+  int check_every = 1;  ///< test the residual every this many accepted steps
 };
 
 /// Observer called with (t, state) at requested times (ODE only).
