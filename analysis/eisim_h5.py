@@ -403,6 +403,10 @@ class EisimFile:
             if self.layout != "merged":
                 raise EisimFileError(f"{self.path}: --run {run_name} given but this is not a "
                                      f"merged sweep file (no '/summary')")
+            names = [r.name for r in self.runs]
+            if run_name not in names:
+                raise EisimFileError(f"{self.path}: --run {run_name}: no such run (runs: "
+                                     f"{', '.join(names)})")
             g = child(child(self.h5, "runs", "group"), run_name, "group")
             return child(g, "simulate", "group"), run_name
         if isinstance(self.h5.get("simulate"), h5py.Group):
@@ -532,6 +536,14 @@ def setup_matplotlib():
                          "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
                          "xtick.labelsize": 8, "ytick.labelsize": 8})
     return plt
+
+
+def min_span(ax, span):
+    """Widens the y range to at least `span`, so that rounding noise is not drawn as dynamics."""
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "linear" and hi - lo < span:
+        mid = 0.5 * (lo + hi)
+        ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
 def save(fig, out_dir, name, written):

@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eisim_h5 as eh  # noqa: E402
 
 UNIT_STYLES = ["-", "--", ":", "-."]
+ALL_LAYERS = ["v_eq", "eq_mean", "eq_var"]
+CIRCUIT_LAYERS = ["v", "r_I", "r_D", "r_I_eq", "r_D_eq", "fp_iterations", "fp_status", "ode_status",
+                  "ode_fp_max_abs_diff"]
 
 
 def image_labels(sim, n):
@@ -109,6 +112,7 @@ def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
     for i in range(m):
         ax.plot(t, v[:, i, :].mean(axis=1), color=colors[i], label=labels[i])
     ax.axhline(0.0, color="k", ls="--", lw=1, label="normalised set point (mean 0)")
+    eh.min_span(ax, 0.2 * np.sqrt(theta))
     ax.set_title(f"Mean of v over the {nE} E units")
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("mean E potential (model units)")
@@ -119,6 +123,7 @@ def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
     for i in range(m):
         ax.plot(t, var_t[i], color=colors[i])
     ax.axhline(theta, color="k", ls="--", lw=1, label=f"set point theta = {theta:g}")
+    eh.min_span(ax, 0.2 * theta)
     ax.set_title(f"Variance of v over the {nE} E units")
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("variance of E potentials (model units$^2$)")
@@ -149,7 +154,7 @@ def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
     fp_it = f"{int(np.max(fp_iter))}" if len(fp_iter) else "n/a"
     fig.suptitle(
         f"{title_prefix}Layer {l} ({kind}): {nE} E, {n_i} I, {n_d} D units; first {m} of {N} "
-        f"images\nfixed-point solver: {status_summary(fp_status)}, at most {fp_it} iterations; "
+        f"images\nfixed-point solver: {status_summary(fp_status)}, max Newton iterations {fp_it}; "
         f"ODE: {status_summary(ode_status)}; max |v_ODE(end) - v_eq| = {diff:.2g} "
         f"(the ODE may run past the recorded window)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -205,10 +210,14 @@ def plot_equilibrium_moments(plt, sim, layers, theta, title_prefix):
 
 def make_figures(ef, out_dir, run_name=None, max_images=4, n_units=3):
     """Writes the figures; returns (paths written, notes, (simulate group, run name))."""
-    plt = eh.setup_matplotlib()
     sim, run = ef.simulate_group(run_name)
     theta = eh.theta_from_config(ef.run_config(run))
     layers = eh.layer_groups(sim)
+    eh.read_vector(sim, "t")
+    for l, g in layers:  # fail on a missing dataset before drawing anything
+        for name in ALL_LAYERS + (CIRCUIT_LAYERS if read_layer_kind(g)[0] == "circuit" else []):
+            eh.dataset(g, name)
+    plt = eh.setup_matplotlib()
     prefix = f"{os.path.basename(ef.path)}" + (f", run {run}" if run else "") + ": "
     written, notes = [], []
     circuit = [(l, g) for l, g in layers if read_layer_kind(g)[0] == "circuit"]

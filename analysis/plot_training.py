@@ -143,7 +143,8 @@ def fig_accuracy_vs_eps(plt, groups, runs_all, styles, title):
     span = (eval_eps.max() - eval_eps.min()) if eval_eps.size > 1 else 1.0
     offsets = (np.arange(len(groups)) - (len(groups) - 1) / 2) * 0.012 * span
     for (key, label, runs), c, off in zip(groups, styles, offsets):
-        acc = np.array([r.accuracy_per_eps for r in runs], dtype=float)   # (seeds, K)
+        acc = np.array([r.accuracy_per_eps if r.accuracy_per_eps is not None
+                        else np.full(eval_eps.size, np.nan) for r in runs], dtype=float)
         stats = [eh.mean_sd(acc[:, k]) for k in range(acc.shape[1])]
         m = 100 * np.array([s[0] for s in stats])
         sd = 100 * np.array([s[1] for s in stats])
@@ -189,6 +190,7 @@ def fig_activity(plt, groups, series, styles, theta, title):
                 vals = vals[np.isfinite(vals)]
                 if vals.size and vals.min() > 0 and vals.max() / vals.min() > 100:
                     ax.set_yscale("log")
+            eh.min_span(ax, 0.2 * (np.sqrt(theta) if r == 0 else theta))
             ax.legend(loc="best")
     fig.suptitle(f"{title}Activity of the hidden layers on the probe images, averaged over images "
                  f"(normalised layers sit on the set points)", fontsize=11)
@@ -217,6 +219,7 @@ def fig_alignment(plt, groups, series, styles, title):
     ax = axes[1]
     n_layers = max(s.alignment.shape[1] for s in series.values())
     width = 0.8 / max(len(groups), 1)
+    lowest = 0.0
     for gi, ((key, label, runs), c) in enumerate(zip(groups, styles)):
         vals = [series[r.name].alignment[-1] for r in runs if series[r.name].epoch.size]
         if not vals:
@@ -232,13 +235,15 @@ def fig_alignment(plt, groups, series, styles, title):
         xs = np.arange(n_layers) + (gi - (len(groups) - 1) / 2) * width
         ax.bar(xs, m, width, yerr=sd if len(runs) > 1 else None, color=c["color"], capsize=3,
                label=label)
+        lowest = min(lowest, float(np.nanmin(m - np.nan_to_num(sd))))
     ax.set_xticks(np.arange(n_layers))
     ax.set_xticklabels([f"hidden {j + 1}" for j in range(n_layers - 1)] + ["readout"])
     ax.axhline(1.0, color="k", ls="--", lw=1)
     ax.set_title("Per layer, final epoch (mean +- sd over seeds)")
     ax.set_xlabel("layer (excitatory weights W_EX)")
     ax.set_ylabel("cosine with the implicit gradient")
-    ax.legend(loc="best")
+    ax.set_ylim(lowest - 0.05, 1.3)   # room for the legend above the bars
+    ax.legend(loc="upper center", ncol=min(4, max(len(groups), 1)))
 
     ax = axes[2]
     bins = np.linspace(-1, 1, 41)
@@ -331,7 +336,8 @@ def paired_data(ef, baseline):
     if baseline is None:
         baseline = "implicit" if "implicit" in conds else conds[0]
     elif baseline not in conds:
-        return None, f"baseline condition '{baseline}' not in the file ({', '.join(conds)})"
+        raise eh.EisimFileError(f"{ef.path}: --baseline {baseline}: no such condition (the file "
+                                f"has {', '.join(conds)})")
     base = {(r.eps, r.seed): r.final_accuracy for r in ef.runs if r.condition == baseline}
     pairs = {}
     for r in ef.runs:
@@ -402,11 +408,11 @@ def fig_paired(plt, ef, baseline, pairs, colors_by_cond, title):
 
 def make_figures(ef, out_dir, baseline=None):
     """Writes the figures; returns (paths written, notes)."""
-    plt = eh.setup_matplotlib()
     runs = ef.require_runs()
     if not runs:
         raise eh.EisimFileError(f"{ef.path}: '/summary/run' lists no runs")
-    series = {r.name: Series(ef, r) for r in runs}
+    series = {r.name: Series(ef, r) for r in runs}   # reads and checks everything first
+    plt = eh.setup_matplotlib()
     groups = eh.groups_of_runs(runs)
     conds = ef.conditions()
     palette = plt.cm.tab10.colors

@@ -80,7 +80,8 @@ def condition_rows(ef):
     rows = []
     eval_eps = ef.runs[0].eval_eps
     for (cond, eps), label, runs in eh.groups_of_runs(ef.runs):
-        acc = np.array([r.accuracy_per_eps for r in runs], dtype=float)
+        acc = np.array([r.accuracy_per_eps if r.accuracy_per_eps is not None
+                        else np.full(eval_eps.size, np.nan) for r in runs], dtype=float)
         row = [cond, f"{eps:g}" if eps is not None else "?", str(len(runs)),
                eh.fmt_mean_sd_pct([r.final_accuracy for r in runs])]
         row += [eh.fmt_mean_sd_pct(acc[:, k]) for k in range(eval_eps.size)]

@@ -39,9 +39,9 @@ struct Options {
   double tol = 1e-6;
   int reps = 5;
   int threads = 1;
-  double stepper_ratio = 0.01;  // Dormand-Prince local error tolerance / equilibrium tolerance
-  double stepper_tol = 0.0;     // fixed Dormand-Prince tolerance; 0 = stepper_ratio * tol
-  double eps = 0.75;            // brightness offset ~ Uniform(-eps, eps)
+  double stepper_ratio = 0.1;  // Dormand-Prince local error tolerance / equilibrium tolerance
+  double stepper_tol = 0.0;    // fixed Dormand-Prince tolerance; 0 = stepper_ratio * tol
+  double eps = 0.75;           // brightness offset ~ Uniform(-eps, eps)
   std::uint64_t seed = 1;
   std::vector<double> sweep{1e-4, 1e-6, 1e-8};
   bool per_sample = true;
@@ -132,6 +132,7 @@ struct Method {
   /// Worst scaled residual of the last solve's stored state, recomputed independently of the
   /// solver's report (double arithmetic, the method's own weights and drive); <= 1 converged.
   std::function<double()> recheck;
+  double tol = 0.0;
   // Measurements.
   std::vector<double> seconds;
   std::vector<sim::SolveResult> results;
@@ -164,6 +165,7 @@ Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>&
   m.name = "fixed point (Newton)";
   m.precision = precision;
   m.threads = threads;
+  m.tol = tol;
   m.solve = [&layer, &e, &x, fp, z] {
     sim::initial_state(layer, int(e.cols()), *z);
     return sim::solve_fixed_point(layer, e, x, fp, *z);
@@ -196,6 +198,7 @@ Method ode(const Problem& p, double tol, const Options& o, int threads) {
   m.name = "ODE (Dormand-Prince)";
   m.precision = "double";
   m.threads = threads;
+  m.tol = tol;
   m.solve = [&p, op, z] {
     sim::initial_state(p.layer, int(p.e.cols()), *z);
     return sim::integrate(p.layer, p.e, p.x, op, *z);
@@ -229,8 +232,8 @@ double median(std::vector<double> v) {
 }
 
 struct Summary {
-  bool ok = true;                 ///< every timed repetition converged for every sample
-  const sim::SolveResult* worst;  ///< a failed result if any, else the last one
+  bool ok = true;                           ///< every timed repetition converged for every sample
+  const sim::SolveResult* worst = nullptr;  ///< a failed result if any, else the last one
   double median_s = 0, min_s = 0, rate = 0;
   double mean_iterations = 0;  ///< Newton iterations per sample (fixed point)
 };
@@ -250,6 +253,16 @@ Summary summarise(const Method& m, int batch) {
   for (int k : it) s.mean_iterations += k;
   s.mean_iterations /= std::max<std::size_t>(it.size(), 1);
   return s;
+}
+
+/// Samples for which solve_fixed_point fell back to ODE integration (their time is then part of
+/// the fixed-point time). Detected at compile time: older sim/ versions have no fallback.
+template <class R>
+int fallback_samples(const R& r) {
+  if constexpr (requires { r.fallback_samples; })
+    return r.fallback_samples;
+  else
+    return 0;
 }
 
 double max_abs_diff(const Mat<double>& a, const Mat<double>& b) {
@@ -278,6 +291,57 @@ void print_statuses(const std::vector<Method>& methods, int batch) {
   }
 }
 
+/// Median wall time of `reps` calls of f.
+template <class F>
+double median_time(int reps, F&& f) {
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return median(t);
+}
+
+/// Where the ODE's time goes: the cost of one right-hand side and one residual check on the
+/// whole batch, against the measured time per accepted step.
+void ode_cost(const Problem& p, const Method& om, const Options& o) {
+  set_threads(om.threads);
+  const Summary s = summarise(om, o.batch);
+  const int steps = om.results.back().iterations;
+  sim::CircuitState<double> z, d;
+  sim::initial_state(p.layer, o.batch, z);
+  z.v = om.v();
+  std::vector<double> r, sc;
+  const double t_rhs = median_time(51, [&] { sim::circuit_rhs(p.layer, p.e, p.x, z, d); });
+  const double t_res = median_time(51, [&] {
+    sim::circuit_residual(p.layer, p.e, p.x, z, sim::Tolerance{o.tol, o.tol}, r, sc);
+  });
+  const double per_step = s.median_s / std::max(steps, 1);
+  std::printf(
+      "\nODE cost: %d accepted steps, %.3f ms per step; one circuit_rhs on the batch "
+      "%.3f ms, one circuit_residual %.3f ms\n",
+      steps, 1e3 * per_step, 1e3 * t_rhs, 1e3 * t_res);
+  std::printf(
+      "  6 RHS per Dormand-Prince step (FSAL) + 1 residual check = %.3f ms per step, "
+      "%.0f%% of the measured step; the rest is odeint's vector algebra, the state "
+      "copies into and out of the Eigen matrices, and rejected steps\n",
+      1e3 * (6 * t_rhs + t_res), 100.0 * (6 * t_rhs + t_res) / per_step);
+  std::printf("  the measured step costs %.1f right-hand sides\n", per_step / t_rhs);
+}
+
+/// The solvers judge convergence on their own (double) state; the stored state is what callers
+/// get. Say so when the stored state does not meet the tolerance (e.g. float32 rounding).
+void warn_if_check_fails(const Method& m) {
+  const double c = m.recheck();
+  if (!(c <= 1.0))
+    std::printf(
+        "WARNING: %s (%s, %d thr) reports %s, but its stored state has a recomputed "
+        "scaled residual of %.2f > 1 at tol %.0e\n",
+        m.name.c_str(), m.precision.c_str(), m.threads, sim::to_string(m.results.back().status), c,
+        m.tol);
+}
+
 /// The main table at one tolerance: every method, with the ODE as the reference.
 void main_table(const Problem& p, const Options& o) {
   std::vector<Method> methods;
@@ -295,25 +359,31 @@ void main_table(const Problem& p, const Options& o) {
               o.batch, o.width, o.tol);
   std::printf(
       "(abs_tol = rel_tol = %.0e for both; Dormand-Prince local error tolerance %.0e; "
-      "%d timed reps, interleaved)\n",
+      "%d timed reps, interleaved; status of the last rep, or of a failed one)\n",
       o.tol, st, o.reps);
   print_statuses(methods, o.batch);
-  std::printf("\n%-22s %-9s %3s %10s %10s %12s %-26s %13s %13s %9s\n", "method", "precision", "thr",
-              "median ms", "min ms", "equilibria/s", "work", "max|v-v_ode|", "max|v-LN(e)|",
-              "ode/this");
+  std::printf("\n%-20s %-9s %3s %10s %10s %13s %-36s %8s %12s %12s %8s\n", "method", "precision",
+              "thr", "median ms", "min ms", "equilibria/s", "work", "check", "max|v-v_ode|",
+              "max|v-LN(e)|", "ode/this");
   for (const auto& m : methods) {
     const Summary s = summarise(m, o.batch);
     const bool is_ode = &m == &om;
     const auto& last = m.results.back();
     const std::string work =
-        is_ode ? fmt("%.0f steps, ", last.iterations) + fmt("t = %.0f ms", last.t_final)
-               : fmt("%.2f Newton it./sample", s.mean_iterations);
+        is_ode ? fmt("%.0f steps, ", last.iterations) + fmt("t_end = %.0f ms", last.t_final)
+               : fmt("%.2f Newton it./sample", s.mean_iterations) +
+                     fmt(", %.0f ODE fallback", fallback_samples(last));
     const Mat<double> v = m.v();
-    std::printf("%-22s %-9s %3d %10.3f %10.3f %12s %-26s %13.2e %13.2e %9s\n", m.name.c_str(),
+    std::printf("%-20s %-9s %3d %10.3f %10.3f %13s %-36s %8.2f %12.2e %12.2e %8s\n", m.name.c_str(),
                 m.precision.c_str(), m.threads, 1e3 * s.median_s, 1e3 * s.min_s,
-                rate_str(s).c_str(), work.c_str(), max_abs_diff(v, v_ode),
+                rate_str(s).c_str(), work.c_str(), m.recheck(), max_abs_diff(v, v_ode),
                 max_abs_diff(v, p.v_layernorm), ratio_str(os, s).c_str());
   }
+  std::printf(
+      "check: worst scaled residual recomputed from the stored state with "
+      "sim::circuit_residual in double (<= 1 meets the tolerance)\n");
+  for (const auto& m : methods) warn_if_check_fails(m);
+  ode_cost(p, om, o);
 }
 
 /// Both methods (double, --threads) at several tolerances.
@@ -330,25 +400,60 @@ void sweep_table(const Problem& p, const Options& o) {
     print_statuses(methods, o.batch);
     runs.push_back(std::move(methods));
   }
-  std::printf("\n%7s %8s %11s %12s %9s %11s %12s %7s %9s %10s %13s %13s\n", "tol", "DP tol",
-              "fp med ms", "fp eq/s", "Newton it", "ode med ms", "ode eq/s", "steps", "t_end ms",
-              "ode/fp", "max|dv|", "max|v-LN(e)|");
+  std::printf("\n%6s %6s %9s %13s %6s %6s %10s %13s %6s %6s %6s %8s %9s %9s\n", "tol", "DP tol",
+              "fp ms", "fp eq/s", "Newton", "check", "ode ms", "ode eq/s", "steps", "t_end",
+              "check", "ode/fp", "max|dv|", "max|v-LN|");
   for (std::size_t k = 0; k < runs.size(); ++k) {
     const auto& fm = runs[k][0];
     const auto& om = runs[k][1];
     const Summary fs = summarise(fm, o.batch), os = summarise(om, o.batch);
     const Mat<double> vf = fm.v(), vo = om.v();
-    std::printf("%7.0e %8.0e %11.3f %12s %9.2f %11.3f %12s %7d %9.0f %10s %13.2e %13.2e\n",
+    std::printf("%6.0e %6.0e %9.3f %13s %6.2f %6.2f %10.1f %13s %6d %6.0f %6.2f %8s %9.2e %9.2e\n",
                 o.sweep[k], ode_parameters(o.sweep[k], o).stepper_abs_tol, 1e3 * fs.median_s,
-                rate_str(fs).c_str(), fs.mean_iterations, 1e3 * os.median_s, rate_str(os).c_str(),
-                om.results.back().iterations, om.results.back().t_final, ratio_str(os, fs).c_str(),
-                max_abs_diff(vf, vo),
+                rate_str(fs).c_str(), fs.mean_iterations, fm.recheck(), 1e3 * os.median_s,
+                rate_str(os).c_str(), om.results.back().iterations, om.results.back().t_final,
+                om.recheck(), ratio_str(os, fs).c_str(), max_abs_diff(vf, vo),
                 std::max(max_abs_diff(vf, p.v_layernorm), max_abs_diff(vo, p.v_layernorm)));
   }
+  std::printf(
+      "fp/ode ms: median wall time; Newton: mean iterations per sample; t_end: simulated "
+      "ms; check: recomputed worst scaled residual; max|dv| = max|v_fp - v_ode|\n");
+  for (const auto& run : runs)
+    for (const auto& m : run) warn_if_check_fails(m);
 }
 
-/// Diagnostic (single untimed-quality run): integrate each input alone to see how long each
-/// needs in simulated time; the batched ODE must run until the slowest one has converged.
+double correlation(const std::vector<double>& a, const std::vector<double>& b) {
+  const auto n = double(a.size());
+  double ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) ma += a[i] / n, mb += b[i] / n;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    sab += (a[i] - ma) * (b[i] - mb);
+    saa += (a[i] - ma) * (a[i] - ma);
+    sbb += (b[i] - mb) * (b[i] - mb);
+  }
+  return sab / std::sqrt(saa * sbb);
+}
+
+/// Trajectory of one input: why some inputs need a long simulated time.
+void trace(const Problem& p, int j, const sim::OdeParameters& op) {
+  const Mat<double> e = p.e.col(j), x = p.x.col(j);
+  std::printf("\ntrajectory of sample %d (brightness %+.3f, drive mean %.3f, std %.3f):\n", j,
+              p.offset[j], p.mean[j], p.spread[j]);
+  std::printf("%8s %10s %10s %10s %10s %12s\n", "t ms", "r_I", "r_D", "mean v", "mean v^2",
+              "scaled res");
+  const std::vector<double> times{0, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800};
+  sim::CircuitState<double> z;
+  std::vector<double> r, sc;
+  sim::integrate<double>(
+      p.layer, e, x, op, z, times, [&](double t, const sim::CircuitState<double>& zt) {
+        sim::circuit_residual(p.layer, e, x, zt, op.tol, r, sc);
+        std::printf("%8.0f %10.4g %10.4g %10.3g %10.4g %12.3g\n", t, zt.r_I(0, 0), zt.r_D(0, 0),
+                    zt.v.mean(), zt.v.squaredNorm() / double(zt.v.size()), sc[0]);
+      });
+}
+
+/// Diagnostic (one run, not interleaved): integrate each input alone to see how much simulated
+/// time each needs; the batched ODE shares one step size and runs until the slowest converges.
 void per_sample_table(const Problem& p, const Options& o) {
   set_threads(o.threads);
   const auto op = ode_parameters(o.tol, o);
@@ -371,17 +476,23 @@ void per_sample_table(const Problem& p, const Options& o) {
   }
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
   std::sort(order.begin(), order.end(), [&](int a, int b) { return t_end[a] < t_end[b]; });
-  std::printf("\n== ODE one input at a time (tol = %.0e, one run, %d failed) ==\n", o.tol, failed);
-  std::printf("total %.1f ms for %d inputs (%.0f equilibria/s)\n", 1e3 * total, B, B / total);
-  std::printf("%-10s %7s %10s %7s %12s %12s\n", "quantile", "sample", "t_end ms", "steps",
-              "brightness", "drive std");
+  std::printf("\n== ODE one input at a time (tol = %.0e, one run, %d of %d not converged) ==\n",
+              o.tol, failed, B);
+  std::printf(
+      "total %.1f ms for %d inputs (%.0f equilibria/s); correlation of t_end with the "
+      "mean drive %.2f, with its std %.2f\n",
+      1e3 * total, B, B / total, correlation(t_end, p.mean), correlation(t_end, p.spread));
+  std::printf("%-8s %7s %9s %6s %11s %11s %10s\n", "quantile", "sample", "t_end ms", "steps",
+              "brightness", "drive mean", "drive std");
   const std::pair<const char*, double> qs[] = {
       {"fastest", 0.0}, {"10%", 0.1}, {"median", 0.5}, {"90%", 0.9}, {"slowest", 1.0}};
   for (const auto& [label, q] : qs) {
     const int j = order[std::size_t(std::lround(q * (B - 1)))];
-    std::printf("%-10s %7d %10.1f %7.0f %+12.3f %12.3f\n", label, j, t_end[j], steps[j],
-                p.offset[j], p.spread[j]);
+    std::printf("%-8s %7d %9.1f %6.0f %+11.3f %11.3f %10.3f\n", label, j, t_end[j], steps[j],
+                p.offset[j], p.mean[j], p.spread[j]);
   }
+  trace(p, order.back(), op);
+  trace(p, order.front(), op);
 }
 
 }  // namespace

@@ -34,7 +34,7 @@ const char* kind_name(models::LayerKind k) {
 
 // Per-epoch records, written to /train.
 struct History {
-  std::vector<std::int64_t> epoch, fwd_it_max, fwd_fail, adj_fail;
+  std::vector<std::int64_t> epoch, fwd_it_max, fwd_fail, fwd_fallback, adj_fail;
   std::vector<double> loss, accuracy, seconds, sps, fwd_it_mean, align_total, local_loss;
   std::vector<std::vector<double>> test_acc, align, act_mean, act_var;
   std::vector<std::vector<std::int64_t>> hist;
@@ -50,6 +50,7 @@ struct History {
     f.write("train/forward_iterations_mean", fwd_it_mean);
     f.write("train/forward_iterations_max", fwd_it_max);
     f.write("train/forward_failures", fwd_fail);
+    f.write("train/forward_fallbacks", fwd_fallback);
     f.write("train/adjoint_failures", adj_fail);
     f.write("train/grad_alignment", rows(align, align.empty() ? 0 : align[0].size()));
     f.write("train/grad_alignment_total", align_total);
@@ -77,6 +78,7 @@ struct History {
     epoch = ints("train/epoch");
     fwd_it_max = ints("train/forward_iterations_max");
     fwd_fail = ints("train/forward_failures");
+    fwd_fallback = ints("train/forward_fallbacks");
     adj_fail = ints("train/adjoint_failures");
     loss = f.read_vector("train/loss");
     accuracy = f.read_vector("train/accuracy");
@@ -226,7 +228,7 @@ class Trainer {
     std::shuffle(perm.begin(), perm.end(), rng_);
     double loss_sum = 0, local_sum = 0;
     long correct = 0, seen = 0, it_sum = 0, it_count = 0;
-    std::int64_t it_max = 0, fwd_fail = 0, adj_fail = 0;
+    std::int64_t it_max = 0, fwd_fail = 0, fwd_fallback = 0, adj_fail = 0;
     std::vector<std::int64_t> hist(kHistBins, 0);
     const auto t0 = std::chrono::steady_clock::now();
     Mat<S> x, dlogits;
@@ -249,6 +251,7 @@ class Trainer {
       } else {
         const auto fs = learning::forward(net_, x, cfg_.fixed_point, cache);
         fwd_fail += fs.failed_samples;
+        fwd_fallback += fs.fallback_samples;
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
                                        dlogits, &hits);
         if (std::isfinite(loss)) learning::backward(net_, cache, dlogits, cfg_.learning, grads);
@@ -294,9 +297,13 @@ class Trainer {
     hist_.fwd_it_mean.push_back(it_count ? double(it_sum) / it_count : 0.0);
     hist_.fwd_it_max.push_back(it_max);
     hist_.fwd_fail.push_back(fwd_fail);
+    hist_.fwd_fallback.push_back(fwd_fallback);
     hist_.adj_fail.push_back(adj_fail);
     hist_.local_loss.push_back(local_sum / nb);
     hist_.hist.push_back(hist);
+    if (fwd_fallback > 0 && !opt_.quiet)
+      std::fprintf(stderr, "note: %lld forward solves needed the ODE fallback in epoch %d\n",
+                   static_cast<long long>(fwd_fallback), ep + 1);
     if (fwd_fail > 0 && !opt_.quiet)
       std::fprintf(stderr,
                    "warning: %lld forward solves did not converge in epoch %d "

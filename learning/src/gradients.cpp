@@ -124,6 +124,7 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x,
         for (int it : c.solve.sample_iterations) iter_sum += it;
         ++circuits;
         stats.failed_samples += c.solve.failed_samples;
+        stats.fallback_samples += c.solve.fallback_samples;
         if (!(c.solve.residual <= stats.worst_residual)) stats.worst_residual = c.solve.residual;
         break;
       }
@@ -204,7 +205,7 @@ void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<
   delta_e.resize(n_E, B);
   std::vector<double> resid(B, 0.0), rcond(B, 1.0);
   std::vector<char> bad(B, 0);
-#pragma omp parallel
+#pragma omp parallel if (B >= 128)
   {
     Md Bm(n_E, n_r), J(n_r, n_r), Cv(n_r, n_E);
     Vd v(n_E), gg(n_E), rI(n_I), rD(n_D), q(n_D), rhs(n_r), a(n_r), av(n_E), gv(n_E);

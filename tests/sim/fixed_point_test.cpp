@@ -152,6 +152,7 @@ TEST_CASE("a cap too small to converge returns a non-converged status") {
   sim::FixedPointParameters fp;
   fp.tol = {1e-12, 1e-12};
   fp.max_iterations = 1;
+  fp.ode_fallback = false;
   sim::CircuitState<double> z;
   auto res = sim::solve_fixed_point(L, e, x, fp, z);
   CHECK(res.status == sim::SolverStatus::max_iterations);
@@ -187,4 +188,50 @@ TEST_CASE("an all-black image (zero drive) converges to the silent state") {
       sim::solve_fixed_point<double>(L, Mat<double>::Zero(8, 3), Mat<double>::Zero(5, 3), {}, z);
   CHECK(res.ok());
   CHECK(z.v.cwiseAbs().maxCoeff() == 0.0);
+}
+
+TEST_CASE("where Newton stalls, the ODE fallback reaches the equilibrium and is counted") {
+  // A leaky circuit with populations of heterogeneous interneurons and bright images: Newton
+  // alone stalls on most samples (seen in training), the ODE converges.
+  auto c = test::leaky_circuit();
+  c.n_I = 8;
+  c.n_D = 4;
+  c.lambda_I = c.lambda_D = 0.01;
+  c.k_I = c.k_D = 1.0;
+  c.theta = 1.0;
+  const auto L = make_circuit<double>(20, 60, c, 9);
+  std::mt19937_64 rng(test::seed() + 6);
+  Mat<double> e = test::random_matrix<double>(60, 6, 0.0, 2.0, rng);
+  e.array() += 30.0;  // bright: a large common drive
+  const Mat<double> x = Mat<double>::Zero(20, 6);
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-9, 1e-9};
+  fp.ode_fallback = false;
+  sim::CircuitState<double> z0;
+  const auto alone = sim::solve_fixed_point(L, e, x, fp, z0);
+  MESSAGE("Newton alone: " << alone.describe());
+  fp.ode_fallback = true;
+  sim::CircuitState<double> z;
+  const auto res = sim::solve_fixed_point(L, e, x, fp, z);
+  INFO(res.describe());
+  CHECK(res.ok());
+  CHECK(res.fallback_samples == alone.failed_samples);
+  CHECK(independent_residual(L, e, z) < 1e-6);
+  sim::OdeParameters op;
+  op.tol = {1e-9, 1e-9};
+  op.t_max = 1e6;
+  op.max_steps = 1000000;
+  op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
+  sim::CircuitState<double> zo;
+  const auto ores = sim::integrate(L, e, x, op, zo);
+  MESSAGE("ODE alone: " << ores.describe());
+  // Where the ODE settles, both agree. (A fixed point Newton finds may be unstable: the ODE then
+  // keeps moving; that sample is not compared.)
+  int compared = 0;
+  for (int j = 0; j < 6; ++j)
+    if (ores.sample_status[j] == sim::SolverStatus::converged) {
+      CHECK(test::max_rel_error(Vec<double>(z.v.col(j)), Vec<double>(zo.v.col(j))) < 1e-5);
+      ++compared;
+    }
+  CHECK(compared >= 4);
 }

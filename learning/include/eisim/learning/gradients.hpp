@@ -30,6 +30,7 @@ struct ForwardStats {
   int iterations_max = 0;
   double iterations_mean = 0.0;
   int failed_samples = 0;
+  int fallback_samples = 0;  ///< samples that needed the ODE fallback of the fixed-point solver
   double worst_residual = 0.0;
 };
 

@@ -32,8 +32,11 @@ struct Tolerance {
 struct FixedPointParameters {
   Tolerance tol;
   int max_iterations = 50;
-  double max_log_step = 4.0;  ///< cap on |change of log r_D| per Newton step
-  int max_backtracks = 30;    ///< line-search halvings per iteration
+  double max_log_step = 4.0;    ///< cap on |change of log r_D| per Newton step
+  int max_backtracks = 30;      ///< line-search halvings per iteration
+  bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
+  double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
+  int fallback_max_steps = 100000;  ///< step cap of the fallback integration
 };
 
 /// Per-batch outcome. `status` is the worst sample's status.
@@ -43,6 +46,7 @@ struct SolveResult {
   double residual = 0.0;         ///< worst max_k |tau_k dz_k/dt| over samples
   double scaled_residual = 0.0;  ///< worst residual / (abs_tol + rel_tol |z|); <= 1 converged
   int failed_samples = 0;        ///< samples not converged
+  int fallback_samples = 0;      ///< samples that needed the ODE fallback (fixed point only)
   std::vector<int> sample_iterations;
   std::vector<SolverStatus> sample_status;
   std::vector<double> sample_residual;
