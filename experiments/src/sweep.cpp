@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "eisim/experiments/commands.hpp"
+#include "eisim/io/provenance.hpp"
 #include "eisim/models/error.hpp"
 
 namespace eisim::experiments {
@@ -176,18 +177,17 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     f.write("summary/accuracy_per_eps", pe);
     f.write("summary/seconds", secs);
     f.write("summary/epochs", epochs);
-    f.set_attr("/", "config", io::to_yaml(base));
+    io::write_provenance(f, base, "eisim sweep --merge --config " + o.config_path);
     for (const auto& name : run) {
       const io::H5File src = io::H5File::open_read(
           (std::filesystem::path(base.sweep.out_dir) / (name + ".h5")).string());
       f.copy_from(src, "train", "runs/" + name + "/train");
       if (src.exists("simulate")) f.copy_from(src, "simulate", "runs/" + name + "/simulate");
-      for (const char* a : {"rule", "error_transform", "kind", "status", "git_commit",
-                            "eisim_version", "config", "seed", "precision"})
-        try {
-          f.set_attr("runs/" + name, a, src.attr_string("/", a));
-        } catch (const eisim::error&) {
-        }
+      for (const char* a :
+           {"rule", "error_transform", "kind", "status", "git_commit", "eisim_version",
+            "build_type", "config", "precision", "command", "created", "hostname"})
+        if (src.exists("/")) f.set_attr("runs/" + name, a, src.attr_string("/", a));
+      f.set_attr("runs/" + name, "seed", src.attr_int("/", "seed"));
     }
   });
   // CSV next to the merged file.

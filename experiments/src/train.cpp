@@ -254,7 +254,20 @@ class Trainer {
         fwd_fallback += fs.fallback_samples;
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
                                        dlogits, &hits);
-        if (std::isfinite(loss)) learning::backward(net_, cache, dlogits, cfg_.learning, grads);
+        if (std::isfinite(loss)) {
+          try {
+            learning::backward(net_, cache, dlogits, cfg_.learning, grads);
+          } catch (const numerical_error& e) {
+            std::ostringstream os;
+            os << e.what() << " [at epoch " << ep + 1 << ", batch " << b + 1 << "/" << nb;
+            if (ep > 0 || b > 0)
+              os << "; training had already started, so the weights may have diverged: try a "
+                    "smaller learning rate (learning.lr_E = "
+                 << cfg_.learning.lr_E << ")";
+            os << ". The last complete epoch in " << opt_.out << " is intact.]";
+            throw numerical_error("training", os.str());
+          }
+        }
         adj_fail += grads.adjoint.failed;
         for (const auto& lc : cache.layers)
           for (int it : lc.solve.sample_iterations) {
