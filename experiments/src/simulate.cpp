@@ -13,18 +13,6 @@ namespace eisim::experiments {
 
 namespace {
 
-const char* kind_name(models::LayerKind k) {
-  switch (k) {
-    case models::LayerKind::circuit:
-      return "circuit";
-    case models::LayerKind::layernorm:
-      return "layernorm";
-    case models::LayerKind::none:
-      return "none";
-  }
-  return "?";
-}
-
 std::vector<std::string> statuses(const sim::SolveResult& r) {
   std::vector<std::string> out;
   for (auto s : r.sample_status) out.push_back(sim::to_string(s));
@@ -87,7 +75,7 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
     }
     f.write(g + "/eq_mean", mean);
     f.write(g + "/eq_var", var);
-    f.set_attr(g, "kind", kind_name(layer.spec.kind));
+    f.set_attr(g, "kind", models::to_string(layer.spec.kind));
     f.set_attr(g, "n_E", std::int64_t(layer.spec.n_E));
     if (layer.spec.kind == models::LayerKind::circuit) {
       f.write(g + "/r_I_eq", Mat<double>(c.z.r_I.transpose()));

@@ -20,18 +20,6 @@ namespace {
 constexpr int kHistBins = 64;
 constexpr int kEvalBatch = 500;
 
-const char* kind_name(models::LayerKind k) {
-  switch (k) {
-    case models::LayerKind::circuit:
-      return "circuit";
-    case models::LayerKind::layernorm:
-      return "layernorm";
-    case models::LayerKind::none:
-      return "none";
-  }
-  return "?";
-}
-
 // Per-epoch records, written to /train.
 struct History {
   std::vector<std::int64_t> epoch, fwd_it_max, fwd_fail, fwd_fallback, adj_fail;
@@ -403,7 +391,7 @@ class Trainer {
       f.set_attr("/", "status", status);
       f.set_attr("/", "rule", learning::to_string(cfg_.learning.rule));
       f.set_attr("/", "error_transform", learning::to_string(cfg_.learning.error_transform));
-      f.set_attr("/", "kind", kind_name(cfg_.network.kind));
+      f.set_attr("/", "kind", models::to_string(cfg_.network.kind));
       hist_.write(f, cfg_.data.eval_eps);
       save_network(f, net_);
       // Optimiser state in the same layout as the weights.

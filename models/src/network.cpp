@@ -8,6 +8,18 @@
 
 namespace eisim::models {
 
+const char* to_string(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::circuit:
+      return "circuit";
+    case LayerKind::layernorm:
+      return "layernorm";
+    case LayerKind::none:
+      return "none";
+  }
+  return "unknown";
+}
+
 bool is_dale_constrained(const std::string& name) {
   return name != "b" && name != "U";
 }

@@ -111,6 +111,9 @@ struct Network {
   int n_out() const { return layers.empty() ? 0 : layers.back().spec.n_E; }
 };
 
+/// "circuit", "layernorm" or "none" (the config's spelling).
+const char* to_string(LayerKind kind);
+
 /// Group of a weight matrix by name, given the layer (W_IX and U are inhibitory).
 ParamGroup group_of(const LayerSpec& spec, const std::string& name);
 
