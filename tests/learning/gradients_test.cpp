@@ -277,3 +277,45 @@ TEST_CASE("a singular adjoint system is an error, not zero gradients") {
   CHECK_THROWS_WITH_AS(learning::backward(p.net, cache, d, learning::LearningSpec{}, g),
                        doctest::Contains("adjoint solve failed"), eisim::numerical_error);
 }
+
+TEST_CASE("the feed-forward circuit's local homeostatic loss gradient equals finite differences") {
+  auto c = test::default_circuit();
+  c.drive = models::InhibitionDrive::feedforward;
+  c.n_I = 2;
+  c.theta = 1.3;  // so that the variance term is not zero at initialisation
+  Problem p = make_problem(circuit_template(c), 1, 18);
+  // Perturb the inhibitory input weights away from the exact-LayerNorm initialisation.
+  std::mt19937_64 rng(test::seed() + 70);
+  p.net.layers[0].w.W_IX.array() *= test::random_matrix<double>(2, 12, 0.5, 1.5, rng).array();
+  p.net.layers[0].w.U.array() *= test::random_matrix<double>(20, 12, 0.5, 1.5, rng).array();
+  auto local_loss = [&](const models::Network<double>& net) {
+    learning::ForwardCache<double> cache;
+    learning::forward(net, p.x, tight(), cache);
+    learning::Gradients<double> g;
+    g.zero_like(net);
+    return learning::local_homeostatic_gradients(net, cache, 0.01, g);
+  };
+  learning::ForwardCache<double> cache;
+  learning::forward(p.net, p.x, tight(), cache);
+  learning::Gradients<double> g;
+  g.zero_like(p.net);
+  const double l0 = learning::local_homeostatic_gradients(p.net, cache, 0.01, g);
+  CHECK(l0 > 0.0);
+  for (const char* name : {"W_IX", "U"}) {
+    CAPTURE(name);
+    Mat<double>& W = param(p.net.layers[0].w, name);
+    const Mat<double>& G = param(g.layers[0], name);
+    const double scale = G.cwiseAbs().maxCoeff();
+    REQUIRE(scale > 0.0);
+    for (int k = 0; k < 8; ++k) {
+      const int i = int(rng() % W.rows()), j = int(rng() % W.cols());
+      const double w0 = W(i, j), h = 1e-6;
+      W(i, j) = w0 + h;
+      const double lp = local_loss(p.net);
+      W(i, j) = w0 - h;
+      const double lm = local_loss(p.net);
+      W(i, j) = w0;
+      CHECK(std::abs((lp - lm) / (2 * h) - G(i, j)) <= 1e-5 * scale);
+    }
+  }
+}

@@ -1,0 +1,621 @@
+// bench_train: how fast does eisim train one epoch of Fashion-MNIST, where does the time go, and
+// how close is the GEMM work to the machine's Eigen float32 GEMM rate?
+//
+// The question, the commands and the recorded results are in bench/README.md. The training step
+// is the library's (learning::forward, cross_entropy, backward, Sgd::step), exactly as in
+// `eisim train`; evaluation and checkpoints are left out. Every repetition trains the first epoch
+// from the same initial weights, so the repetitions do the same work. The Eigen GEMM rate is
+// measured in the same run, interleaved with the epochs (gemm, epoch, gemm, epoch, ...), and
+// medians are reported, because the machine is shared and noisy.
+//
+// --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (momentum
+// forced to 0) on the batch stored in IN.h5 (/batch/x, 784 x B; /batch/labels) with the weights
+// in IN.h5 (/weights/layer_<l>/<name>), and writes the logits, the loss, every gradient and the
+// updated weights to OUT.h5 for bench/reference/compare.py.
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "eisim/experiments/commands.hpp"
+#include "eisim/io/config.hpp"
+#include "eisim/io/data.hpp"
+#include "eisim/io/hdf5.hpp"
+#include "eisim/learning/gradients.hpp"
+#include "eisim/learning/optimizer.hpp"
+#include "eisim/models/error.hpp"
+#include "eisim/models/nonlinearity.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef EISIM_SOURCE_DIR
+#define EISIM_SOURCE_DIR "."
+#endif
+
+namespace {
+
+using eisim::Mat;
+namespace io = eisim::io;
+namespace learning = eisim::learning;
+namespace models = eisim::models;
+namespace sim = eisim::sim;
+using Clock = std::chrono::steady_clock;
+using S = float;
+
+struct Options {
+  std::string config = EISIM_SOURCE_DIR "/experiments/compare_rules.yaml";
+  std::vector<std::string> sets;
+  std::string rule;  // "" = from the config
+  int batch = 0;     // 0 = from the config
+  int width = 0;     // 0 = from the config
+  int threads = 1;
+  int limit = 0;  // training samples per epoch (0 = all 60000)
+  int reps = 3;
+  int profile = 8192;          // samples of the profiling pass (0 = none)
+  double gemm_seconds = 0.25;  // length of one GEMM-rate measurement
+  std::string dump, out;
+};
+
+void set_threads(int n) {
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// CPU time of the process (all threads), seconds.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+// ---------------------------------------------------------------------------------- GEMM rate
+
+/// Eigen float32 GEMM rate in GFLOP/s of C (m x n) = A (m x k) * B (k x n), with the threads
+/// currently set: repeats the product for about `seconds`, in 5 blocks, and returns the median
+/// block's rate.
+double gemm_rate(int m, int k, int n, double seconds) {
+  Mat<S> A = Mat<S>::Random(m, k), B = Mat<S>::Random(k, n), C(m, n);
+  C.noalias() = A * B;  // warm-up (packing buffers, page faults)
+  const double flops = 2.0 * m * double(n) * k;
+  const auto t0 = Clock::now();
+  C.noalias() = A * B;
+  const double one = std::max(seconds_since(t0), 1e-7);
+  const int per_block = std::max(1, int(seconds / 5 / one));
+  std::vector<double> rates;
+  for (int blk = 0; blk < 5; ++blk) {
+    const auto t = Clock::now();
+    for (int r = 0; r < per_block; ++r) C.noalias() = A * B;
+    rates.push_back(flops * per_block / seconds_since(t) / 1e9);
+  }
+  if (!C.allFinite()) std::printf("warning: non-finite GEMM result\n");
+  return median(rates);
+}
+
+struct GemmShape {
+  const char* name;
+  int m, k, n;
+};
+
+// ------------------------------------------------------------------------------- flop count
+
+/// GEMM flops of one training sample that a training step needs, counted as 2 m n k for every
+/// product with a trained weight: forward W x (W_EX of every layer, and the readout's W_IX x and
+/// W_EI (W_IX x)), the weight gradients delta x^T of the same matrices, and the errors passed
+/// down W^T delta for every layer except the first. eisim also computes the first layer's
+/// W_EX^T delta (the gradient with respect to the pixels, which training does not use): that is
+/// `input_grad`, reported separately and not counted in `useful`. The rank-1 products of the
+/// circuit layers' fixed pooling weights (n_I = n_D = 1) are not counted.
+struct FlopCount {
+  double forward = 0, weight_grad = 0, error_grad = 0, input_grad = 0;
+  double useful() const { return forward + weight_grad + error_grad; }
+};
+
+FlopCount flops_per_sample(const models::Network<S>& net) {
+  FlopCount f;
+  for (std::size_t l = 0; l < net.layers.size(); ++l) {
+    const auto& s = net.layers[l].spec;
+    double prod = double(s.n_E) * s.n_in;
+    if (s.kind == models::LayerKind::none)
+      prod += double(s.n_I_plain) * s.n_in + s.n_E * s.n_I_plain;
+    f.forward += 2 * prod;
+    f.weight_grad += 2 * prod;
+    if (l > 0)
+      f.error_grad += 2 * prod;
+    else
+      f.input_grad += 2 * double(s.n_E) * s.n_in;
+  }
+  return f;
+}
+
+// ------------------------------------------------------------------------------ the training
+
+void gather(const io::Dataset& d, const std::vector<int>& idx, std::size_t from, std::size_t n,
+            Mat<S>& x, std::vector<int>& labels) {
+  x.resize(d.images.rows(), n);
+  labels.resize(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    x.col(j) = d.images.col(idx[from + j]);
+    labels[j] = d.labels[idx[from + j]];
+  }
+}
+
+/// Wall time of the parts of one epoch (seconds) and what it learned.
+struct EpochResult {
+  double total = 0, data = 0, forward = 0, loss = 0, backward = 0, optimizer = 0;
+  double cpu = 0;  ///< CPU time of all threads
+  long samples = 0;
+  double loss_mean = 0, accuracy = 0, newton_mean = 0;
+  int newton_max = 0, forward_failures = 0, fallbacks = 0;
+};
+
+/// Finer split measured in the profiling pass (seconds, summed over its batches).
+struct Profile {
+  long samples = 0;
+  // Forward, decomposed into the library's public pieces (same calls as learning::forward).
+  double f_copy = 0, f_gemm = 0, f_newton = 0, f_phi = 0, f_other = 0, f_library = 0;
+  // Backward: the library call, and a replay of its GEMMs on the same shapes and data.
+  double b_library = 0, b_gemm_replay = 0, b_input_grad_replay = 0, b_zero_like = 0;
+  double b_frozen_error = 0;  // frozen rule: learning::frozen_error replayed for the circuits
+  // Optimiser: Sgd::step, and models::clamp_dale (which step calls) alone.
+  double o_step = 0, o_clamp = 0;
+  double loss = 0, data = 0;
+};
+
+class Bench {
+ public:
+  Bench(const io::Config& cfg, const io::Dataset& train) : cfg_(cfg), train_(train) {
+    if (cfg_.learning.rule == learning::Rule::bptt)
+      throw eisim::config_error("learning.rule", "bench_train times implicit and frozen only");
+  }
+
+  models::Network<S> fresh() const {
+    return models::initialise<S>(io::network_spec(cfg_), cfg_.seed);
+  }
+
+  /// One epoch over the training set from the initial weights, timed per phase.
+  EpochResult epoch() const {
+    models::Network<S> net = fresh();
+    learning::Sgd<S> sgd(cfg_.learning);
+    std::mt19937_64 rng(cfg_.seed * 0x9E3779B97F4A7C15ULL + 1);
+    std::vector<int> perm(train_.size());
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    const int N = train_.size(), B = cfg_.train.batch_size;
+    Mat<S> x, dlogits;
+    std::vector<int> labels;
+    learning::ForwardCache<S> cache;
+    learning::Gradients<S> grads;
+    EpochResult r;
+    double it_sum = 0, loss_sum = 0;
+    long hits_sum = 0;
+    const auto t_epoch = Clock::now();
+    const double cpu0 = cpu_seconds();
+    for (int from = 0; from < N; from += B) {
+      const int n = std::min(B, N - from);
+      auto t = Clock::now();
+      gather(train_, perm, from, n, x, labels);
+      io::apply_jitter<S>(x, cfg_.data.train_eps, rng);
+      r.data += seconds_since(t);
+      t = Clock::now();
+      const auto fs = learning::forward(net, x, cfg_.fixed_point, cache);
+      r.forward += seconds_since(t);
+      t = Clock::now();
+      int hits = 0;
+      const double loss = learning::cross_entropy(cache.logits(), labels,
+                                                  cfg_.learning.label_smoothing, dlogits, &hits);
+      r.loss += seconds_since(t);
+      if (!std::isfinite(loss))
+        throw eisim::numerical_error("bench_train",
+                                     "loss is not finite at sample " + std::to_string(from));
+      t = Clock::now();
+      learning::backward(net, cache, dlogits, cfg_.learning, grads);
+      r.backward += seconds_since(t);
+      t = Clock::now();
+      sgd.step(net, grads);
+      r.optimizer += seconds_since(t);
+      it_sum += fs.iterations_mean * n;
+      r.newton_max = std::max(r.newton_max, fs.iterations_max);
+      r.forward_failures += fs.failed_samples;
+      r.fallbacks += fs.fallback_samples;
+      loss_sum += loss * n;
+      hits_sum += hits;
+      r.samples += n;
+    }
+    r.total = seconds_since(t_epoch);
+    r.cpu = cpu_seconds() - cpu0;
+    r.loss_mean = loss_sum / r.samples;
+    r.accuracy = double(hits_sum) / r.samples;
+    r.newton_mean = it_sum / r.samples;
+    return r;
+  }
+
+  /// The first `samples` of an epoch again, each phase split further with the library's public
+  /// pieces; the forward pass runs twice (decomposed, then the library call that training uses).
+  Profile profile(int samples) const {
+    models::Network<S> net = fresh();
+    learning::Sgd<S> sgd(cfg_.learning);
+    std::mt19937_64 rng(cfg_.seed * 0x9E3779B97F4A7C15ULL + 1);
+    std::vector<int> perm(train_.size());
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    const int N = std::min(samples, train_.size()), B = cfg_.train.batch_size;
+    Mat<S> x, dlogits;
+    std::vector<int> labels;
+    learning::ForwardCache<S> cache;
+    learning::Gradients<S> grads, scratch;
+    std::vector<learning::LayerCache<S>> mine(net.layers.size());
+    Mat<S> gw, dx, aux, dinh, frozen_out;
+    Profile p;
+    for (int from = 0; from < N; from += B) {
+      const int n = std::min(B, N - from);
+      auto t = Clock::now();
+      gather(train_, perm, from, n, x, labels);
+      io::apply_jitter<S>(x, cfg_.data.train_eps, rng);
+      p.data += seconds_since(t);
+      // Forward, decomposed.
+      const Mat<S>* in = &x;
+      for (std::size_t l = 0; l < net.layers.size(); ++l) {
+        const auto& layer = net.layers[l];
+        auto& c = mine[l];
+        t = Clock::now();
+        c.x = *in;
+        p.f_copy += seconds_since(t);
+        t = Clock::now();
+        sim::excitatory_drive(layer.w, c.x, c.e);
+        p.f_gemm += seconds_since(t);
+        t = Clock::now();
+        switch (layer.spec.kind) {
+          case models::LayerKind::none:
+            c.aux.noalias() = layer.w.W_IX * c.x;
+            c.z.v = c.e;
+            c.z.v.noalias() -= layer.w.W_EI * c.aux;
+            p.f_gemm += seconds_since(t);
+            break;
+          case models::LayerKind::circuit:
+            sim::initial_state(layer, n, c.z);
+            c.solve = sim::solve_fixed_point(layer, c.e, c.x, cfg_.fixed_point, c.z);
+            p.f_newton += seconds_since(t);
+            break;
+          case models::LayerKind::layernorm: {
+            const S theta = S(layer.spec.circuit.theta);
+            c.z.v = c.e.rowwise() - c.e.colwise().mean();
+            c.aux =
+                ((c.z.v.cwiseAbs2().colwise().mean().array() + S(layer.spec.ln_epsilon)).rsqrt())
+                    .matrix();
+            c.z.v = (c.z.v.array().rowwise() * (std::sqrt(theta) * c.aux.row(0).array())).matrix();
+            p.f_other += seconds_since(t);
+            break;
+          }
+        }
+        t = Clock::now();
+        models::apply_phi(layer.spec.phi, c.z.v, c.r);
+        p.f_phi += seconds_since(t);
+        in = &c.r;
+      }
+      // Forward, the library call.
+      t = Clock::now();
+      learning::forward(net, x, cfg_.fixed_point, cache);
+      p.f_library += seconds_since(t);
+      t = Clock::now();
+      learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing, dlogits);
+      p.loss += seconds_since(t);
+      t = Clock::now();
+      learning::backward(net, cache, dlogits, cfg_.learning, grads);
+      p.b_library += seconds_since(t);
+      // The parts of backward that are public: zeroing the gradients, the frozen error.
+      t = Clock::now();
+      scratch.zero_like(net);
+      p.b_zero_like += seconds_since(t);
+      if (cfg_.learning.rule == learning::Rule::frozen)
+        for (std::size_t l = 0; l + 1 < net.layers.size(); ++l)
+          if (net.layers[l].spec.kind == models::LayerKind::circuit) {
+            const auto& c = cache.layers[l];
+            t = Clock::now();
+            learning::frozen_error(cfg_.learning.error_transform, net.layers[l], c.z, c.e, c.z.v,
+                                   frozen_out);
+            p.b_frozen_error += seconds_since(t);
+          }
+      // Replay of backward's GEMMs with the same shapes (the drive e stands in for the error).
+      for (std::size_t l = 0; l < net.layers.size(); ++l) {
+        const auto& layer = net.layers[l];
+        const auto& c = cache.layers[l];
+        const Mat<S>& delta = c.e;
+        t = Clock::now();
+        gw.noalias() = delta * c.x.transpose();
+        if (layer.spec.kind == models::LayerKind::none) {
+          gw.noalias() = -delta * c.aux.transpose();
+          dinh.noalias() = -(layer.w.W_EI.transpose() * delta);
+          gw.noalias() = dinh * c.x.transpose();
+        }
+        if (l > 0) {
+          dx.noalias() = layer.w.W_EX.transpose() * delta;
+          if (layer.spec.kind == models::LayerKind::none)
+            dx.noalias() += layer.w.W_IX.transpose() * dinh;
+        }
+        p.b_gemm_replay += seconds_since(t);
+        if (l == 0) {
+          t = Clock::now();
+          dx.noalias() = layer.w.W_EX.transpose() * delta;
+          p.b_input_grad_replay += seconds_since(t);
+        }
+      }
+      t = Clock::now();
+      sgd.step(net, grads);
+      p.o_step += seconds_since(t);
+      t = Clock::now();
+      models::clamp_dale(net);
+      p.o_clamp += seconds_since(t);
+      p.samples += n;
+    }
+    return p;
+  }
+
+ private:
+  const io::Config& cfg_;
+  const io::Dataset& train_;
+};
+
+// ------------------------------------------------------------------------------------- dump
+
+int run_dump(const io::Config& cfg_in, const Options& o) {
+  io::Config cfg = cfg_in;
+  cfg.learning.momentum = 0.0;
+  models::Network<S> net = models::initialise<S>(io::network_spec(cfg), cfg.seed);
+  const io::H5File in = io::H5File::open_read(o.dump);
+  eisim::experiments::load_network(in, net);
+  const Mat<S> x = in.read_matrix("batch/x").cast<S>();
+  std::vector<int> labels;
+  for (double v : in.read_vector("batch/labels")) labels.push_back(int(v));
+  if (x.rows() != net.n_in() || int(labels.size()) != x.cols())
+    throw eisim::data_error(o.dump, 0, "batch/x must be 784 x B and batch/labels hold B labels");
+  learning::ForwardCache<S> cache;
+  const auto fs = learning::forward(net, x, cfg.fixed_point, cache);
+  Mat<S> dlogits;
+  int hits = 0;
+  const double loss =
+      learning::cross_entropy(cache.logits(), labels, cfg.learning.label_smoothing, dlogits, &hits);
+  learning::Gradients<S> grads;
+  learning::backward(net, cache, dlogits, cfg.learning, grads);
+  learning::Sgd<S> sgd(cfg.learning);
+  sgd.step(net, grads);
+  io::H5File f = io::H5File::create(o.out);
+  f.set_attr("/", "rule", learning::to_string(cfg.learning.rule));
+  f.set_attr("/", "config", io::to_yaml(cfg));
+  f.write("logits", cache.logits());
+  f.write("dlogits", dlogits);
+  f.write_scalar("loss", loss);
+  f.write_scalar("forward_failures", fs.failed_samples);
+  f.write_scalar("newton_iterations_max", fs.iterations_max);
+  for (std::size_t l = 0; l < net.layers.size(); ++l) {
+    const std::string L = "layer_" + std::to_string(l);
+    f.write("hidden/" + L + "/v", cache.layers[l].z.v);
+    f.write("hidden/" + L + "/r", cache.layers[l].r);
+    grads.layers[l].for_each(
+        [&](const std::string& name, const Mat<S>& m) { f.write("grad/" + L + "/" + name, m); });
+  }
+  eisim::experiments::save_network(f, net, "updated");
+  f.close();
+  std::printf("dump: rule %s, batch %d, loss %.7f, %d correct, forward %s; wrote %s\n",
+              learning::to_string(cfg.learning.rule), int(x.cols()), loss, hits,
+              fs.failed_samples ? "NOT CONVERGED" : "converged", o.out.c_str());
+  return fs.failed_samples ? 1 : 0;
+}
+
+// -------------------------------------------------------------------------------- reporting
+
+void print_profile(const Profile& p, const EpochResult& med, const FlopCount& fc) {
+  const double k = 1e6 / p.samples;  // microseconds per sample
+  const double f_lib = p.f_library * k, b_lib = p.b_library * k;
+  std::printf("\n== Where the time goes (profiling pass: first %ld samples, us per sample) ==\n",
+              p.samples);
+  std::printf("forward, learning::forward                 %8.2f\n", f_lib);
+  std::printf("  drive GEMMs W_EX x + b, readout W_IX x   %8.2f  (excitatory_drive + readout)\n",
+              p.f_gemm * k);
+  std::printf("  Newton solve (initial_state + solve_fixed_point) %8.2f\n", p.f_newton * k);
+  std::printf("  copy of the layer input into the cache   %8.2f\n", p.f_copy * k);
+  std::printf("  phi (ReLU)                               %8.2f\n", p.f_phi * k);
+  if (p.f_other > 0)
+    std::printf("  layernorm                                %8.2f\n", p.f_other * k);
+  std::printf("  sum of the pieces                        %8.2f\n",
+              (p.f_gemm + p.f_newton + p.f_copy + p.f_phi + p.f_other) * k);
+  std::printf("loss, cross_entropy                        %8.2f\n", p.loss * k);
+  std::printf("backward, learning::backward               %8.2f\n", b_lib);
+  std::printf("  GEMMs (replayed, same shapes)            %8.2f\n", p.b_gemm_replay * k);
+  std::printf("  first layer's W_EX^T delta (replayed; unused by training) %8.2f\n",
+              p.b_input_grad_replay * k);
+  std::printf("  Gradients::zero_like (replayed)          %8.2f\n", p.b_zero_like * k);
+  if (p.b_frozen_error > 0)
+    std::printf("  frozen_error of the circuits (replayed)  %8.2f\n", p.b_frozen_error * k);
+  std::printf(
+      "  rest (adjoint solves or frozen error, rank-1 products, phi', temporaries) %8.2f\n",
+      b_lib - (p.b_gemm_replay + p.b_input_grad_replay + p.b_zero_like + p.b_frozen_error) * k);
+  std::printf("optimizer, Sgd::step                       %8.2f\n", p.o_step * k);
+  std::printf("  of which clamp_dale (replayed)           %8.2f\n", p.o_clamp * k);
+  std::printf("data (gather + jitter)                     %8.2f\n", p.data * k);
+  const double gemm_us = (p.f_gemm + p.b_gemm_replay + p.b_input_grad_replay) * k;
+  const double step_us = f_lib + b_lib + (p.loss + p.o_step + p.data) * k;
+  std::printf(
+      "GEMMs in total %.2f us per sample = %.0f%% of the profiled step (%.2f us); "
+      "their rate %.1f GFLOP/s (useful + input-gradient flops)\n",
+      gemm_us, 100 * gemm_us / step_us, step_us,
+      (fc.useful() + fc.input_grad) / (gemm_us * 1e-6) / 1e9);
+  const double e = 1e6 / med.samples;
+  std::printf(
+      "timed epochs (median): forward %.2f, loss %.2f, backward %.2f, optimizer %.2f, "
+      "data %.2f, total %.2f us per sample\n",
+      med.forward * e, med.loss * e, med.backward * e, med.optimizer * e, med.data * e,
+      med.total * e);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Training throughput of eisim and its Eigen GEMM efficiency"};
+  app.add_option("--config", o.config, "YAML configuration")->check(CLI::ExistingFile);
+  app.add_option("--set", o.sets, "override a config key: path.to.key=value");
+  app.add_option("--rule", o.rule, "learning rule")->check(CLI::IsMember({"implicit", "frozen"}));
+  app.add_option("--batch", o.batch, "batch size (default: the config's)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--width", o.width, "hidden width (default: the config's)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", o.threads, "OpenMP / Eigen threads")->check(CLI::PositiveNumber);
+  app.add_option("--limit", o.limit, "training samples per epoch (default: all 60000)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--reps", o.reps, "timed epochs")->check(CLI::PositiveNumber);
+  app.add_option("--profile", o.profile, "samples of the profiling pass (0 = none)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--gemm-seconds", o.gemm_seconds,
+                 "length of one GEMM-rate measurement (0 = do not measure)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--dump", o.dump, "HDF5 file with /weights and /batch: one step, then exit")
+      ->check(CLI::ExistingFile);
+  app.add_option("--out", o.out, "output HDF5 file of --dump");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    std::vector<std::string> sets = o.sets;
+    if (!o.rule.empty()) sets.push_back("learning.rule=" + o.rule);
+    if (o.batch > 0) sets.push_back("train.batch_size=" + std::to_string(o.batch));
+    if (o.width > 0) sets.push_back("network.width=" + std::to_string(o.width));
+    const io::Config cfg = io::load_config(o.config, sets);
+    if (cfg.precision != io::Precision::float32)
+      throw eisim::config_error("precision", "bench_train runs float32 only");
+    set_threads(o.threads);
+    if (!o.dump.empty()) {
+      if (o.out.empty()) throw eisim::config_error("--out", "--dump needs --out FILE.h5");
+      return run_dump(cfg, o);
+    }
+
+    const auto t_load = Clock::now();
+    const io::Dataset train = io::load_fashion_mnist(cfg.data.dir, true, o.limit);
+    const double load_s = seconds_since(t_load);
+    const Bench bench(cfg, train);
+    const models::Network<S> net0 = bench.fresh();
+    const FlopCount fc = flops_per_sample(net0);
+    const int H = cfg.network.width, B = cfg.train.batch_size;
+    std::printf(
+        "bench_train: rule %s, %d hidden %s layers of %d, batch %d, %d thread(s), "
+        "%d training samples per epoch (%d reps), float32\n",
+        learning::to_string(cfg.learning.rule), cfg.network.hidden_layers,
+        models::to_string(cfg.network.kind), H, B, o.threads, train.size(), o.reps);
+    std::printf("config %s (--set:", o.config.c_str());
+    for (const auto& s : sets) std::printf(" %s", s.c_str());
+    std::printf("); data loaded in %.2f s; load average %s\n", load_s, load_average().c_str());
+    std::printf(
+        "GEMM flops per sample: forward %.0f, weight gradients %.0f, errors passed down "
+        "%.0f; useful %.0f (+ %.0f for the first layer's unused input gradient)\n",
+        fc.forward, fc.weight_grad, fc.error_grad, fc.useful(), fc.input_grad);
+
+    const std::vector<GemmShape> shapes{{"square 1024", 1024, 1024, 1024},
+                                        {"W x, 283x784x256", 283, 784, 256},
+                                        {"W x at this run", H, 784, B},
+                                        {"delta x^T at this run", H, B, 784},
+                                        {"W^T delta at this run", 784, H, B}};
+    const bool gemm = o.gemm_seconds > 0;
+    std::vector<std::vector<double>> rates(shapes.size());
+    std::vector<EpochResult> epochs;
+    for (int r = 0; r < o.reps; ++r) {
+      if (gemm)
+        for (std::size_t s = 0; s < shapes.size(); ++s)
+          rates[s].push_back(gemm_rate(shapes[s].m, shapes[s].k, shapes[s].n, o.gemm_seconds));
+      epochs.push_back(bench.epoch());
+      const auto& e = epochs.back();
+      std::printf("rep %d: epoch %.3f s (%.0f samples/s, CPU %.3f s)", r + 1, e.total,
+                  e.samples / e.total, e.cpu);
+      if (gemm)
+        std::printf(", GEMM %.1f GFLOP/s (1024) %.1f (283x784x256)", rates[0].back(),
+                    rates[1].back());
+      std::printf(
+          "; loss %.4f, train acc %.2f %%, Newton %.2f iterations/sample (max %d), %d not "
+          "converged, %d ODE fallbacks\n",
+          e.loss_mean, 100 * e.accuracy, e.newton_mean, e.newton_max, e.forward_failures,
+          e.fallbacks);
+      std::fflush(stdout);
+    }
+    std::vector<double> totals, cpus;
+    for (const auto& e : epochs) {
+      totals.push_back(e.total);
+      cpus.push_back(e.cpu);
+    }
+    const double t_med = median(totals);
+    const std::size_t mi = std::min_element(totals.begin(), totals.end(),
+                                            [&](double a, double b) {
+                                              return std::abs(a - t_med) < std::abs(b - t_med);
+                                            }) -
+                           totals.begin();
+    const double t_min = *std::min_element(totals.begin(), totals.end());
+    const double n = train.size();
+    const double gflops = fc.useful() * n / t_med / 1e9;
+    std::vector<double> med_rates(shapes.size(), 0.0);
+    if (gemm) {
+      std::printf("\n== Eigen float32 GEMM rate, %d thread(s), median of %d measurements ==\n",
+                  o.threads, o.reps);
+      for (std::size_t s = 0; s < shapes.size(); ++s) {
+        med_rates[s] = median(rates[s]);
+        std::printf("%-24s m=%4d k=%4d n=%4d  %7.1f GFLOP/s  (min %.1f, max %.1f)\n",
+                    shapes[s].name, shapes[s].m, shapes[s].k, shapes[s].n, med_rates[s],
+                    *std::min_element(rates[s].begin(), rates[s].end()),
+                    *std::max_element(rates[s].begin(), rates[s].end()));
+      }
+    }
+    std::printf("\n== Training epoch ==\n");
+    std::printf(
+        "median %.3f s for %d samples (min %.3f s, median CPU time %.3f s): %.0f "
+        "samples/s; a 60000-sample epoch takes %.2f s%s\n",
+        t_med, train.size(), t_min, median(cpus), n / t_med, t_med * 60000.0 / n,
+        train.size() < 60000 ? " (extrapolated linearly from the subset)" : "");
+    std::printf("useful GEMM flops %.3g per epoch of %d samples -> %.1f GFLOP/s", fc.useful() * n,
+                train.size(), gflops);
+    if (gemm)
+      std::printf(
+          " = %.0f%% of the 1024 rate, %.0f%% of the 283x784x256 rate, %.0f%% of this "
+          "run's W x rate",
+          100 * gflops / med_rates[0], 100 * gflops / med_rates[1], 100 * gflops / med_rates[2]);
+    std::printf("\n");
+    if (o.profile > 0) print_profile(bench.profile(o.profile), epochs[mi], fc);
+    std::printf("\nload average at the end: %s\n", load_average().c_str());
+    std::printf(
+        "RESULT rule=%s batch=%d width=%d threads=%d samples=%d epoch_s=%.6f "
+        "epoch60k_s=%.6f cpu_s=%.6f sps=%.1f gflops=%.3f gemm1024=%.3f gemm283=%.3f "
+        "gemmrun=%.3f\n",
+        learning::to_string(cfg.learning.rule), B, H, o.threads, train.size(), t_med,
+        t_med * 60000.0 / n, median(cpus), n / t_med, gflops, med_rates[0], med_rates[1],
+        med_rates[2]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
