@@ -458,7 +458,8 @@ void print_profile(const Profile& p, const EpochResult& med, const FlopCount& fc
   if (p.b_frozen_error > 0)
     std::printf("  frozen_error of the circuits (replayed)  %8.2f\n", p.b_frozen_error * k);
   std::printf(
-      "  rest (adjoint solves or frozen error, rank-1 products, phi', temporaries) %8.2f\n",
+      "  rest = library call - replayed parts (adjoint solves, rank-1 products, phi'; +-1 us) "
+      "%8.2f\n",
       b_lib - (p.b_gemm_replay + p.b_input_grad_replay + p.b_zero_like + p.b_frozen_error) * k);
   std::printf("optimizer, Sgd::step                       %8.2f\n", p.o_step * k);
   std::printf("  of which clamp_dale (replayed)           %8.2f\n", p.o_clamp * k);

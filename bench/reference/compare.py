@@ -226,10 +226,6 @@ def agree(R, args):
 # ----------------------------------------------------------------------------------- timing
 
 
-def fmt_ratio(a, b):
-    return f"{a / b:6.2f}x" if a and b else "   n/a"
-
-
 def timing(R, args):
     configs = [(rule, t) for t in args.threads for rule in ("implicit", "frozen")]
     times = {c: {"eisim": [], "openblas": [], "netlib": []} for c in configs}
