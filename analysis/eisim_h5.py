@@ -38,6 +38,14 @@ class EisimFileError(Exception):
 # Low-level reading
 
 
+def print_outputs(written, notes):
+    """Print a script's notes, then the paths it wrote (one per line)."""
+    for n in notes:
+        print(f"note: {n}")
+    for w in written:
+        print(w)
+
+
 def open_h5(path):
     """Opens an HDF5 file for reading, with a clear error for a missing or non-HDF5 file."""
     if not os.path.exists(path):

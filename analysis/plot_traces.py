@@ -247,10 +247,7 @@ def main():
     with eh.EisimFile(a.file) as ef:
         out = eh.default_out_dir(a.file, a.out)
         written, notes, _ = make_figures(ef, out, a.run, a.images, a.units)
-    for n in notes:
-        print(f"note: {n}")
-    for w in written:
-        print(w)
+    eh.print_outputs(written, notes)
     return 0
 
 

@@ -460,10 +460,7 @@ def main():
     with eh.EisimFile(a.file) as ef:
         out = eh.default_out_dir(a.file, a.out)
         written, notes = make_figures(ef, out, a.baseline)
-    for n in notes:
-        print(f"note: {n}")
-    for w in written:
-        print(w)
+    eh.print_outputs(written, notes)
     return 0
 
 
