@@ -132,12 +132,12 @@ struct GemmShape {
 /// GEMM flops of one training sample that a training step needs, counted as 2 m n k for every
 /// product with a trained weight: forward W x (W_EX of every layer, and the readout's W_IX x and
 /// W_EI (W_IX x)), the weight gradients delta x^T of the same matrices, and the errors passed
-/// down W^T delta for every layer except the first. eisim also computes the first layer's
-/// W_EX^T delta (the gradient with respect to the pixels, which training does not use): that is
-/// `input_grad`, reported separately and not counted in `useful`. The rank-1 products of the
-/// circuit layers' fixed pooling weights (n_I = n_D = 1) are not counted.
+/// down W^T delta for every layer except the first (learning::backward computes the gradient
+/// with respect to the pixels only if Gradients::input_gradient asks for it; training does not).
+/// The rank-1 products of the circuit layers' fixed pooling weights (n_I = n_D = 1) are not
+/// counted.
 struct FlopCount {
-  double forward = 0, weight_grad = 0, error_grad = 0, input_grad = 0;
+  double forward = 0, weight_grad = 0, error_grad = 0;
   double useful() const { return forward + weight_grad + error_grad; }
 };
 
@@ -150,10 +150,7 @@ FlopCount flops_per_sample(const models::Network<S>& net) {
       prod += double(s.n_I_plain) * s.n_in + s.n_E * s.n_I_plain;
     f.forward += 2 * prod;
     f.weight_grad += 2 * prod;
-    if (l > 0)
-      f.error_grad += 2 * prod;
-    else
-      f.input_grad += 2 * double(s.n_E) * s.n_in;
+    if (l > 0) f.error_grad += 2 * prod;
   }
   return f;
 }
@@ -185,10 +182,10 @@ struct Profile {
   // Forward, decomposed into the library's public pieces (same calls as learning::forward).
   double f_copy = 0, f_gemm = 0, f_newton = 0, f_phi = 0, f_other = 0, f_library = 0;
   // Backward: the library call, and a replay of its GEMMs on the same shapes and data.
-  double b_library = 0, b_gemm_replay = 0, b_input_grad_replay = 0, b_zero_like = 0;
+  double b_library = 0, b_gemm_replay = 0, b_zero_like = 0;
   double b_frozen_error = 0;  // frozen rule: learning::frozen_error replayed for the circuits
-  // Optimiser: Sgd::step, and models::clamp_dale (which step calls) alone.
-  double o_step = 0, o_clamp = 0;
+  // Optimiser: Sgd::step (the update and Dale's projection in one pass).
+  double o_step = 0;
   double loss = 0, data = 0;
 };
 
@@ -335,7 +332,7 @@ class Bench {
       p.b_library += seconds_since(t);
       // The parts of backward that are public: zeroing the gradients, the frozen error.
       t = Clock::now();
-      scratch.zero_like(net);
+      scratch.zero_like(net, true);  // as backward does
       p.b_zero_like += seconds_since(t);
       if (cfg_.learning.rule == learning::Rule::frozen)
         for (std::size_t l = 0; l + 1 < net.layers.size(); ++l)
@@ -364,18 +361,10 @@ class Bench {
             dx.noalias() += layer.w.W_IX.transpose() * dinh;
         }
         p.b_gemm_replay += seconds_since(t);
-        if (l == 0) {
-          t = Clock::now();
-          dx.noalias() = layer.w.W_EX.transpose() * delta;
-          p.b_input_grad_replay += seconds_since(t);
-        }
       }
       t = Clock::now();
       sgd.step(net, grads);
       p.o_step += seconds_since(t);
-      t = Clock::now();
-      models::clamp_dale(net);
-      p.o_clamp += seconds_since(t);
       p.samples += n;
     }
     return p;
@@ -452,25 +441,21 @@ void print_profile(const Profile& p, const EpochResult& med, const FlopCount& fc
   std::printf("loss, cross_entropy                        %8.2f\n", p.loss * k);
   std::printf("backward, learning::backward               %8.2f\n", b_lib);
   std::printf("  GEMMs (replayed, same shapes)            %8.2f\n", p.b_gemm_replay * k);
-  std::printf("  first layer's W_EX^T delta (replayed; unused by training) %8.2f\n",
-              p.b_input_grad_replay * k);
   std::printf("  Gradients::zero_like (replayed)          %8.2f\n", p.b_zero_like * k);
   if (p.b_frozen_error > 0)
     std::printf("  frozen_error of the circuits (replayed)  %8.2f\n", p.b_frozen_error * k);
   std::printf(
       "  rest = library call - replayed parts (adjoint solves, rank-1 products, phi'; +-1 us) "
       "%8.2f\n",
-      b_lib - (p.b_gemm_replay + p.b_input_grad_replay + p.b_zero_like + p.b_frozen_error) * k);
+      b_lib - (p.b_gemm_replay + p.b_zero_like + p.b_frozen_error) * k);
   std::printf("optimizer, Sgd::step                       %8.2f\n", p.o_step * k);
-  std::printf("  of which clamp_dale (replayed)           %8.2f\n", p.o_clamp * k);
   std::printf("data (gather + jitter)                     %8.2f\n", p.data * k);
-  const double gemm_us = (p.f_gemm + p.b_gemm_replay + p.b_input_grad_replay) * k;
+  const double gemm_us = (p.f_gemm + p.b_gemm_replay) * k;
   const double step_us = f_lib + b_lib + (p.loss + p.o_step + p.data) * k;
   std::printf(
       "GEMMs in total %.2f us per sample = %.0f%% of the profiled step (%.2f us); "
-      "their rate %.1f GFLOP/s (useful + input-gradient flops)\n",
-      gemm_us, 100 * gemm_us / step_us, step_us,
-      (fc.useful() + fc.input_grad) / (gemm_us * 1e-6) / 1e9);
+      "their rate %.1f GFLOP/s\n",
+      gemm_us, 100 * gemm_us / step_us, step_us, fc.useful() / (gemm_us * 1e-6) / 1e9);
   const double e = 1e6 / med.samples;
   std::printf(
       "timed epochs (median): forward %.2f, loss %.2f, backward %.2f, optimizer %.2f, "
@@ -536,8 +521,8 @@ int main(int argc, char** argv) {
     std::printf("); data loaded in %.2f s; load average %s\n", load_s, load_average().c_str());
     std::printf(
         "GEMM flops per sample: forward %.0f, weight gradients %.0f, errors passed down "
-        "%.0f; useful %.0f (+ %.0f for the first layer's unused input gradient)\n",
-        fc.forward, fc.weight_grad, fc.error_grad, fc.useful(), fc.input_grad);
+        "%.0f; useful %.0f\n",
+        fc.forward, fc.weight_grad, fc.error_grad, fc.useful());
 
     const std::vector<GemmShape> shapes{{"square 1024", 1024, 1024, 1024},
                                         {"W x, 283x784x256", 283, 784, 256},

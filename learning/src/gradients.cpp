@@ -66,14 +66,19 @@ bool is_trained(const models::LayerSpec& spec, const std::string& name, bool tra
 }
 
 template <class S>
-void Gradients<S>::zero_like(const models::Network<S>& net) {
+void Gradients<S>::zero_like(const models::Network<S>& net, bool keep_overwritten) {
   layers.resize(net.layers.size());
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     auto& g = layers[l];
     const auto& w = net.layers[l].w;
     auto z = [](Mat<S>& dst, const Mat<S>& src) { dst.setZero(src.rows(), src.cols()); };
-    z(g.W_EX, w.W_EX);
-    z(g.b, w.b);
+    if (keep_overwritten) {
+      g.W_EX.resize(w.W_EX.rows(), w.W_EX.cols());
+      g.b.resize(w.b.rows(), w.b.cols());
+    } else {
+      z(g.W_EX, w.W_EX);
+      z(g.b, w.b);
+    }
     z(g.W_EI, w.W_EI);
     z(g.W_ED, w.W_ED);
     z(g.W_IE, w.W_IE);
@@ -193,9 +198,62 @@ Mat<S> shunting_gain(const Layer<S>& layer, const sim::CircuitState<S>& z) {
 // Implicit gradient of a feedback circuit: per-sample adjoint solve of the reduced system
 // J_red^T a_r = B^T g_v with J_red = D + C B (see docs/concepts.md); then
 // a_v = C^T a_r - g_v and dL/de = -a_v / g.
+// The adjoint solve of one sample for the pooled circuit (n_I = n_D = 1): the same equations as
+// the general code below, with J (2 x 2) and B^T g_v formed by one fused pass of eight sums over
+// the E units and dL/de by a second pass. Returns the adjoint (a_I, a_D) and writes delta_e.
+template <class S>
+void pooled_adjoint(const models::CircuitParams& p, const double* wEI, const double* wED,
+                    const double* wIE, const double* wDE, const S* v, double rI, double rD,
+                    const S* gv, int n_E, S* delta_e, double a[2], double& rcond, double& resid) {
+  const double rDp = std::max(rD, 0.0);
+  double j00 = 0, j01 = 0, j10 = 0, j11 = 0, q = 0, drive = 0, rhs0 = 0, rhs1 = 0;
+  for (int i = 0; i < n_E; ++i) {
+    const double ig = 1.0 / (wED[i] * rDp + p.sigma0), vi = double(v[i]), gi = double(gv[i]);
+    const double b0 = -wEI[i] * ig, b1 = -wED[i] * vi * ig;  // B = dv/dr
+    const double dv = wDE[i] * vi;
+    j00 += wIE[i] * b0;
+    j01 += wIE[i] * b1;
+    j10 += dv * b0;
+    j11 += dv * b1;
+    q += dv * vi;
+    drive += wIE[i] * vi;
+    rhs0 += b0 * gi;
+    rhs1 += b1 * gi;
+  }
+  // J = C B + D with C = [k_I w_IE; 2 k_D r_D (w_DE . v)].
+  j00 = p.k_I * j00 - p.lambda_I;
+  j01 *= p.k_I;
+  j10 *= 2.0 * p.k_D * rD;
+  j11 = 2.0 * p.k_D * rD * j11 + p.k_D * (q - p.theta) - p.lambda_D;
+  // A subtractive interneuron clamped at 0 is a constant.
+  if (rI <= 0.0 && p.k_I * drive - p.lambda_I * rI < 0.0) {
+    j00 = 1.0;
+    j01 = j10 = 0.0;
+    rhs0 = 0.0;
+  }
+  // Solve J^T a = rhs (Cramer); exact 1-norm reciprocal condition number of J^T.
+  const double det = j00 * j11 - j01 * j10;
+  a[0] = (rhs0 * j11 - j10 * rhs1) / det;
+  a[1] = (j00 * rhs1 - j01 * rhs0) / det;
+  const double n1 = std::max(std::abs(j00) + std::abs(j01), std::abs(j10) + std::abs(j11));
+  const double ninv = std::max(std::abs(j11) + std::abs(j01), std::abs(j10) + std::abs(j00));
+  rcond = det != 0.0 ? std::abs(det) / (n1 * ninv) : 0.0;
+  const double r0 = j00 * a[0] + j10 * a[1] - rhs0, r1 = j01 * a[0] + j11 * a[1] - rhs1;
+  const double rn = std::hypot(rhs0, rhs1);
+  resid = std::hypot(r0, r1) / (rn > 0 ? rn : 1.0);
+  // a_v = C^T a - g_v, dL/de = -a_v / g.
+  const double c0 = p.k_I * a[0], c1 = 2.0 * p.k_D * rD * a[1];
+  for (int i = 0; i < n_E; ++i) {
+    const double vi = double(v[i]);
+    const double av = wIE[i] * c0 + wDE[i] * vi * c1 - double(gv[i]);
+    delta_e[i] = S(-av / (wED[i] * rDp + p.sigma0));
+  }
+}
+
 template <class S>
 void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<S>& g_v,
-                       Mat<S>& delta_e, LayerWeights<S>& g, AdjointStats& st) {
+                       bool pooled_fast_path, Mat<S>& delta_e, LayerWeights<S>& g,
+                       AdjointStats& st) {
   const auto& p = layer.spec.circuit;
   const int n_E = layer.spec.n_E, n_I = p.n_I, n_D = p.n_D, n_r = n_I + n_D;
   const int B = int(g_v.cols());
@@ -205,53 +263,68 @@ void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<
   delta_e.resize(n_E, B);
   std::vector<double> resid(B, 0.0), rcond(B, 1.0);
   std::vector<char> bad(B, 0);
-#pragma omp parallel if (B >= 128)
-  {
-    Md Bm(n_E, n_r), J(n_r, n_r), Cv(n_r, n_E);
-    Vd v(n_E), gg(n_E), rI(n_I), rD(n_D), q(n_D), rhs(n_r), a(n_r), av(n_E), gv(n_E);
-    Eigen::PartialPivLU<Md> lu(n_r);
-#pragma omp for schedule(static)
+  const bool pooled = n_I == 1 && n_D == 1 && pooled_fast_path;
+  if (pooled) {
+#pragma omp parallel for schedule(static) if (B >= 128)
     for (int j = 0; j < B; ++j) {
-      v = c.z.v.col(j).template cast<double>();
-      rI = c.z.r_I.col(j).template cast<double>();
-      rD = c.z.r_D.col(j).template cast<double>();
-      gv = g_v.col(j).template cast<double>();
-      gg.noalias() = W_ED * rD.cwiseMax(0.0);
-      gg.array() += p.sigma0;
-      // B = dv/dr = [-diag(1/g) W_EI, -diag(v/g) W_ED]
-      Bm.leftCols(n_I) = -(W_EI.array().colwise() / gg.array()).matrix();
-      Bm.rightCols(n_D) = -(W_ED.array().colwise() * (v.array() / gg.array())).matrix();
-      // C = dF_r/dv = [k_I W_IE; k_D diag(r_D) W_DE diag(2v)]
-      Cv.topRows(n_I) = p.k_I * W_IE;
-      Cv.bottomRows(n_D) =
-          ((p.k_D * W_DE).array().colwise() * rD.array()).rowwise() * (2.0 * v).transpose().array();
-      J.noalias() = Cv * Bm;
-      J.topLeftCorner(n_I, n_I).diagonal().array() -= p.lambda_I;
-      q.noalias() = W_DE * v.cwiseAbs2();
-      J.bottomRightCorner(n_D, n_D).diagonal().array() +=
-          (p.k_D * (q.array() - p.theta) - p.lambda_D);
-      rhs.noalias() = Bm.transpose() * gv;
-      // Interneurons clamped at 0 are constants.
-      for (int k = 0; k < n_I; ++k) {
-        const double drive = p.k_I * W_IE.row(k).dot(v) - p.lambda_I * rI(k);
-        if (rI(k) <= 0.0 && drive < 0.0) {
-          J.row(k).setZero();
-          J.col(k).setZero();
-          J(k, k) = 1.0;
-          rhs(k) = 0.0;
+      double a[2];
+      pooled_adjoint<S>(p, W_EI.data(), W_ED.data(), W_IE.data(), W_DE.data(), &c.z.v(0, j),
+                        double(c.z.r_I(0, j)), double(c.z.r_D(0, j)), &g_v(0, j), n_E,
+                        &delta_e(0, j), a, rcond[j], resid[j]);
+      if (!std::isfinite(a[0]) || !std::isfinite(a[1]) || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6))
+        bad[j] = 1;
+      a_I(0, j) = S(a[0]);
+      a_D(0, j) = S(a[1]);
+    }
+  } else {
+#pragma omp parallel if (B >= 128)
+    {
+      Md Bm(n_E, n_r), J(n_r, n_r), Cv(n_r, n_E);
+      Vd v(n_E), gg(n_E), rI(n_I), rD(n_D), q(n_D), rhs(n_r), a(n_r), av(n_E), gv(n_E);
+      Eigen::PartialPivLU<Md> lu(n_r);
+#pragma omp for schedule(static)
+      for (int j = 0; j < B; ++j) {
+        v = c.z.v.col(j).template cast<double>();
+        rI = c.z.r_I.col(j).template cast<double>();
+        rD = c.z.r_D.col(j).template cast<double>();
+        gv = g_v.col(j).template cast<double>();
+        gg.noalias() = W_ED * rD.cwiseMax(0.0);
+        gg.array() += p.sigma0;
+        // B = dv/dr = [-diag(1/g) W_EI, -diag(v/g) W_ED]
+        Bm.leftCols(n_I) = -(W_EI.array().colwise() / gg.array()).matrix();
+        Bm.rightCols(n_D) = -(W_ED.array().colwise() * (v.array() / gg.array())).matrix();
+        // C = dF_r/dv = [k_I W_IE; k_D diag(r_D) W_DE diag(2v)]
+        Cv.topRows(n_I) = p.k_I * W_IE;
+        Cv.bottomRows(n_D) = ((p.k_D * W_DE).array().colwise() * rD.array()).rowwise() *
+                             (2.0 * v).transpose().array();
+        J.noalias() = Cv * Bm;
+        J.topLeftCorner(n_I, n_I).diagonal().array() -= p.lambda_I;
+        q.noalias() = W_DE * v.cwiseAbs2();
+        J.bottomRightCorner(n_D, n_D).diagonal().array() +=
+            (p.k_D * (q.array() - p.theta) - p.lambda_D);
+        rhs.noalias() = Bm.transpose() * gv;
+        // Interneurons clamped at 0 are constants.
+        for (int k = 0; k < n_I; ++k) {
+          const double drive = p.k_I * W_IE.row(k).dot(v) - p.lambda_I * rI(k);
+          if (rI(k) <= 0.0 && drive < 0.0) {
+            J.row(k).setZero();
+            J.col(k).setZero();
+            J(k, k) = 1.0;
+            rhs(k) = 0.0;
+          }
         }
+        lu.compute(J.transpose());
+        a = lu.solve(rhs);
+        rcond[j] = lu.rcond();
+        const double rn = rhs.norm();
+        resid[j] = (J.transpose() * a - rhs).norm() / (rn > 0 ? rn : 1.0);
+        if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
+        av.noalias() = Cv.transpose() * a;
+        av -= gv;
+        delta_e.col(j) = (-(av.array() / gg.array())).matrix().template cast<S>();
+        a_I.col(j) = a.head(n_I).template cast<S>();
+        a_D.col(j) = a.tail(n_D).template cast<S>();
       }
-      lu.compute(J.transpose());
-      a = lu.solve(rhs);
-      rcond[j] = lu.rcond();
-      const double rn = rhs.norm();
-      resid[j] = (J.transpose() * a - rhs).norm() / (rn > 0 ? rn : 1.0);
-      if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
-      av.noalias() = Cv.transpose() * a;
-      av -= gv;
-      delta_e.col(j) = (-(av.array() / gg.array())).matrix().template cast<S>();
-      a_I.col(j) = a.head(n_I).template cast<S>();
-      a_D.col(j) = a.tail(n_D).template cast<S>();
     }
   }
   for (int j = 0; j < B; ++j) {
@@ -344,8 +417,8 @@ void backward(const models::Network<S>& net, const ForwardCache<S>& cache, const
               const LearningSpec& spec, Gradients<S>& grads) {
   if (spec.rule == Rule::bptt)
     throw internal_error("backward(): the bptt rule runs through backward_bptt()");
-  grads.zero_like(net);
-  Mat<S> delta_r = dlogits;  // dL/d(output rates) of the current layer
+  grads.zero_like(net, true);  // every layer's W_EX and b gradients are assigned below
+  Mat<S> delta_r = dlogits;    // dL/d(output rates) of the current layer
   Mat<S> dphi, g_v, delta_e, dx;
   for (int l = int(net.layers.size()) - 1; l >= 0; --l) {
     const Layer<S>& layer = net.layers[l];
@@ -353,6 +426,8 @@ void backward(const models::Network<S>& net, const ForwardCache<S>& cache, const
     LayerWeights<S>& g = grads.layers[l];
     models::phi_prime(layer.spec.phi, c.z.v, dphi);
     g_v = delta_r.cwiseProduct(dphi);
+    // The error passed down: needed below the top layer, and at the input only if asked for.
+    const bool need_dx = l > 0 || grads.input_gradient;
     bool dx_done = false;
     switch (layer.spec.kind) {
       case LayerKind::none:
@@ -361,8 +436,10 @@ void backward(const models::Network<S>& net, const ForwardCache<S>& cache, const
         {
           const Mat<S> d_inh = -(layer.w.W_EI.transpose() * g_v);
           g.W_IX.noalias() = d_inh * c.x.transpose();
-          dx.noalias() = layer.w.W_EX.transpose() * delta_e;
-          dx.noalias() += layer.w.W_IX.transpose() * d_inh;
+          if (need_dx) {
+            dx.noalias() = layer.w.W_EX.transpose() * delta_e;
+            dx.noalias() += layer.w.W_IX.transpose() * d_inh;
+          }
         }
         dx_done = true;
         break;
@@ -381,12 +458,12 @@ void backward(const models::Network<S>& net, const ForwardCache<S>& cache, const
         const bool ff = layer.spec.circuit.drive == InhibitionDrive::feedforward;
         if (spec.rule == Rule::implicit) {
           if (ff) {
-            dx.noalias() = Mat<S>::Zero(c.x.rows(), c.x.cols());
-            exact_feedforward(layer, c, g_v, delta_e, g, &dx);
-            dx.noalias() += layer.w.W_EX.transpose() * delta_e;
+            if (need_dx) dx.setZero(c.x.rows(), c.x.cols());
+            exact_feedforward(layer, c, g_v, delta_e, g, need_dx ? &dx : nullptr);
+            if (need_dx) dx.noalias() += layer.w.W_EX.transpose() * delta_e;
             dx_done = true;
           } else {
-            implicit_feedback(layer, c, g_v, delta_e, g, grads.adjoint);
+            implicit_feedback(layer, c, g_v, spec.pooled_fast_path, delta_e, g, grads.adjoint);
           }
         } else {  // frozen: inhibition constant, error through the shunting gain only
           frozen_error(spec.error_transform, layer, c.z, c.e, g_v, delta_e);
@@ -397,12 +474,13 @@ void backward(const models::Network<S>& net, const ForwardCache<S>& cache, const
     }
     g.W_EX.noalias() = delta_e * c.x.transpose();
     g.b = delta_e.rowwise().sum();
-    if (l > 0) {
-      if (!dx_done) dx.noalias() = layer.w.W_EX.transpose() * delta_e;
+    if (need_dx && !dx_done) dx.noalias() = layer.w.W_EX.transpose() * delta_e;
+    if (l > 0)
       delta_r.swap(dx);
-    } else {
-      grads.input = dx_done ? dx : Mat<S>(layer.w.W_EX.transpose() * delta_e);
-    }
+    else if (grads.input_gradient)
+      grads.input.swap(dx);
+    else
+      grads.input.resize(0, 0);
   }
 }
 
@@ -562,8 +640,10 @@ void backward_bptt(const models::Network<S>& net, const Mat<S>& x, const std::ve
     g.b = delta_e.rowwise().sum();
     if (l > 0)
       delta_r.swap(dx);
+    else if (grads.input_gradient)
+      grads.input.swap(dx);
     else
-      grads.input = dx;
+      grads.input.resize(0, 0);
   }
 }
 

@@ -1,6 +1,7 @@
 #include "eisim/learning/optimizer.hpp"
 
 #include <cmath>
+#include <string>
 
 #include "eisim/models/error.hpp"
 
@@ -9,52 +10,77 @@ namespace eisim::learning {
 namespace {
 
 template <class S>
-std::vector<Mat<S>*> entries(models::LayerWeights<S>& w,
-                             std::vector<std::string>* names = nullptr) {
-  std::vector<Mat<S>*> out;
-  w.for_each([&](const std::string& n, Mat<S>& m) {
-    out.push_back(&m);
-    if (names) names->push_back(n);
-  });
-  return out;
+using Member = Mat<S> models::LayerWeights<S>::*;
+
+// Every weight entry with its name, in LayerWeights::for_each order.
+template <class S>
+const std::vector<std::pair<const char*, Member<S>>>& members() {
+  using W = models::LayerWeights<S>;
+  static const std::vector<std::pair<const char*, Member<S>>> all{
+      {"W_EX", &W::W_EX},     {"b", &W::b},          {"W_EI", &W::W_EI}, {"W_ED", &W::W_ED},
+      {"W_IE", &W::W_IE},     {"W_DE", &W::W_DE},    {"W_IX", &W::W_IX}, {"U", &W::U},
+      {"L_pool", &W::L_pool}, {"L_back", &W::L_back}};
+  return all;
 }
 
 }  // namespace
 
 template <class S>
-void Sgd<S>::step(models::Network<S>& net, const Gradients<S>& g) {
-  if (g.layers.size() != net.layers.size()) throw internal_error("Sgd::step: layer count mismatch");
-  if (velocity_.size() != net.layers.size()) {
-    velocity_.clear();
-    for (const auto& layer : net.layers) {
+void Sgd<S>::plan(models::Network<S>& net) {
+  // Velocities restored from a checkpoint (same layer count) are kept.
+  const bool fresh = velocity_.size() != net.layers.size();
+  if (fresh) velocity_.clear();
+  plan_.assign(net.layers.size(), {});
+  for (std::size_t l = 0; l < net.layers.size(); ++l) {
+    auto& layer = net.layers[l];
+    if (fresh) {
       velocity_.push_back(layer.w);
       velocity_.back().for_each([](const std::string&, Mat<S>& m) { m.setZero(); });
     }
-  }
-  const S mu = S(spec_.momentum);
-  for (std::size_t l = 0; l < net.layers.size(); ++l) {
-    auto& layer = net.layers[l];
-    // Weights, gradients and velocities have the same non-empty entries in the same order.
-    std::vector<std::string> names;
-    const auto ws = entries(layer.w, &names);
-    const auto gs = entries(const_cast<models::LayerWeights<S>&>(g.layers[l]));
-    const auto vs = entries(velocity_[l]);
-    if (gs.size() != ws.size() || vs.size() != ws.size())
-      throw internal_error("Sgd::step: gradient/velocity entries do not match the weights");
-    for (std::size_t k = 0; k < names.size(); ++k) {
-      if (!is_trained(layer.spec, names[k], spec_.train_inhibitory)) continue;
-      Mat<S>& w = *ws[k];
-      Mat<S>& v = *vs[k];
-      const Mat<S>& gk = *gs[k];
-      if (gk.rows() != w.rows() || gk.cols() != w.cols())
-        throw internal_error("Sgd::step: gradient shape mismatch for " + names[k]);
-      const bool exc = names[k] == "W_EX" || names[k] == "b";
-      v = mu * v + gk;
-      if (names[k] == "W_EX" && spec_.weight_decay > 0) v += S(spec_.weight_decay) * w;
-      w -= S(exc ? spec_.lr_E : spec_.lr_I) * v;
+    for (const auto& [name, m] : members<S>()) {
+      Mat<S>& w = layer.w.*m;
+      if (w.size() == 0) continue;
+      const bool dale = models::is_dale_constrained(name);
+      if (!is_trained(layer.spec, name, spec_.train_inhibitory)) {
+        // Fixed weights never change; project them once so that Dale's law holds from here on.
+        if (dale) w = w.cwiseMax(S(0));
+        continue;
+      }
+      const bool exc = std::string(name) == "W_EX" || std::string(name) == "b";
+      const bool decay = std::string(name) == "W_EX" && spec_.weight_decay > 0;
+      plan_[l].push_back({name, m, S(exc ? spec_.lr_E : spec_.lr_I), dale, decay});
     }
   }
-  models::clamp_dale(net);
+}
+
+template <class S>
+void Sgd<S>::step(models::Network<S>& net, const Gradients<S>& g) {
+  if (g.layers.size() != net.layers.size()) throw internal_error("Sgd::step: layer count mismatch");
+  if (plan_.size() != net.layers.size() || velocity_.size() != net.layers.size()) plan(net);
+  const S mu = S(spec_.momentum), wd = S(spec_.weight_decay);
+  for (std::size_t l = 0; l < net.layers.size(); ++l) {
+    for (const Entry& en : plan_[l]) {
+      Mat<S>& w = net.layers[l].w.*en.member;
+      Mat<S>& v = velocity_[l].*en.member;
+      const Mat<S>& gk = g.layers[l].*en.member;
+      if (gk.rows() != w.rows() || gk.cols() != w.cols() || v.size() != w.size())
+        throw internal_error(std::string("Sgd::step: gradient shape mismatch for ") + en.name);
+      if (mu == S(0) && !en.decay) {
+        // One pass: w <- w - lr g, projected onto w >= 0 (Dale's law); the velocity stays 0.
+        if (en.dale)
+          w = (w - en.lr * gk).cwiseMax(S(0));
+        else
+          w -= en.lr * gk;
+        continue;
+      }
+      v = mu * v + gk;
+      if (en.decay) v += wd * w;
+      if (en.dale)
+        w = (w - en.lr * v).cwiseMax(S(0));
+      else
+        w -= en.lr * v;
+    }
+  }
 }
 
 template <class S>

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "eisim/models/error.hpp"
 #include "eisim/sim/solver.hpp"
@@ -144,6 +146,51 @@ struct Evaluator {
       if (k >= n_I || !active(k)) m += G(k) * G(k);
     return m;
   }
+
+  // Interface of newton_column (shared with PooledEvaluator).
+  struct State {
+    Vd rI, s;
+  };
+  Vd delta;
+  Eigen::PartialPivLU<Md> lu;
+
+  template <class S>
+  void load(const Mat<S>& drive, const CircuitState<S>& z, int j, State& x) {
+    e = drive.col(j).template cast<double>();
+    x.rI = z.r_I.col(j).template cast<double>().cwiseMax(0.0);
+    x.s = z.r_D.col(j).template cast<double>().cwiseMax(kTinyRate).array().log().matrix();
+  }
+  template <class S>
+  void store(const State& x, int j, CircuitState<S>& z) const {
+    z.r_I.col(j) = x.rI.cast<S>();
+    z.r_D.col(j) = x.s.array().exp().matrix().cast<S>();
+    z.v.col(j) = v.cast<S>();
+  }
+  bool drive_finite() const { return e.allFinite(); }
+  void evaluate(const State& x) { evaluate(x.rI, x.s); }
+  std::pair<double, double> ode_residual(const State& x) const { return ode_residual(x.rI); }
+  // The subtractive rates that balance the I equation at the current gain (an n_I x n_I solve).
+  void block_start(State& x) const {
+    const Md M = c.k_I * (w.W_IE * (g.cwiseInverse().asDiagonal() * w.W_EI)) +
+                 c.lambda_I * Md::Identity(n_I, n_I);
+    const Vd rhs = c.k_I * (w.W_IE * (e.array() / g.array()).matrix());
+    const Vd r0 = Eigen::FullPivLU<Md>(M).solve(rhs);
+    if (r0.allFinite()) x.rI = r0.cwiseMax(0.0);
+  }
+  // Newton direction at the last evaluated point, log r_D changes capped; false if not finite.
+  bool direction(double max_log_step) {
+    jacobian();
+    lu.compute(J);
+    delta = -lu.solve(G);
+    if (!delta.allFinite()) return false;
+    delta.tail(n_D) = delta.tail(n_D).cwiseMax(-max_log_step).cwiseMin(max_log_step);
+    return true;
+  }
+  void trial(const State& x, double t, State& out) const {
+    out.rI = (x.rI + t * delta.head(n_I)).cwiseMax(0.0);
+    out.s = x.s + t * delta.tail(n_D);
+  }
+  bool diverging(const State& x) const { return x.s.cwiseAbs().maxCoeff() > 700.0; }
 };
 
 template <class S>
@@ -171,6 +218,205 @@ void finish_result(SolveResult& res) {
     res.iterations = std::max(res.iterations, res.sample_iterations[j]);
     const double r = res.sample_residual[j];
     if (!(r <= res.residual)) res.residual = r;
+  }
+}
+
+// The same reduced problem for the default pooled circuit (n_I = n_D = 1): every quantity is a
+// scalar or a sum over the E units, so one pass computes the residual and one more the 2 x 2
+// Jacobian, with no matrix temporaries (the general Evaluator spends most of its time in Eigen's
+// product setup for these rank-1 products). Same equations, clamps and safeguards as Evaluator;
+// tests/sim/fixed_point_test.cpp checks that both give the same iterates.
+struct PooledEvaluator {
+  const double *wEI, *wED, *wIE, *wDE;  // the four weight vectors, length n_E
+  const models::CircuitParams& c;
+  const Tolerance& tol;
+  int n_E;
+  Vd e, v, ig;  // drive, potentials and 1 / gain of the last evaluation
+  double rD = 1, fI = 0, fD = 0, h = 0, G0 = 0, G1 = 0, J00 = 0, J01 = 0, J10 = 0, J11 = 0;
+  bool active = false, degenerate = false, finite = true;
+
+  PooledEvaluator(const FeedbackWeights& w, const models::CircuitParams& c_, const Tolerance& t,
+                  int nE)
+      : wEI(w.W_EI.data()),
+        wED(w.W_ED.data()),
+        wIE(w.W_IE.data()),
+        wDE(w.W_DE.data()),
+        c(c_),
+        tol(t),
+        n_E(nE),
+        e(nE),
+        v(nE),
+        ig(nE) {}
+
+  void evaluate(double rI, double s) {
+    rD = std::exp(s);
+    double sI = 0, sD = 0;
+    for (int i = 0; i < n_E; ++i) {
+      const double gi = 1.0 / (wED[i] * rD + c.sigma0);
+      const double vi = (e[i] - wEI[i] * rI) * gi;
+      ig[i] = gi;
+      v[i] = vi;
+      sI += wIE[i] * vi;
+      sD += wDE[i] * vi * vi;
+    }
+    // A non-finite potential makes both sums non-finite (0 * inf is NaN).
+    finite = std::isfinite(sI) && std::isfinite(sD);
+    fI = c.k_I * sI - c.lambda_I * rI;
+    active = rI <= 0.0 && fI < 0.0;
+    if (active) fI = 0.0;
+    fD = c.k_D * rD * (sD - c.theta) - c.lambda_D * (rD - 1.0);
+    h = c.k_D * sD + c.lambda_D / rD;
+    const double floor = 1e-30 * (c.k_D * c.theta + c.lambda_D);
+    degenerate = !(h > floor);
+    G0 = fI;
+    G1 = std::log(std::max(h, floor)) - std::log(c.k_D * c.theta + c.lambda_D);
+  }
+
+  std::pair<double, double> ode_residual(double rI) const {
+    const double r = std::max(std::abs(fI), std::abs(fD));
+    if (!std::isfinite(r) || !finite)
+      return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
+    const double sc = std::max(std::abs(fI) / (tol.abs_tol + tol.rel_tol * std::abs(rI)),
+                               std::abs(fD) / (tol.abs_tol + tol.rel_tol * std::abs(rD)));
+    return {r, sc};
+  }
+
+  void jacobian() {
+    // dv/dr_I = -w_EI / g, dv/ds = -w_ED v r_D / g (see Evaluator::jacobian).
+    double a00 = 0, a01 = 0, b0 = 0, b1 = 0;
+    for (int i = 0; i < n_E; ++i) {
+      const double d0 = -wEI[i] * ig[i], d1 = -wED[i] * v[i] * rD * ig[i];
+      const double w2v = 2.0 * wDE[i] * v[i];
+      a00 += wIE[i] * d0;
+      a01 += wIE[i] * d1;
+      b0 += w2v * d0;
+      b1 += w2v * d1;
+    }
+    const double hk = std::max(h, 1e-300);
+    J00 = c.k_I * a00 - c.lambda_I;
+    J01 = c.k_I * a01;
+    J10 = (c.k_D / hk) * b0;
+    J11 = (c.k_D / hk) * b1 - c.lambda_D / (rD * hk);
+    if (degenerate) {
+      J10 = 0.0;
+      J11 = 1.0;
+      G1 = 1e300;
+    }
+    if (active) {
+      J00 = 1.0;
+      J01 = J10 = 0.0;
+      G0 = 0.0;
+    }
+  }
+
+  double merit() const { return (active ? 0.0 : G0 * G0) + G1 * G1; }
+
+  // Interface of newton_column (see Evaluator).
+  struct State {
+    double rI = 0, s = 0;
+  };
+  double d0 = 0, d1 = 0;  // Newton direction
+
+  template <class S>
+  void load(const Mat<S>& drive, const CircuitState<S>& z, int j, State& x) {
+    e = drive.col(j).template cast<double>();
+    x.rI = std::max(double(z.r_I(0, j)), 0.0);
+    x.s = std::log(std::max(double(z.r_D(0, j)), kTinyRate));
+  }
+  template <class S>
+  void store(const State& x, int j, CircuitState<S>& z) const {
+    z.r_I(0, j) = S(x.rI);
+    z.r_D(0, j) = S(std::exp(x.s));
+    z.v.col(j) = v.cast<S>();
+  }
+  bool drive_finite() const { return e.allFinite(); }
+  void evaluate(const State& x) { evaluate(x.rI, x.s); }
+  std::pair<double, double> ode_residual(const State& x) const { return ode_residual(x.rI); }
+  void block_start(State& x) const {
+    double m = 0, rhs = 0;
+    for (int i = 0; i < n_E; ++i) {
+      m += wIE[i] * wEI[i] * ig[i];
+      rhs += wIE[i] * e[i] * ig[i];
+    }
+    m = c.k_I * m + c.lambda_I;
+    // A singular 1 x 1 system has the minimum-norm solution 0 (as FullPivLU gives).
+    const double r0 = m != 0.0 ? c.k_I * rhs / m : 0.0;
+    if (std::isfinite(r0)) x.rI = std::max(r0, 0.0);
+  }
+  bool direction(double max_log_step) {
+    jacobian();
+    // 2 x 2 solve J d = -G by Cramer's rule.
+    const double det = J00 * J11 - J01 * J10;
+    d0 = -(G0 * J11 - J01 * G1) / det;
+    d1 = -(J00 * G1 - J10 * G0) / det;
+    if (!std::isfinite(d0) || !std::isfinite(d1)) return false;
+    d1 = std::clamp(d1, -max_log_step, max_log_step);
+    return true;
+  }
+  void trial(const State& x, double t, State& out) const {
+    out.rI = std::max(x.rI + t * d0, 0.0);
+    out.s = x.s + t * d1;
+  }
+  bool diverging(const State& x) const { return std::abs(x.s) > 700.0; }
+};
+
+struct ColumnOutcome {
+  SolverStatus status = SolverStatus::max_iterations;
+  int iterations = 0;
+  double residual = 0.0, scaled = 0.0;
+};
+
+// Damped Newton for one sample on the evaluator's drive, from x (updated in place).
+template <class Ev>
+ColumnOutcome newton_column(Ev& ev, typename Ev::State& x, typename Ev::State& x_try,
+                            const FixedPointParameters& p, bool block_start,
+                            std::vector<double>& history) {
+  ColumnOutcome out;
+  ev.evaluate(x);  // also for a non-finite drive, so that the stored state shows it
+  if (!ev.drive_finite()) {
+    out.status = SolverStatus::non_finite;
+    out.residual = std::numeric_limits<double>::quiet_NaN();
+    return out;
+  }
+  if (block_start) {
+    // Start with the subtractive rates balanced, so Newton starts with the mean removed.
+    ev.block_start(x);
+    ev.evaluate(x);
+  }
+  for (;; ++out.iterations) {
+    std::tie(out.residual, out.scaled) = ev.ode_residual(x);
+    history.push_back(out.residual);
+    if (!std::isfinite(out.residual)) {
+      out.status = SolverStatus::non_finite;
+      return out;
+    }
+    if (out.scaled <= 1.0) {
+      out.status = SolverStatus::converged;
+      return out;
+    }
+    if (out.iterations >= p.max_iterations) {
+      out.status = SolverStatus::max_iterations;
+      return out;
+    }
+    if (!ev.direction(p.max_log_step)) {
+      out.status = SolverStatus::diverged;
+      return out;
+    }
+    const double m0 = ev.merit();
+    const bool degenerate = ev.degenerate;
+    double t = 1.0;
+    for (int bt = 0; bt <= p.max_backtracks; ++bt, t *= 0.5) {
+      ev.trial(x, t, x_try);
+      ev.evaluate(x_try);
+      if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) break;
+    }
+    // Without sufficient decrease take the smallest step anyway; the iteration cap and the
+    // reported status guard against stagnation.
+    std::swap(x, x_try);
+    if (ev.diverging(x)) {
+      out.status = SolverStatus::diverged;
+      return out;
+    }
   }
 }
 
@@ -219,93 +465,31 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const Mat<S>& e, const Mat<
   std::vector<std::vector<double>> histories(B);
 
   // Newton on the given columns, starting from z (with the block start if asked).
+  const bool pooled = c.n_I == 1 && c.n_D == 1 && p.pooled_fast_path;
   auto newton = [&](const std::vector<int>& cols, bool block_start) {
     const int ncols = int(cols.size());
-#pragma omp parallel if (ncols >= 128)
-    {
-      Evaluator ev(w, c, p.tol, n_E);
-      Vd rI(c.n_I), s(c.n_D), rI_try(c.n_I), s_try(c.n_D), delta(c.n_I + c.n_D);
-      Eigen::PartialPivLU<Md> lu(c.n_I + c.n_D);
+    auto run = [&](auto& ev) {
+      typename std::remove_reference_t<decltype(ev)>::State x, x_try;
 #pragma omp for schedule(static)
       for (int q = 0; q < ncols; ++q) {
         const int j = cols[q];
-        ev.e = e.col(j).template cast<double>();
-        rI = z.r_I.col(j).template cast<double>().cwiseMax(0.0);
-        s = z.r_D.col(j).template cast<double>().cwiseMax(kTinyRate).array().log().matrix();
-        SolverStatus status = SolverStatus::max_iterations;
-        int it = 0;
-        double resid = 0.0, sresid = 0.0;
-        if (!ev.e.allFinite()) {
-          status = SolverStatus::non_finite;
-          resid = std::numeric_limits<double>::quiet_NaN();
-        } else {
-          // Block start: the subtractive rates that balance the I equation at the initial gain
-          // (a linear n_I x n_I solve), so Newton starts with the mean removed.
-          ev.evaluate(rI, s);
-          if (block_start) {
-            const Md M = c.k_I * (w.W_IE * (ev.g.cwiseInverse().asDiagonal() * w.W_EI)) +
-                         c.lambda_I * Md::Identity(c.n_I, c.n_I);
-            const Vd rhs = c.k_I * (w.W_IE * (ev.e.array() / ev.g.array()).matrix());
-            const Vd r0 = Eigen::FullPivLU<Md>(M).solve(rhs);
-            if (r0.allFinite()) rI = r0.cwiseMax(0.0);
-            ev.evaluate(rI, s);
-          }
-          for (;; ++it) {
-            std::tie(resid, sresid) = ev.ode_residual(rI);
-            histories[j].push_back(resid);
-            if (!std::isfinite(resid)) {
-              status = SolverStatus::non_finite;
-              break;
-            }
-            if (sresid <= 1.0) {
-              status = SolverStatus::converged;
-              break;
-            }
-            if (it >= p.max_iterations) {
-              status = SolverStatus::max_iterations;
-              break;
-            }
-            ev.jacobian();
-            lu.compute(ev.J);
-            delta = -lu.solve(ev.G);
-            if (!delta.allFinite()) {
-              status = SolverStatus::diverged;
-              break;
-            }
-            // Cap the change of each log r_D; the subtractive rates keep their full step.
-            delta.tail(c.n_D) =
-                delta.tail(c.n_D).cwiseMax(-p.max_log_step).cwiseMin(p.max_log_step);
-            const double m0 = ev.merit();
-            const bool degenerate = ev.degenerate;
-            double t = 1.0;
-            bool accepted = false;
-            for (int bt = 0; bt <= p.max_backtracks; ++bt, t *= 0.5) {
-              rI_try = (rI + t * delta.head(c.n_I)).cwiseMax(0.0);
-              s_try = s + t * delta.tail(c.n_D);
-              ev.evaluate(rI_try, s_try);
-              if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) {
-                accepted = true;
-                break;
-              }
-            }
-            // Without sufficient decrease take the smallest step anyway; the iteration cap and
-            // the reported status guard against stagnation.
-            rI = rI_try;
-            s = s_try;
-            (void)accepted;
-            if (s.cwiseAbs().maxCoeff() > 700.0) {
-              status = SolverStatus::diverged;
-              break;
-            }
-          }
-        }
-        res.sample_status[j] = status;
-        res.sample_iterations[j] += it;
-        res.sample_residual[j] = resid;
-        scaled[j] = sresid;
-        z.r_I.col(j) = rI.cast<S>();
-        z.r_D.col(j) = s.array().exp().matrix().cast<S>();
-        z.v.col(j) = ev.v.cast<S>();
+        ev.load(e, z, j, x);
+        const ColumnOutcome out = newton_column(ev, x, x_try, p, block_start, histories[j]);
+        res.sample_status[j] = out.status;
+        res.sample_iterations[j] += out.iterations;
+        res.sample_residual[j] = out.residual;
+        scaled[j] = out.scaled;
+        ev.store(x, j, z);
+      }
+    };
+#pragma omp parallel if (ncols >= 128)
+    {
+      if (pooled) {
+        PooledEvaluator ev(w, c, p.tol, n_E);
+        run(ev);
+      } else {
+        Evaluator ev(w, c, p.tol, n_E);
+        run(ev);
       }
     }
   };

@@ -43,16 +43,23 @@ double loss_of(const models::Network<double>& net, const Mat<double>& x,
   return learning::cross_entropy(cache.logits(), labels, 0.1, d);
 }
 
+// Gradients including dL/dx. fast = false forces the general (matrix) code for circuits with
+// one interneuron of each type, in the forward solve and in the adjoint.
 learning::Gradients<double> gradients(const Problem& p, Rule rule,
-                                      learning::ErrorTransform t = learning::ErrorTransform::none) {
+                                      learning::ErrorTransform t = learning::ErrorTransform::none,
+                                      bool fast = true) {
   learning::ForwardCache<double> cache;
-  learning::forward(p.net, p.x, tight(), cache);
+  auto fp = tight();
+  fp.pooled_fast_path = fast;
+  learning::forward(p.net, p.x, fp, cache);
   Mat<double> d;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
   learning::LearningSpec spec;
   spec.rule = rule;
   spec.error_transform = t;
+  spec.pooled_fast_path = fast;
   learning::Gradients<double> g;
+  g.input_gradient = true;
   learning::backward(p.net, cache, d, spec, g);
   return g;
 }
@@ -134,6 +141,68 @@ TEST_CASE("implicit gradients equal central finite differences on a leaky hetero
                                    1e-5);
 }
 
+TEST_CASE("implicit gradients equal central finite differences on a leaky pooled circuit") {
+  // One interneuron of each type with leak: the scalar adjoint code with every term non-zero.
+  check_against_finite_differences(
+      make_problem(circuit_template(test::leaky_pooled_circuit()), 2, 19), 1e-5);
+}
+
+TEST_CASE(
+    "the scalar adjoint for one interneuron of each type gives the general code's gradients") {
+  for (const auto& [name, c] : {std::pair{"default", test::default_circuit()},
+                                std::pair{"leaky pooled", test::leaky_pooled_circuit()}}) {
+    for (const bool clamped : {false, true}) {
+      CAPTURE(name);
+      CAPTURE(clamped);
+      Problem p = make_problem(circuit_template(c), 2, 20);
+      // A strongly negative bias on half the units silences the first layer's subtractive
+      // interneuron (r_I = 0) while the other half stay active, so errors still flow.
+      if (clamped)
+        for (int i = 0; i < p.net.layers[0].w.b.rows(); i += 2) p.net.layers[0].w.b(i, 0) = -50.0;
+      const auto fast = gradients(p, Rule::implicit);
+      const auto general = gradients(p, Rule::implicit, learning::ErrorTransform::none, false);
+      CHECK(fast.adjoint.ok());
+      CHECK(general.adjoint.ok());
+      if (clamped) {
+        learning::ForwardCache<double> cache;
+        learning::forward(p.net, p.x, tight(), cache);
+        CHECK(cache.layers[0].z.r_I.maxCoeff() == 0.0);
+      }
+      for (std::size_t l = 0; l < p.net.layers.size(); ++l) {
+        auto& a = const_cast<models::LayerWeights<double>&>(fast.layers[l]);
+        auto& b = const_cast<models::LayerWeights<double>&>(general.layers[l]);
+        // Floor: the layer's largest gradient. The readout's inhibitory gradients vanish
+        // exactly (softmax errors sum to 0) and are left with rounding noise of about 1e-16.
+        const double floor = b.W_EX.cwiseAbs().maxCoeff();
+        REQUIRE(floor > 0.0);
+        a.for_each([&](const std::string& n, Mat<double>& ga) {
+          if (n == "L_pool" || n == "L_back") return;
+          CAPTURE(l);
+          CAPTURE(n);
+          CHECK(test::max_rel_error(ga, param(b, n), floor) < 1e-9);
+        });
+      }
+      CHECK(test::max_rel_error(fast.input, general.input) < 1e-9);
+    }
+  }
+}
+
+TEST_CASE("the input gradient is computed only when asked for") {
+  const Problem p = make_problem(circuit_template(test::default_circuit()), 1, 21);
+  learning::ForwardCache<double> cache;
+  learning::forward(p.net, p.x, tight(), cache);
+  Mat<double> d;
+  learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
+  learning::Gradients<double> g;
+  learning::backward(p.net, cache, d, learning::LearningSpec{}, g);
+  CHECK(g.input.size() == 0);
+  const auto with = gradients(p, Rule::implicit);
+  CHECK(with.input.rows() == p.x.rows());
+  CHECK(with.input.cols() == p.x.cols());
+  // The weight gradients do not depend on the choice.
+  CHECK(test::max_rel_error(g.layers[0].W_EX, with.layers[0].W_EX) == 0.0);
+}
+
 TEST_CASE("exact gradients of the feed-forward circuit equal central finite differences") {
   auto c = test::default_circuit();
   c.drive = models::InhibitionDrive::feedforward;
@@ -152,6 +221,7 @@ TEST_CASE("implicit gradients equal BPTT through a long converged trajectory") {
     spec.bptt_steps = 6000;
     spec.bptt_dt = 0.5;
     learning::Gradients<double> gb;
+    gb.input_gradient = true;
     learning::backward_bptt(p.net, p.x, p.labels, spec, gb);
     for (std::size_t l = 0; l < p.net.layers.size(); ++l) {
       auto& a = const_cast<models::LayerWeights<double>&>(gi.layers[l]);

@@ -57,3 +57,34 @@ TEST_CASE("SGD with momentum follows its recurrence on the trained weights only"
         doctest::Approx(0.125));
   CHECK((net.layers[0].w.W_IE - before.layers[0].w.W_IE).cwiseAbs().maxCoeff() == 0.0);
 }
+
+TEST_CASE("SGD without momentum is one projected step w <- max(w - lr (g + wd w), 0)") {
+  models::LayerSpec t;
+  for (const double wd : {0.0, 0.1}) {
+    CAPTURE(wd);
+    auto net = test::make_network<double>(4, 5, 1, t, 23);
+    const auto before = net;
+    learning::Gradients<double> g;
+    g.zero_like(net);
+    std::mt19937_64 rng(test::seed() + 61);
+    for (auto& layer : g.layers) {
+      layer.W_EX = test::random_matrix<double>(int(layer.W_EX.rows()), int(layer.W_EX.cols()), -4.0,
+                                               4.0, rng);
+      layer.b.setConstant(0.25);
+    }
+    learning::LearningSpec spec;
+    spec.lr_E = 0.5;
+    spec.weight_decay = wd;
+    learning::Sgd<double> sgd(spec);
+    sgd.step(net, g);
+    for (std::size_t l = 0; l < net.layers.size(); ++l) {
+      const auto& w0 = before.layers[l].w;
+      const Mat<double> expected =
+          (w0.W_EX - spec.lr_E * (g.layers[l].W_EX + wd * w0.W_EX)).cwiseMax(0.0);
+      CHECK(test::max_rel_error(net.layers[l].w.W_EX, expected) < 1e-15);
+      // Biases are not Dale-constrained and have no decay.
+      CHECK(test::max_rel_error(net.layers[l].w.b, Mat<double>(w0.b.array() - 0.125)) < 1e-15);
+    }
+    CHECK(net.layers[0].w.W_EX.minCoeff() == 0.0);  // the projection was active
+  }
+}

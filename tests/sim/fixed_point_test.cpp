@@ -98,8 +98,9 @@ TEST_CASE("a linear circuit's equilibrium equals the closed-form linear solve") 
 }
 
 TEST_CASE("the ODE integrator and the fixed-point solver reach the same equilibrium") {
-  for (const auto& [name, c] : {std::pair{"default", default_circuit()},
-                                std::pair{"leaky heterogeneous", leaky_circuit()}}) {
+  for (const auto& [name, c] :
+       {std::pair{"default", default_circuit()}, std::pair{"leaky heterogeneous", leaky_circuit()},
+        std::pair{"leaky pooled", test::leaky_pooled_circuit()}}) {
     CAPTURE(name);
     const auto L = make_circuit<double>(20, 30, c, 7);
     std::mt19937_64 rng(test::seed() + 2);
@@ -234,4 +235,37 @@ TEST_CASE("where Newton stalls, the ODE fallback reaches the equilibrium and is 
       ++compared;
     }
   CHECK(compared >= 4);
+}
+
+TEST_CASE("the scalar code for one interneuron of each type gives the general code's iterates") {
+  // n_I = n_D = 1 takes a fused scalar path; pooled_fast_path = false forces the matrix code.
+  // A negative drive clamps the subtractive interneuron at 0 (the clamped branch).
+  for (const auto& [name, c] : {std::pair{"default", default_circuit()},
+                                std::pair{"leaky pooled", test::leaky_pooled_circuit()}}) {
+    for (const bool negative : {false, true}) {
+      CAPTURE(name);
+      CAPTURE(negative);
+      const auto L = make_circuit<double>(20, 30, c, 8);
+      std::mt19937_64 rng(test::seed() + 9);
+      const Mat<double> x = test::random_matrix<double>(20, 12, 0.0, 1.0, rng);
+      Mat<double> e;
+      sim::excitatory_drive(L.w, x, e);
+      if (negative) e.array() -= e.maxCoeff() + 1.0;
+      sim::FixedPointParameters fast, general;
+      fast.tol = general.tol = {1e-12, 1e-12};
+      general.pooled_fast_path = false;
+      sim::CircuitState<double> zf, zg;
+      const auto rf = sim::solve_fixed_point(L, e, x, fast, zf);
+      const auto rg = sim::solve_fixed_point(L, e, x, general, zg);
+      INFO(rf.describe());
+      REQUIRE(rf.ok());
+      REQUIRE(rg.ok());
+      CHECK(rf.sample_iterations == rg.sample_iterations);
+      CHECK(test::max_rel_error(zf.v, zg.v) < 1e-12);
+      CHECK(test::max_rel_error(zf.r_I, zg.r_I, 1e-12) < 1e-12);
+      CHECK(test::max_rel_error(zf.r_D, zg.r_D) < 1e-12);
+      if (negative) CHECK(zf.r_I.maxCoeff() == 0.0);  // the clamped branch was taken
+      if (!negative) CHECK(zf.r_I.minCoeff() > 0.0);
+    }
+  }
 }

@@ -40,6 +40,14 @@ inline models::CircuitParams leaky_circuit() {
   return c;
 }
 
+/// The leaky circuit with one interneuron of each type (the solvers' scalar fast path).
+inline models::CircuitParams leaky_pooled_circuit() {
+  models::CircuitParams c = leaky_circuit();
+  c.n_I = 1;
+  c.n_D = 1;
+  return c;
+}
+
 /// Network of `hidden` circuit layers (n_E units) and a 3-way readout, double precision.
 template <class S>
 models::Network<S> make_network(int n_in, int n_E, int hidden, const models::LayerSpec& tmpl,

@@ -50,14 +50,19 @@ struct AdjointStats {
   bool ok() const { return status == sim::SolverStatus::converged; }
 };
 
-/// Gradients for every parameter (same shapes as the weights; empty where unused) and the
-/// loss gradient with respect to the network input.
+/// Gradients for every parameter (same shapes as the weights; empty where unused) and, if asked
+/// for, the loss gradient with respect to the network input.
 template <class S>
 struct Gradients {
   std::vector<models::LayerWeights<S>> layers;
+  /// dL/dx (n_in x B), computed only if `input_gradient` is set before backward(); training
+  /// does not need it and it costs a GEMM as large as the first layer's forward product.
   Mat<S> input;
+  bool input_gradient = false;
   AdjointStats adjoint;
-  void zero_like(const models::Network<S>& net);
+  /// Shape every entry like the weights and set it to zero. With keep_overwritten, W_EX and b
+  /// are only shaped, not zeroed (backward() overwrites them).
+  void zero_like(const models::Network<S>& net, bool keep_overwritten = false);
 };
 
 /// Softmax cross-entropy with label smoothing; returns the mean loss and writes dL/dlogits

@@ -13,16 +13,28 @@ class Sgd {
  public:
   explicit Sgd(const LearningSpec& spec) : spec_(spec) {}
 
-  /// One update of every trained weight (see is_trained), then clamp_dale.
+  /// One update of every trained weight (see is_trained), projected onto Dale's law
+  /// (w >= 0 for constrained entries) in the same pass. Fixed weights are not touched after the
+  /// first step, which projects them once.
   void step(models::Network<S>& net, const Gradients<S>& g);
 
-  /// Momentum buffers, same shapes as the weights (empty until the first step).
+  /// Momentum buffers, same shapes as the weights (empty until the first step; they stay zero
+  /// with momentum 0 and no weight decay, where the step does not need them).
   std::vector<models::LayerWeights<S>>& velocity() { return velocity_; }
   const std::vector<models::LayerWeights<S>>& velocity() const { return velocity_; }
 
  private:
+  struct Entry {
+    const char* name;
+    Mat<S> models::LayerWeights<S>::*member;
+    S lr;
+    bool dale, decay;
+  };
+  void plan(models::Network<S>& net);  // velocity buffers and the trained entries of each layer
+
   LearningSpec spec_;
   std::vector<models::LayerWeights<S>> velocity_;
+  std::vector<std::vector<Entry>> plan_;
 };
 
 /// Cosine between the excitatory-weight gradients (W_EX and b) of two gradient sets, per layer

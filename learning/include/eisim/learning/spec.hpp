@@ -29,6 +29,9 @@ struct LearningSpec {
   double weight_decay = 0.0;        ///< >= 0, L2 on excitatory weights
   double local_loss_weight = 0.01;  ///< weight of the feed-forward circuit's homeostatic loss
   bool train_inhibitory = true;     ///< train the inhibitory weights (task or local loss)
+  /// One subtractive and one divisive interneuron (the default): scalar adjoint code with fused
+  /// passes over the E units. false forces the general matrix code (for verification).
+  bool pooled_fast_path = true;
 };
 
 struct TrainSpec {

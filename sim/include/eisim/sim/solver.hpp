@@ -37,6 +37,9 @@ struct FixedPointParameters {
   bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
   double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
   int fallback_max_steps = 100000;  ///< step cap of the fallback integration
+  /// One subtractive and one divisive interneuron (the default): scalar code with fused passes
+  /// over the E units. false forces the general matrix code (same iterates; for verification).
+  bool pooled_fast_path = true;
 };
 
 /// Per-batch outcome. `status` is the worst sample's status.
