@@ -199,56 +199,67 @@ Mat<S> shunting_gain(const Layer<S>& layer, const sim::CircuitState<S>& z) {
 // J_red^T a_r = B^T g_v with J_red = D + C B (see docs/concepts.md); then
 // a_v = C^T a_r - g_v and dL/de = -a_v / g.
 // The adjoint solve of one sample for the pooled circuit (n_I = n_D = 1): the same equations as
-// the general code below, with J (2 x 2) and B^T g_v formed by one fused pass of eight sums over
-// the E units and dL/de by a second pass. Returns the adjoint (a_I, a_D) and writes delta_e.
-template <class S>
-void pooled_adjoint(const models::CircuitParams& p, const double* wEI, const double* wED,
-                    const double* wIE, const double* wDE, const S* v, double rI, double rD,
-                    const S* gv, int n_E, S* delta_e, double a[2], double& rcond, double& resid) {
-  const double rDp = std::max(rD, 0.0);
-  double j00 = 0, j01 = 0, j10 = 0, j11 = 0, q = 0, drive = 0, rhs0 = 0, rhs1 = 0;
-  for (int i = 0; i < n_E; ++i) {
-    const double ig = 1.0 / (wED[i] * rDp + p.sigma0), vi = double(v[i]), gi = double(gv[i]);
-    const double b0 = -wEI[i] * ig, b1 = -wED[i] * vi * ig;  // B = dv/dr
-    const double dv = wDE[i] * vi;
-    j00 += wIE[i] * b0;
-    j01 += wIE[i] * b1;
-    j10 += dv * b0;
-    j11 += dv * b1;
-    q += dv * vi;
-    drive += wIE[i] * vi;
-    rhs0 += b0 * gi;
-    rhs1 += b1 * gi;
+// the general code below, with J (2 x 2) and B^T g_v formed by vectorised sums over the E units
+// (the arrays stay in L1) and no matrix temporaries. Writes delta_e; returns the adjoint in a.
+struct PooledAdjoint {
+  using Ad = Eigen::ArrayXd;
+  Eigen::Map<const Ad> wEI, wED, wIE, wDE;
+  const models::CircuitParams& p;
+  Ad v, gv, ig, b0, b1, dv;  // per-sample workspace
+
+  PooledAdjoint(const Md& W_EI, const Md& W_ED, const Md& W_IE, const Md& W_DE,
+                const models::CircuitParams& p_, int n_E)
+      : wEI(W_EI.data(), n_E),
+        wED(W_ED.data(), n_E),
+        wIE(W_IE.data(), n_E),
+        wDE(W_DE.data(), n_E),
+        p(p_),
+        v(n_E),
+        gv(n_E),
+        ig(n_E),
+        b0(n_E),
+        b1(n_E),
+        dv(n_E) {}
+
+  template <class S>
+  void solve(const Mat<S>& V, const Mat<S>& r_I, const Mat<S>& r_D, const Mat<S>& G_v, int j,
+             Mat<S>& delta_e, double a[2], double& rcond, double& resid) {
+    const double rI = double(r_I(0, j)), rD = double(r_D(0, j)), rDp = std::max(rD, 0.0);
+    v = V.col(j).template cast<double>();
+    gv = G_v.col(j).template cast<double>();
+    ig = (wED * rDp + p.sigma0).inverse();
+    b0 = -wEI * ig;  // B = dv/dr = [-w_EI / g, -w_ED v / g]
+    b1 = -wED * v * ig;
+    dv = wDE * v;
+    // J = C B + D with C = [k_I w_IE; 2 k_D r_D (w_DE v)].
+    double j00 = p.k_I * (wIE * b0).sum() - p.lambda_I;
+    double j01 = p.k_I * (wIE * b1).sum();
+    double j10 = 2.0 * p.k_D * rD * (dv * b0).sum();
+    const double j11 =
+        2.0 * p.k_D * rD * (dv * b1).sum() + p.k_D * ((dv * v).sum() - p.theta) - p.lambda_D;
+    double rhs0 = (b0 * gv).sum();
+    const double rhs1 = (b1 * gv).sum();
+    // A subtractive interneuron clamped at 0 is a constant.
+    if (rI <= 0.0 && p.k_I * (wIE * v).sum() - p.lambda_I * rI < 0.0) {
+      j00 = 1.0;
+      j01 = j10 = 0.0;
+      rhs0 = 0.0;
+    }
+    // Solve J^T a = rhs (Cramer); exact 1-norm reciprocal condition number of J^T.
+    const double det = j00 * j11 - j01 * j10;
+    a[0] = (rhs0 * j11 - j10 * rhs1) / det;
+    a[1] = (j00 * rhs1 - j01 * rhs0) / det;
+    const double n1 = std::max(std::abs(j00) + std::abs(j01), std::abs(j10) + std::abs(j11));
+    const double ninv = std::max(std::abs(j11) + std::abs(j01), std::abs(j10) + std::abs(j00));
+    rcond = det != 0.0 ? std::abs(det) / (n1 * ninv) : 0.0;
+    const double r0 = j00 * a[0] + j10 * a[1] - rhs0, r1 = j01 * a[0] + j11 * a[1] - rhs1;
+    const double rn = std::hypot(rhs0, rhs1);
+    resid = std::hypot(r0, r1) / (rn > 0 ? rn : 1.0);
+    // a_v = C^T a - g_v, dL/de = -a_v / g.
+    const double c0 = p.k_I * a[0], c1 = 2.0 * p.k_D * rD * a[1];
+    delta_e.col(j) = ((gv - wIE * c0 - dv * c1) * ig).template cast<S>().matrix();
   }
-  // J = C B + D with C = [k_I w_IE; 2 k_D r_D (w_DE . v)].
-  j00 = p.k_I * j00 - p.lambda_I;
-  j01 *= p.k_I;
-  j10 *= 2.0 * p.k_D * rD;
-  j11 = 2.0 * p.k_D * rD * j11 + p.k_D * (q - p.theta) - p.lambda_D;
-  // A subtractive interneuron clamped at 0 is a constant.
-  if (rI <= 0.0 && p.k_I * drive - p.lambda_I * rI < 0.0) {
-    j00 = 1.0;
-    j01 = j10 = 0.0;
-    rhs0 = 0.0;
-  }
-  // Solve J^T a = rhs (Cramer); exact 1-norm reciprocal condition number of J^T.
-  const double det = j00 * j11 - j01 * j10;
-  a[0] = (rhs0 * j11 - j10 * rhs1) / det;
-  a[1] = (j00 * rhs1 - j01 * rhs0) / det;
-  const double n1 = std::max(std::abs(j00) + std::abs(j01), std::abs(j10) + std::abs(j11));
-  const double ninv = std::max(std::abs(j11) + std::abs(j01), std::abs(j10) + std::abs(j00));
-  rcond = det != 0.0 ? std::abs(det) / (n1 * ninv) : 0.0;
-  const double r0 = j00 * a[0] + j10 * a[1] - rhs0, r1 = j01 * a[0] + j11 * a[1] - rhs1;
-  const double rn = std::hypot(rhs0, rhs1);
-  resid = std::hypot(r0, r1) / (rn > 0 ? rn : 1.0);
-  // a_v = C^T a - g_v, dL/de = -a_v / g.
-  const double c0 = p.k_I * a[0], c1 = 2.0 * p.k_D * rD * a[1];
-  for (int i = 0; i < n_E; ++i) {
-    const double vi = double(v[i]);
-    const double av = wIE[i] * c0 + wDE[i] * vi * c1 - double(gv[i]);
-    delta_e[i] = S(-av / (wED[i] * rDp + p.sigma0));
-  }
-}
+};
 
 template <class S>
 void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<S>& g_v,
@@ -265,16 +276,19 @@ void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<
   std::vector<char> bad(B, 0);
   const bool pooled = n_I == 1 && n_D == 1 && pooled_fast_path;
   if (pooled) {
-#pragma omp parallel for schedule(static) if (B >= 128)
-    for (int j = 0; j < B; ++j) {
+#pragma omp parallel if (B >= 128)
+    {
+      PooledAdjoint pa(W_EI, W_ED, W_IE, W_DE, p, n_E);
       double a[2];
-      pooled_adjoint<S>(p, W_EI.data(), W_ED.data(), W_IE.data(), W_DE.data(), &c.z.v(0, j),
-                        double(c.z.r_I(0, j)), double(c.z.r_D(0, j)), &g_v(0, j), n_E,
-                        &delta_e(0, j), a, rcond[j], resid[j]);
-      if (!std::isfinite(a[0]) || !std::isfinite(a[1]) || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6))
-        bad[j] = 1;
-      a_I(0, j) = S(a[0]);
-      a_D(0, j) = S(a[1]);
+#pragma omp for schedule(static)
+      for (int j = 0; j < B; ++j) {
+        pa.solve(c.z.v, c.z.r_I, c.z.r_D, g_v, j, delta_e, a, rcond[j], resid[j]);
+        if (!std::isfinite(a[0]) || !std::isfinite(a[1]) || !(rcond[j] > 1e-14) ||
+            !(resid[j] < 1e-6))
+          bad[j] = 1;
+        a_I(0, j) = S(a[0]);
+        a_D(0, j) = S(a[1]);
+      }
     }
   } else {
 #pragma omp parallel if (B >= 128)

@@ -227,20 +227,21 @@ void finish_result(SolveResult& res) {
 // product setup for these rank-1 products). Same equations, clamps and safeguards as Evaluator;
 // tests/sim/fixed_point_test.cpp checks that both give the same iterates.
 struct PooledEvaluator {
-  const double *wEI, *wED, *wIE, *wDE;  // the four weight vectors, length n_E
+  using Ad = Eigen::ArrayXd;
+  Eigen::Map<const Ad> wEI, wED, wIE, wDE;  // the four weight vectors, length n_E
   const models::CircuitParams& c;
   const Tolerance& tol;
   int n_E;
-  Vd e, v, ig;  // drive, potentials and 1 / gain of the last evaluation
+  Ad e, v, ig;  // drive, potentials and 1 / gain of the last evaluation
   double rD = 1, fI = 0, fD = 0, h = 0, G0 = 0, G1 = 0, J00 = 0, J01 = 0, J10 = 0, J11 = 0;
   bool active = false, degenerate = false, finite = true;
 
   PooledEvaluator(const FeedbackWeights& w, const models::CircuitParams& c_, const Tolerance& t,
                   int nE)
-      : wEI(w.W_EI.data()),
-        wED(w.W_ED.data()),
-        wIE(w.W_IE.data()),
-        wDE(w.W_DE.data()),
+      : wEI(w.W_EI.data(), nE),
+        wED(w.W_ED.data(), nE),
+        wIE(w.W_IE.data(), nE),
+        wDE(w.W_DE.data(), nE),
         c(c_),
         tol(t),
         n_E(nE),
@@ -248,17 +249,12 @@ struct PooledEvaluator {
         v(nE),
         ig(nE) {}
 
+  // Element-wise passes and reductions that Eigen vectorises (the arrays stay in L1).
   void evaluate(double rI, double s) {
     rD = std::exp(s);
-    double sI = 0, sD = 0;
-    for (int i = 0; i < n_E; ++i) {
-      const double gi = 1.0 / (wED[i] * rD + c.sigma0);
-      const double vi = (e[i] - wEI[i] * rI) * gi;
-      ig[i] = gi;
-      v[i] = vi;
-      sI += wIE[i] * vi;
-      sD += wDE[i] * vi * vi;
-    }
+    ig = (wED * rD + c.sigma0).inverse();
+    v = (e - wEI * rI) * ig;
+    const double sI = (wIE * v).sum(), sD = (wDE * v.square()).sum();
     // A non-finite potential makes both sums non-finite (0 * inf is NaN).
     finite = std::isfinite(sI) && std::isfinite(sD);
     fI = c.k_I * sI - c.lambda_I * rI;
@@ -283,20 +279,16 @@ struct PooledEvaluator {
 
   void jacobian() {
     // dv/dr_I = -w_EI / g, dv/ds = -w_ED v r_D / g (see Evaluator::jacobian).
-    double a00 = 0, a01 = 0, b0 = 0, b1 = 0;
-    for (int i = 0; i < n_E; ++i) {
-      const double d0 = -wEI[i] * ig[i], d1 = -wED[i] * v[i] * rD * ig[i];
-      const double w2v = 2.0 * wDE[i] * v[i];
-      a00 += wIE[i] * d0;
-      a01 += wIE[i] * d1;
-      b0 += w2v * d0;
-      b1 += w2v * d1;
-    }
+    // With d0 = -w_EI / g and d1 = -w_ED v / g: J00 = k_I sum w_IE d0, J01 = k_I r_D sum
+    // w_IE d1, J10 = k_D / h sum 2 w_DE v d0, J11 = k_D r_D / h sum 2 w_DE v d1 (+ leak).
+    const double a00 = -(wIE * wEI * ig).sum(), a01 = -(wIE * wED * v * ig).sum();
+    const double b0 = -2.0 * (wDE * v * wEI * ig).sum();
+    const double b1 = -2.0 * (wDE * v.square() * wED * ig).sum();
     const double hk = std::max(h, 1e-300);
     J00 = c.k_I * a00 - c.lambda_I;
-    J01 = c.k_I * a01;
+    J01 = c.k_I * rD * a01;
     J10 = (c.k_D / hk) * b0;
-    J11 = (c.k_D / hk) * b1 - c.lambda_D / (rD * hk);
+    J11 = (c.k_D / hk) * rD * b1 - c.lambda_D / (rD * hk);
     if (degenerate) {
       J10 = 0.0;
       J11 = 1.0;
@@ -333,12 +325,8 @@ struct PooledEvaluator {
   void evaluate(const State& x) { evaluate(x.rI, x.s); }
   std::pair<double, double> ode_residual(const State& x) const { return ode_residual(x.rI); }
   void block_start(State& x) const {
-    double m = 0, rhs = 0;
-    for (int i = 0; i < n_E; ++i) {
-      m += wIE[i] * wEI[i] * ig[i];
-      rhs += wIE[i] * e[i] * ig[i];
-    }
-    m = c.k_I * m + c.lambda_I;
+    const double m = c.k_I * (wIE * wEI * ig).sum() + c.lambda_I;
+    const double rhs = (wIE * e * ig).sum();
     // A singular 1 x 1 system has the minimum-norm solution 0 (as FullPivLU gives).
     const double r0 = m != 0.0 ? c.k_I * rhs / m : 0.0;
     if (std::isfinite(r0)) x.rI = std::max(r0, 0.0);
