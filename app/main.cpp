@@ -1,8 +1,13 @@
 // eisim command-line interface: a thin layer over eisim::experiments.
 #include <unistd.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -28,6 +33,12 @@ int main(int argc, char** argv) {
                                         build_info::git_commit + ", " + build_info::build_type +
                                         ")");
   app.require_subcommand(1);
+  // Options of the top level are accepted after the subcommand too.
+  app.fallthrough();
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "compute threads (default 1, or OMP_NUM_THREADS if set; see docs/numerics.md)")
+      ->check(CLI::Range(1, 256));
   std::string config, out;
   std::vector<std::string> sets;
   bool resume = false;
@@ -58,6 +69,16 @@ int main(int argc, char** argv) {
   sweep->add_flag("--list", so.list, "print the grid with each point's state");
 
   CLI11_PARSE(app, argc, argv);
+  // One thread unless asked: at the default batch size a second thread gains about 10 % on an
+  // idle machine and can cost 10x on a busy one (docs/numerics.md, bench/README.md).
+#ifdef _OPENMP
+  if (threads > 0)
+    omp_set_num_threads(threads);
+  else if (std::getenv("OMP_NUM_THREADS") == nullptr)
+    omp_set_num_threads(1);
+#else
+  (void)threads;
+#endif
   const std::string cmd = command_line(argc, argv);
   try {
     if (*sim) {

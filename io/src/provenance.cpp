@@ -8,6 +8,10 @@
 
 #include "eisim/build_info.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace eisim::io {
 
 std::string utc_timestamp() {
@@ -17,6 +21,14 @@ std::string utc_timestamp() {
   std::array<char, 32> buf{};
   std::strftime(buf.data(), buf.size(), "%Y-%m-%dT%H:%M:%SZ", &utc);
   return buf.data();
+}
+
+int compute_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
 }
 
 std::string host_name() {
@@ -35,6 +47,7 @@ void write_provenance(H5File& f, const Config& c, const std::string& command) {
   f.set_attr("/", "command", command);
   f.set_attr("/", "created", utc_timestamp());
   f.set_attr("/", "hostname", host_name());
+  f.set_attr("/", "threads", std::int64_t(compute_threads()));
 }
 
 std::string provenance_header(const Config& c, const std::string& command) {
@@ -43,7 +56,8 @@ std::string provenance_header(const Config& c, const std::string& command) {
        build_info::build_type + ") seed " + std::to_string(c.seed) + ", precision " +
        to_string(c.precision) + "\n";
   s += "# command: " + command + "\n";
-  s += "# created " + utc_timestamp() + " on " + host_name() + "\n";
+  s += "# created " + utc_timestamp() + " on " + host_name() + ", " +
+       std::to_string(compute_threads()) + " thread(s)\n";
   return s;
 }
 
