@@ -15,6 +15,7 @@
 #include "eisim/build_info.hpp"
 #include "eisim/experiments/commands.hpp"
 #include "eisim/models/error.hpp"
+#include "eisim/models/memory.hpp"
 
 namespace {
 
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   sweep->add_flag("--list", so.list, "print the grid with each point's state");
 
   CLI11_PARSE(app, argc, argv);
+  eisim::models::keep_freed_memory();
   // One thread unless asked: at the default batch size a second thread gains about 10 % on an
   // idle machine and can cost 10x on a busy one (docs/numerics.md, bench/README.md).
 #ifdef _OPENMP

@@ -33,6 +33,7 @@
 #include "eisim/learning/gradients.hpp"
 #include "eisim/learning/optimizer.hpp"
 #include "eisim/models/error.hpp"
+#include "eisim/models/memory.hpp"
 #include "eisim/models/nonlinearity.hpp"
 
 #ifdef _OPENMP
@@ -65,6 +66,7 @@ struct Options {
   int profile = 8192;          // samples of the profiling pass (0 = none)
   double gemm_seconds = 0.25;  // length of one GEMM-rate measurement
   std::string dump, out;
+  bool default_malloc = false;  // skip models::keep_freed_memory (to measure its effect)
 };
 
 void set_threads(int n) {
@@ -488,7 +490,11 @@ int main(int argc, char** argv) {
   app.add_option("--dump", o.dump, "HDF5 file with /weights and /batch: one step, then exit")
       ->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output HDF5 file of --dump");
+  app.add_flag("--default-malloc", o.default_malloc,
+               "keep glibc's default trim/mmap thresholds (eisim train calls "
+               "models::keep_freed_memory)");
   CLI11_PARSE(app, argc, argv);
+  if (!o.default_malloc) eisim::models::keep_freed_memory();
 
   try {
     std::vector<std::string> sets = o.sets;
