@@ -27,8 +27,14 @@ const std::vector<std::pair<const char*, Member<S>>>& members() {
 
 template <class S>
 void Sgd<S>::plan(models::Network<S>& net) {
-  // Velocities restored from a checkpoint (same layer count) are kept.
-  const bool fresh = velocity_.size() != net.layers.size();
+  // Velocities restored from a checkpoint (same shapes as the weights) are kept.
+  bool fresh = velocity_.size() != net.layers.size();
+  for (std::size_t l = 0; !fresh && l < net.layers.size(); ++l)
+    for (const auto& [name, m] : members<S>())
+      if ((velocity_[l].*m).rows() != (net.layers[l].w.*m).rows() ||
+          (velocity_[l].*m).cols() != (net.layers[l].w.*m).cols())
+        fresh = true;
+  planned_for_ = &net;
   if (fresh) velocity_.clear();
   plan_.assign(net.layers.size(), {});
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
@@ -56,7 +62,9 @@ void Sgd<S>::plan(models::Network<S>& net) {
 template <class S>
 void Sgd<S>::step(models::Network<S>& net, const Gradients<S>& g) {
   if (g.layers.size() != net.layers.size()) throw internal_error("Sgd::step: layer count mismatch");
-  if (plan_.size() != net.layers.size() || velocity_.size() != net.layers.size()) plan(net);
+  if (planned_for_ != &net || plan_.size() != net.layers.size() ||
+      velocity_.size() != net.layers.size())
+    plan(net);
   const S mu = S(spec_.momentum), wd = S(spec_.weight_decay);
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     for (const Entry& en : plan_[l]) {

@@ -333,10 +333,18 @@ struct PooledEvaluator {
   }
   bool direction(double max_log_step) {
     jacobian();
-    // 2 x 2 solve J d = -G by Cramer's rule.
-    const double det = J00 * J11 - J01 * J10;
-    d0 = -(G0 * J11 - J01 * G1) / det;
-    d1 = -(J00 * G1 - J10 * G0) / det;
+    // 2 x 2 solve J d = -G by LU with partial pivoting, as the general code's PartialPivLU
+    // does: elimination and back substitution never form products like J00 * G1, which
+    // overflow for a degenerate divisive unit (G1 = 1e300) where LU gives d1 = -1e300 exactly.
+    double a00 = J00, a01 = J01, a10 = J10, a11 = J11, b0 = -G0, b1 = -G1;
+    if (std::abs(a10) > std::abs(a00)) {
+      std::swap(a00, a10);
+      std::swap(a01, a11);
+      std::swap(b0, b1);
+    }
+    const double l = a00 != 0.0 ? a10 / a00 : 0.0;
+    d1 = (b1 - l * b0) / (a11 - l * a01);
+    d0 = (b0 - a01 * d1) / a00;
     if (!std::isfinite(d0) || !std::isfinite(d1)) return false;
     d1 = std::clamp(d1, -max_log_step, max_log_step);
     return true;

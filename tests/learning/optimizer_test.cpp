@@ -88,3 +88,23 @@ TEST_CASE("SGD without momentum is one projected step w <- max(w - lr (g + wd w)
     CHECK(net.layers[0].w.W_EX.minCoeff() == 0.0);  // the projection was active
   }
 }
+
+TEST_CASE("an optimiser given another network trains that network's own parameters") {
+  // The step plans the trained entries per network: a circuit network has no trained W_IX in
+  // its hidden layers, a plain E/I (`none`) network does.
+  models::LayerSpec circuit, plain;
+  plain.kind = models::LayerKind::none;
+  auto a = test::make_network<double>(4, 5, 1, circuit, 24);
+  auto b = test::make_network<double>(4, 5, 1, plain, 25);
+  learning::LearningSpec spec;
+  spec.lr_I = 0.1;
+  learning::Sgd<double> sgd(spec);
+  learning::Gradients<double> ga, gb;
+  ga.zero_like(a);
+  gb.zero_like(b);
+  sgd.step(a, ga);
+  gb.layers[0].W_IX.setConstant(-1.0);
+  const Mat<double> before = b.layers[0].w.W_IX;
+  sgd.step(b, gb);
+  CHECK((b.layers[0].w.W_IX - before).cwiseAbs().minCoeff() == doctest::Approx(0.1));
+}

@@ -191,6 +191,28 @@ TEST_CASE("an all-black image (zero drive) converges to the silent state") {
   CHECK(z.v.cwiseAbs().maxCoeff() == 0.0);
 }
 
+TEST_CASE("a silent divisive unit with strong subtractive gain: both code paths step alike") {
+  // Zero drive makes the divisive unit degenerate (its residual is capped at 1e300) while
+  // k_I = 1e5 makes the Jacobian entry J00 large as r_D falls (J00 ~ k_I / sigma0): a Cramer
+  // solve overflowed here (the fast path reported `diverged` and needed the ODE fallback);
+  // LU-style elimination does not.
+  auto c = default_circuit();
+  c.k_I = 1e5;
+  const auto L = make_circuit<double>(5, 8, c);
+  sim::FixedPointParameters fast, general;
+  fast.ode_fallback = general.ode_fallback = false;
+  general.pooled_fast_path = false;
+  sim::CircuitState<double> zf, zg;
+  const Mat<double> e = Mat<double>::Zero(8, 3), x = Mat<double>::Zero(5, 3);
+  const auto rf = sim::solve_fixed_point<double>(L, e, x, fast, zf);
+  const auto rg = sim::solve_fixed_point<double>(L, e, x, general, zg);
+  INFO(rf.describe());
+  CHECK(rg.ok());
+  CHECK(rf.ok());
+  CHECK(rf.sample_iterations == rg.sample_iterations);
+  CHECK(test::max_rel_error(zf.r_D, zg.r_D, 1e-300) < 1e-12);
+}
+
 TEST_CASE("where Newton stalls, the ODE fallback reaches the equilibrium and is counted") {
   // A leaky circuit with populations of heterogeneous interneurons and bright images: Newton
   // alone stalls on most samples (seen in training), the ODE converges.

@@ -30,11 +30,14 @@ class Sgd {
     S lr;
     bool dale, decay;
   };
-  void plan(models::Network<S>& net);  // velocity buffers and the trained entries of each layer
+  // Velocity buffers and the trained entries of each layer; redone when step() is given a
+  // different network object than the one planned for.
+  void plan(models::Network<S>& net);
 
   LearningSpec spec_;
   std::vector<models::LayerWeights<S>> velocity_;
   std::vector<std::vector<Entry>> plan_;
+  const models::Network<S>* planned_for_ = nullptr;
 };
 
 /// Cosine between the excitatory-weight gradients (W_EX and b) of two gradient sets, per layer
