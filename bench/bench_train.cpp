@@ -67,6 +67,7 @@ struct Options {
   double gemm_seconds = 0.25;  // length of one GEMM-rate measurement
   std::string dump, out;
   bool default_malloc = false;  // skip models::keep_freed_memory (to measure its effect)
+  bool batch_parallel = false;  // experiment: halves of each batch on two threads
 };
 
 void set_threads(int n) {
@@ -193,7 +194,8 @@ struct Profile {
 
 class Bench {
  public:
-  Bench(const io::Config& cfg, const io::Dataset& train) : cfg_(cfg), train_(train) {
+  Bench(const io::Config& cfg, const io::Dataset& train, bool batch_parallel = false)
+      : cfg_(cfg), train_(train), batch_parallel_(batch_parallel) {
     if (cfg_.learning.rule == learning::Rule::bptt)
       throw eisim::config_error("learning.rule", "bench_train times implicit and frozen only");
   }
@@ -226,20 +228,27 @@ class Bench {
       gather(train_, perm, from, n, x, labels);
       io::apply_jitter<S>(x, cfg_.data.train_eps, rng);
       r.data += seconds_since(t);
-      t = Clock::now();
-      const auto fs = learning::forward(net, x, cfg_.fixed_point, cache);
-      r.forward += seconds_since(t);
-      t = Clock::now();
+      learning::ForwardStats fs;
       int hits = 0;
-      const double loss = learning::cross_entropy(cache.logits(), labels,
-                                                  cfg_.learning.label_smoothing, dlogits, &hits);
-      r.loss += seconds_since(t);
+      double loss = 0;
+      if (batch_parallel_) {
+        // forward + loss + backward of the halves in "forward", the gradient sum in "backward"
+        loss = split_step(net, x, labels, grads, fs, hits, r.forward, r.backward);
+      } else {
+        t = Clock::now();
+        fs = learning::forward(net, x, cfg_.fixed_point, cache);
+        r.forward += seconds_since(t);
+        t = Clock::now();
+        loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
+                                       dlogits, &hits);
+        r.loss += seconds_since(t);
+        t = Clock::now();
+        learning::backward(net, cache, dlogits, cfg_.learning, grads);
+        r.backward += seconds_since(t);
+      }
       if (!std::isfinite(loss))
         throw eisim::numerical_error("bench_train",
                                      "loss is not finite at sample " + std::to_string(from));
-      t = Clock::now();
-      learning::backward(net, cache, dlogits, cfg_.learning, grads);
-      r.backward += seconds_since(t);
       t = Clock::now();
       sgd.step(net, grads);
       r.optimizer += seconds_since(t);
@@ -373,8 +382,62 @@ class Bench {
   }
 
  private:
+  // Experiment (--batch-parallel): forward, loss and backward of each half of the batch on its
+  // own thread (Eigen single-threaded inside), the two gradient sets summed, one SGD step.
+  // Returns the loss and hits of the whole batch; `fs` gets the worse half's statistics.
+  double split_step(const models::Network<S>& net, const Mat<S>& x, const std::vector<int>& labels,
+                    learning::Gradients<S>& grads, learning::ForwardStats& fs, int& hits,
+                    double& t_parallel, double& t_reduce) const {
+    const int n = int(x.cols()), h = n / 2;
+    const int from[2] = {0, h}, len[2] = {h, n - h};
+    double loss[2] = {0, 0};
+    int hit[2] = {0, 0};
+    learning::ForwardStats st[2];
+    auto t = Clock::now();
+#pragma omp parallel num_threads(2)
+    {
+#ifdef _OPENMP
+      const int k = omp_get_thread_num();
+#else
+      for (int k = 0; k < 2; ++k)
+#endif
+      {
+        const Mat<S> xk = x.middleCols(from[k], len[k]);
+        const std::vector<int> lk(labels.begin() + from[k], labels.begin() + from[k] + len[k]);
+        Mat<S> d;
+        st[k] = learning::forward(net, xk, cfg_.fixed_point, half_cache_[k]);
+        loss[k] = learning::cross_entropy(half_cache_[k].logits(), lk,
+                                          cfg_.learning.label_smoothing, d, &hit[k]);
+        d *= S(double(len[k]) / n);  // cross_entropy divides by the half's size
+        learning::backward(net, half_cache_[k], d, cfg_.learning, half_grads_[k]);
+      }
+    }
+    t_parallel += seconds_since(t);
+    t = Clock::now();
+    grads.layers.resize(net.layers.size());
+    for (std::size_t l = 0; l < net.layers.size(); ++l) {
+      grads.layers[l] = half_grads_[0].layers[l];
+      auto& b = half_grads_[1].layers[l];
+      grads.layers[l].for_each([&](const std::string& name, Mat<S>& g) {
+        b.for_each([&](const std::string& nb, Mat<S>& gb) {
+          if (nb == name) g += gb;
+        });
+      });
+    }
+    t_reduce += seconds_since(t);
+    fs = st[0].iterations_max >= st[1].iterations_max ? st[0] : st[1];
+    fs.iterations_mean = (st[0].iterations_mean * len[0] + st[1].iterations_mean * len[1]) / n;
+    fs.failed_samples = st[0].failed_samples + st[1].failed_samples;
+    fs.fallback_samples = st[0].fallback_samples + st[1].fallback_samples;
+    hits = hit[0] + hit[1];
+    return (loss[0] * len[0] + loss[1] * len[1]) / n;
+  }
+
   const io::Config& cfg_;
   const io::Dataset& train_;
+  bool batch_parallel_ = false;
+  mutable learning::ForwardCache<S> half_cache_[2];
+  mutable learning::Gradients<S> half_grads_[2];
 };
 
 // ------------------------------------------------------------------------------------- dump
@@ -479,6 +542,9 @@ int main(int argc, char** argv) {
   app.add_option("--width", o.width, "hidden width (default: the config's)")
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "OpenMP / Eigen threads")->check(CLI::PositiveNumber);
+  app.add_flag("--batch-parallel", o.batch_parallel,
+               "experiment: each half of every batch on its own thread (2 threads), gradients "
+               "summed; timed epochs only");
   app.add_option("--limit", o.limit, "training samples per epoch (default: all 60000)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--reps", o.reps, "timed epochs")->check(CLI::PositiveNumber);
@@ -513,7 +579,7 @@ int main(int argc, char** argv) {
     const auto t_load = Clock::now();
     const io::Dataset train = io::load_fashion_mnist(cfg.data.dir, true, o.limit);
     const double load_s = seconds_since(t_load);
-    const Bench bench(cfg, train);
+    const Bench bench(cfg, train, o.batch_parallel);
     const models::Network<S> net0 = bench.fresh();
     const FlopCount fc = flops_per_sample(net0);
     const int H = cfg.network.width, B = cfg.train.batch_size;
