@@ -200,6 +200,14 @@ class Bench {
       throw eisim::config_error("learning.rule", "bench_train times implicit and frozen only");
   }
 
+  /// The epoch's sample order; every epoch and profiling pass draws the same one.
+  std::vector<int> shuffled_order(std::mt19937_64& rng) const {
+    std::vector<int> perm(train_.size());
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    return perm;
+  }
+
   models::Network<S> fresh() const {
     return models::initialise<S>(io::network_spec(cfg_), cfg_.seed);
   }
@@ -209,9 +217,7 @@ class Bench {
     models::Network<S> net = fresh();
     learning::Sgd<S> sgd(cfg_.learning);
     std::mt19937_64 rng(cfg_.seed * 0x9E3779B97F4A7C15ULL + 1);
-    std::vector<int> perm(train_.size());
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng);
+    const std::vector<int> perm = shuffled_order(rng);
     const int N = train_.size(), B = cfg_.train.batch_size;
     Mat<S> x, dlogits;
     std::vector<int> labels;
@@ -274,9 +280,7 @@ class Bench {
     models::Network<S> net = fresh();
     learning::Sgd<S> sgd(cfg_.learning);
     std::mt19937_64 rng(cfg_.seed * 0x9E3779B97F4A7C15ULL + 1);
-    std::vector<int> perm(train_.size());
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng);
+    const std::vector<int> perm = shuffled_order(rng);
     const int N = std::min(samples, train_.size()), B = cfg_.train.batch_size;
     Mat<S> x, dlogits;
     std::vector<int> labels;

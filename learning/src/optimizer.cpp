@@ -7,30 +7,12 @@
 
 namespace eisim::learning {
 
-namespace {
-
-template <class S>
-using Member = Mat<S> models::LayerWeights<S>::*;
-
-// Every weight entry with its name, in LayerWeights::for_each order.
-template <class S>
-const std::vector<std::pair<const char*, Member<S>>>& members() {
-  using W = models::LayerWeights<S>;
-  static const std::vector<std::pair<const char*, Member<S>>> all{
-      {"W_EX", &W::W_EX},     {"b", &W::b},          {"W_EI", &W::W_EI}, {"W_ED", &W::W_ED},
-      {"W_IE", &W::W_IE},     {"W_DE", &W::W_DE},    {"W_IX", &W::W_IX}, {"U", &W::U},
-      {"L_pool", &W::L_pool}, {"L_back", &W::L_back}};
-  return all;
-}
-
-}  // namespace
-
 template <class S>
 void Sgd<S>::plan(models::Network<S>& net) {
   // Velocities restored from a checkpoint (same shapes as the weights) are kept.
   bool fresh = velocity_.size() != net.layers.size();
   for (std::size_t l = 0; !fresh && l < net.layers.size(); ++l)
-    for (const auto& [name, m] : members<S>())
+    for (const auto& [name, m] : models::LayerWeights<S>::entries())
       if ((velocity_[l].*m).rows() != (net.layers[l].w.*m).rows() ||
           (velocity_[l].*m).cols() != (net.layers[l].w.*m).cols())
         fresh = true;
@@ -43,7 +25,7 @@ void Sgd<S>::plan(models::Network<S>& net) {
       velocity_.push_back(layer.w);
       velocity_.back().for_each([](const std::string&, Mat<S>& m) { m.setZero(); });
     }
-    for (const auto& [name, m] : members<S>()) {
+    for (const auto& [name, m] : models::LayerWeights<S>::entries()) {
       Mat<S>& w = layer.w.*m;
       if (w.size() == 0) continue;
       const bool dale = models::is_dale_constrained(name);

@@ -26,7 +26,7 @@ class Sgd {
  private:
   struct Entry {
     const char* name;
-    Mat<S> models::LayerWeights<S>::*member;
+    typename models::LayerWeights<S>::Member member;
     S lr;
     bool dale, decay;
   };

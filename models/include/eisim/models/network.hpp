@@ -1,8 +1,10 @@
 #pragma once
 // What the network is: plain data (specifications and weights), no solver code.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "eisim/models/types.hpp"
@@ -90,7 +92,24 @@ struct LayerWeights {
   Mat<S> L_pool;  ///< n_L x n_E, fixed lateral error pooling (frozen + lateral rule)
   Mat<S> L_back;  ///< n_E x n_L, fixed lateral error feedback (rows sum to 1)
 
-  /// Visit every non-empty matrix with its name and group.
+  /// Every entry with its name, in a fixed order (for_each visits the non-empty ones in it).
+  using Member = Mat<S> LayerWeights::*;
+  static const std::array<std::pair<const char*, Member>, 10>& entries() {
+    static const std::array<std::pair<const char*, Member>, 10> all{
+        {{"W_EX", &LayerWeights::W_EX},
+         {"b", &LayerWeights::b},
+         {"W_EI", &LayerWeights::W_EI},
+         {"W_ED", &LayerWeights::W_ED},
+         {"W_IE", &LayerWeights::W_IE},
+         {"W_DE", &LayerWeights::W_DE},
+         {"W_IX", &LayerWeights::W_IX},
+         {"U", &LayerWeights::U},
+         {"L_pool", &LayerWeights::L_pool},
+         {"L_back", &LayerWeights::L_back}}};
+    return all;
+  }
+
+  /// Visit every non-empty matrix with its name.
   template <class F>
   void for_each(F&& f);
   template <class F>
@@ -146,19 +165,10 @@ bool is_dale_constrained(const std::string& name);
 template <class S>
 template <class F>
 void LayerWeights<S>::for_each(F&& f) {
-  auto visit = [&](const char* name, Mat<S>& m) {
+  for (const auto& [name, member] : entries()) {
+    Mat<S>& m = this->*member;
     if (m.size() > 0) f(std::string(name), m);
-  };
-  visit("W_EX", W_EX);
-  visit("b", b);
-  visit("W_EI", W_EI);
-  visit("W_ED", W_ED);
-  visit("W_IE", W_IE);
-  visit("W_DE", W_DE);
-  visit("W_IX", W_IX);
-  visit("U", U);
-  visit("L_pool", L_pool);
-  visit("L_back", L_back);
+  }
 }
 
 template <class S>
