@@ -966,6 +966,34 @@ std::string to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::vector<std::string> config_differences(const Config& a, const Config& b,
+                                            const std::vector<std::string>& ignore) {
+  // Every leaf of both configurations, each emitted on its own, compared as text.
+  auto leaves = [](const Config& config) {
+    Config c = config;
+    Writer writer;
+    visit_schema(c, writer);
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [path, emit] : writer.entries) {
+      YAML::Emitter e;
+      emit(e);
+      out.emplace_back(path, e.c_str());
+    }
+    return out;
+  };
+  const auto la = leaves(a), lb = leaves(b);
+  if (la.size() != lb.size()) throw internal_error("config_differences: schemas differ");
+  std::vector<std::string> diff;
+  for (std::size_t i = 0; i < la.size(); ++i) {
+    const std::string& path = la[i].first;
+    const bool ignored = std::any_of(ignore.begin(), ignore.end(),
+                                     [&](const std::string& g) { return is_within(path, g); });
+    if (!ignored && la[i].second != lb[i].second)
+      diff.push_back(path + " (" + la[i].second + " vs " + lb[i].second + ")");
+  }
+  return diff;
+}
+
 std::vector<std::string> valid_keys() {
   return Schema::get().leaves;
 }

@@ -84,6 +84,12 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
 /// The fully resolved configuration (every key, defaults filled in) as YAML text.
 std::string to_yaml(const Config& config);
 
+/// The key paths whose values differ between `a` and `b`, each as "path (value in a vs value in
+/// b)", in schema order. Keys at or below a path in `ignore` (e.g. "train.epochs", "simulate")
+/// are not compared.
+std::vector<std::string> config_differences(const Config& a, const Config& b,
+                                            const std::vector<std::string>& ignore = {});
+
 /// Every valid key path (e.g. "network.circuit.tau_E"), for messages and docs.
 std::vector<std::string> valid_keys();
 
