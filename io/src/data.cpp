@@ -1,11 +1,16 @@
 // IDX reader for Fashion-MNIST (gzip via zlib) and the brightness jitter.
 #include "eisim/io/data.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 
@@ -30,14 +35,49 @@ std::string missing_message(const std::string& path) {
          "dataset-fashion-mnist) or point data.dir at a directory holding the IDX files";
 }
 
+/// What a non-regular file is, for the error message.
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+[[noreturn]] void throw_not_regular(const std::string& path, mode_t mode) {
+  throw data_error(path, 0,
+                   std::string("is ") + file_kind(mode) +
+                       ", not a regular file; data.dir must hold the IDX files themselves");
+}
+
 /// A gzip (or plain) file read sequentially; every read is checked and counted so that errors
-/// name the byte offset in the decompressed stream.
+/// name the byte offset in the decompressed stream. Only regular files are read: a FIFO would
+/// block forever in open() (issue 9, defect 10), a device could be endless.
 class GzReader {
  public:
   explicit GzReader(std::string path) : path_(std::move(path)) {
-    if (!std::filesystem::exists(path_)) throw data_error(path_, 0, missing_message(path_));
-    file_ = gzopen(path_.c_str(), "rb");
-    if (file_ == nullptr) throw data_error(path_, 0, "cannot open the file for reading");
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) throw data_error(path_, 0, missing_message(path_));
+      throw data_error(path_, 0, std::string("cannot access the file: ") + std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) throw_not_regular(path_, st.st_mode);
+    // Non-blocking open, then fstat: the path may have been replaced by a FIFO since stat().
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+      throw data_error(path_, 0,
+                       std::string("cannot open the file for reading: ") + std::strerror(errno));
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw_not_regular(path_, st.st_mode);
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    file_ = gzdopen(fd, "rb");
+    if (file_ == nullptr) {
+      ::close(fd);
+      throw data_error(path_, 0, "cannot open the file for reading (zlib)");
+    }
     gzbuffer(file_, 1 << 17);
   }
   GzReader(const GzReader&) = delete;
@@ -73,6 +113,36 @@ class GzReader {
     offset_ += n;
   }
 
+  /// Read exactly n bytes into a new buffer that grows as the data arrives, so that a header
+  /// claiming more data than the file holds costs only what the file holds, not n bytes.
+  std::vector<unsigned char> read_bytes(std::size_t n, const std::string& what) {
+    constexpr std::size_t kChunk = std::size_t(1) << 22;
+    std::vector<unsigned char> out;
+    out.reserve(std::min(n, kChunk));
+    const std::uint64_t start = offset_;
+    while (out.size() < n) {
+      const std::size_t old_size = out.size();
+      const std::size_t chunk = std::min(n - old_size, kChunk);
+      out.resize(old_size + chunk);
+      const int r = gzread(file_, out.data() + old_size, static_cast<unsigned>(chunk));
+      if (r < 0) {
+        int code = 0;
+        const char* msg = gzerror(file_, &code);
+        throw data_error(path_, start + old_size,
+                         "cannot decompress (corrupt gzip stream?): " + std::string(msg));
+      }
+      out.resize(old_size + static_cast<std::size_t>(r));
+      if (static_cast<std::size_t>(r) < chunk) break;  // end of the stream
+    }
+    if (out.size() < n)
+      throw data_error(path_, start + out.size(),
+                       "truncated file: expected " + std::to_string(n) + " bytes of " + what +
+                           " at offset " + std::to_string(start) + ", got " +
+                           std::to_string(out.size()));
+    offset_ += n;
+    return out;
+  }
+
   std::uint32_t read_u32(const std::string& what) {
     std::array<unsigned char, 4> b{};
     read(b.data(), 4, what);
@@ -104,6 +174,21 @@ int count_to_read(std::uint32_t count, int limit) {
   return static_cast<int>(count);
 }
 
+/// A count from an IDX header: at least 1 (a dataset with no items trains nothing) and at most
+/// `max` (so that sizes in bytes fit an int-indexed matrix).
+std::uint32_t check_count(const std::string& path, std::uint32_t count, std::uint32_t max,
+                          const char* items) {
+  if (count == 0)
+    throw data_error(path, 4,
+                     std::string("the header says 0 ") + items + "; a dataset with no " + items +
+                         " trains nothing");
+  if (count > max)
+    throw data_error(
+        path, 4,
+        std::string("implausible ") + items + " count " + std::to_string(count) + " in the header");
+  return count;
+}
+
 struct ImagesHeader {
   std::uint32_t count = 0;
 };
@@ -119,15 +204,15 @@ ImagesHeader read_images_header(GzReader& in) {
     throw data_error(in.path(), 8,
                      "wrong image size: " + std::to_string(rows) + " x " + std::to_string(cols) +
                          ", expected 28 x 28");
-  if (h.count > std::uint32_t(std::numeric_limits<int>::max() / (kRows * kCols)))
-    throw data_error(in.path(), 4, "implausible image count " + std::to_string(h.count));
+  check_count(in.path(), h.count, std::uint32_t(std::numeric_limits<int>::max() / (kRows * kCols)),
+              "images");
   return h;
 }
 
 Mat<float> read_pixels(GzReader& in, int n) {
   const std::size_t pixels = std::size_t(kRows) * kCols;
-  std::vector<unsigned char> raw(pixels * std::size_t(n));
-  in.read(raw.data(), raw.size(), "pixel data (" + std::to_string(n) + " images)");
+  const std::vector<unsigned char> raw =
+      in.read_bytes(pixels * std::size_t(n), "pixel data (" + std::to_string(n) + " images)");
   using ByteMat = Eigen::Matrix<unsigned char, Eigen::Dynamic, Eigen::Dynamic>;
   const Eigen::Map<const ByteMat> bytes(raw.data(), Eigen::Index(pixels), n);
   return bytes.cast<float>() / 255.0f;
@@ -135,13 +220,14 @@ Mat<float> read_pixels(GzReader& in, int n) {
 
 std::uint32_t read_labels_header(GzReader& in) {
   check_magic(in, kLabelsMagic, "labels");
-  return in.read_u32("header");
+  return check_count(in.path(), in.read_u32("header"),
+                     std::uint32_t(std::numeric_limits<int>::max()), "labels");
 }
 
 std::vector<std::uint8_t> read_label_bytes(GzReader& in, int n) {
-  std::vector<std::uint8_t> labels(static_cast<std::size_t>(n));
   const std::uint64_t start = in.offset();
-  in.read(labels.data(), labels.size(), "labels (" + std::to_string(n) + " labels)");
+  const std::vector<std::uint8_t> labels =
+      in.read_bytes(static_cast<std::size_t>(n), "labels (" + std::to_string(n) + " labels)");
   for (std::size_t i = 0; i < labels.size(); ++i)
     if (labels[i] > 9)
       throw data_error(in.path(), start + i,
@@ -154,7 +240,8 @@ std::vector<std::uint8_t> read_label_bytes(GzReader& in, int n) {
 std::string idx_path(const std::string& dir, const std::string& name) {
   const std::string gz = (std::filesystem::path(dir) / (name + ".gz")).string();
   const std::string plain = (std::filesystem::path(dir) / name).string();
-  if (!std::filesystem::exists(gz) && std::filesystem::exists(plain)) return plain;
+  std::error_code ec;  // an unreadable path is reported by GzReader, naming the file
+  if (!std::filesystem::exists(gz, ec) && std::filesystem::exists(plain, ec)) return plain;
   return gz;
 }
 

@@ -2,13 +2,20 @@
 #include "eisim/io/data.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <future>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "eisim/models/error.hpp"
@@ -210,6 +217,76 @@ TEST_CASE("image and label files with different counts are rejected") {
   const auto d = eisim::io::load_fashion_mnist(dir.string(), false);
   CHECK(d.images.cols() == 3);
   CHECK(d.labels == std::vector<std::uint8_t>{0, 1, 7});
+}
+
+TEST_CASE("a FIFO in data.dir is refused before it is opened (it used to hang forever)") {
+  const auto dir = eisim::test::scratch_dir("idx_fifo");
+  const auto fifo = dir / "t10k-images-idx3-ubyte.gz";
+  std::filesystem::remove(fifo);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  write_gz(dir / "t10k-labels-idx1-ubyte.gz", idx_labels(1, {0}));
+  // Watchdog: should the reader block in open(), a writer opens the FIFO after 20 s and closes
+  // it, so that the test fails (end of file instead of the message below) instead of hanging.
+  std::promise<void> done;
+  std::thread watchdog([&fifo, finished = done.get_future()] {
+    if (finished.wait_for(std::chrono::seconds(20)) == std::future_status::ready) return;
+    const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+  });
+  std::string message;
+  try {
+    eisim::io::load_fashion_mnist(dir.string(), false);
+  } catch (const data_error& e) {
+    message = e.what();
+    CHECK(e.file() == fifo.string());
+  }
+  done.set_value();
+  watchdog.join();
+  CHECK(message.find(fifo.string()) != std::string::npos);
+  CHECK(message.find("is a FIFO (named pipe), not a regular file") != std::string::npos);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(fifo.string()), doctest::Contains("FIFO"),
+                       data_error);
+}
+
+TEST_CASE("a directory or a device where an IDX file should be is refused, naming what it is") {
+  const auto dir = eisim::test::scratch_dir("idx_not_regular");
+  std::filesystem::create_directories(dir / "img.gz");
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images((dir / "img.gz").string()),
+                       doctest::Contains("is a directory, not a regular file"), data_error);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_labels("/dev/zero"),
+                       doctest::Contains("/dev/zero: is a character device"), data_error);
+}
+
+TEST_CASE("an IDX header that says 0 images or 0 labels is an error") {
+  const auto dir = eisim::test::scratch_dir("idx_empty");
+  write_gz(dir / "t10k-images-idx3-ubyte.gz", idx_images(0x803, 0, 28, 28, {}));
+  write_gz(dir / "t10k-labels-idx1-ubyte.gz", idx_labels(0, {}));
+  CHECK_THROWS_WITH_AS(eisim::io::load_fashion_mnist(dir.string(), false),
+                       doctest::Contains("the header says 0 images"), data_error);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images((dir / "t10k-images-idx3-ubyte.gz").string()),
+                       doctest::Contains("0 images"), data_error);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_labels((dir / "t10k-labels-idx1-ubyte.gz").string()),
+                       doctest::Contains("the header says 0 labels"), data_error);
+}
+
+TEST_CASE("a header claiming billions of items costs only the bytes the file holds") {
+  const auto dir = eisim::test::scratch_dir("idx_huge_count");
+  const auto images = (dir / "img").string();  // uncompressed: the reader accepts both
+  {
+    const auto bytes = idx_images(0x803, 2000000, 28, 28, ramp_pixels(1));
+    std::ofstream(images, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(images),
+                       doctest::Contains("expected 1568000000 bytes of pixel data"), data_error);
+  CHECK(eisim::io::read_idx_images(images, 1).cols() == 1);
+  // Labels: a count above INT_MAX used to overflow to a negative size (std::length_error).
+  const auto labels = (dir / "lab.gz").string();
+  write_gz(labels, idx_labels(0x80000000u, {1, 2}));
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_labels(labels),
+                       doctest::Contains("implausible labels count 2147483648"), data_error);
+  write_gz(labels, idx_labels(0x7FFFFFFFu, {1, 2}));
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_labels(labels), doctest::Contains("got 2"), data_error);
 }
 
 // ---------------------------------------------------------------------------------------------
