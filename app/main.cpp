@@ -6,14 +6,17 @@
 #endif
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "eisim/build_info.hpp"
 #include "eisim/experiments/commands.hpp"
+#include "eisim/io/hdf5.hpp"
 #include "eisim/models/error.hpp"
 #include "eisim/models/memory.hpp"
 
@@ -42,18 +45,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   std::string config, out;
   std::vector<std::string> sets;
-  bool resume = false;
+  bool resume = false, overwrite = false;
 
   auto* sim = app.add_subcommand("simulate", "circuit traces and equilibria of test images");
   sim->add_option("--config", config, "YAML configuration")->required()->check(CLI::ExistingFile);
   sim->add_option("--out", out, "output HDF5 file")->required();
   sim->add_option("--set", sets, "override a config key: path.to.key=value");
+  sim->add_flag("--overwrite", overwrite, "replace an existing --out file");
 
   auto* train = app.add_subcommand("train", "train a network and record everything in HDF5");
   train->add_option("--config", config, "YAML configuration")->required()->check(CLI::ExistingFile);
   train->add_option("--out", out, "output HDF5 file (also the checkpoint)")->required();
   train->add_option("--set", sets, "override a config key: path.to.key=value");
   train->add_flag("--resume", resume, "continue from the checkpoint in --out");
+  train->add_flag("--overwrite", overwrite, "replace an existing --out file with a new run");
 
   experiments::SweepOptions so;
   auto* sweep = app.add_subcommand("sweep", "run a grid of trainings (conditions x eps x seeds)");
@@ -61,16 +66,45 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   sweep->add_option("--set", so.overrides, "override a config key for every grid point");
-  sweep->add_option("--task-id", so.task_id, "run grid point N (e.g. $SLURM_ARRAY_TASK_ID)");
-  sweep->add_flag("--local", so.local, "run every incomplete grid point on this machine");
+  auto* task_id = sweep->add_option("--task-id", so.task_id,
+                                    "run grid point N >= 0 (e.g. $SLURM_ARRAY_TASK_ID)");
+  auto* local =
+      sweep->add_flag("--local", so.local, "run every incomplete grid point on this machine");
   sweep->add_option("--jobs", so.jobs, "parallel processes for --local")
-      ->check(CLI::PositiveNumber);
-  sweep->add_flag("--merge", so.merge, "gather complete runs into a summary HDF5/CSV");
-  sweep->add_option("--merged", so.merged_path, "summary file (default <out_dir>/summary.h5)");
+      ->check(CLI::PositiveNumber)
+      ->needs(local);
+  auto* merge =
+      sweep->add_flag("--merge", so.merge, "gather complete runs into a summary HDF5/CSV");
+  sweep
+      ->add_option("--merged", so.merged_path,
+                   "summary file, ending in .h5 (default <out_dir>/summary.h5); an existing "
+                   "file there is replaced only if it is an earlier summary")
+      ->needs(merge);
   sweep->add_flag("--list", so.list, "print the grid with each point's state");
+  sweep->add_flag("--rerun", so.rerun,
+                  "train again from scratch the points whose file was made with another "
+                  "configuration, is unreadable or failed (their files are replaced)");
 
   CLI11_PARSE(app, argc, argv);
   eisim::models::keep_freed_memory();
+  eisim::io::remove_temporaries_on_signal();
+  if (resume && overwrite) {
+    std::fprintf(stderr, "eisim: --resume and --overwrite exclude each other\n");
+    return 2;
+  }
+  // OMP_NUM_THREADS is checked like --threads: a huge value made the OpenMP runtime crash.
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env != nullptr && threads == 0) {
+    char* end = nullptr;
+    errno = 0;
+    const long n = std::strtol(env, &end, 10);
+    if (errno != 0 || end == env || *end != '\0' || n < 1 || n > 256) {
+      std::fprintf(stderr,
+                   "eisim: OMP_NUM_THREADS='%s' is not a thread count in [1, 256]; unset it or "
+                   "use --threads N\n",
+                   env);
+      return 2;
+    }
+  }
   // One thread unless asked: at the default batch size a second thread gains about 10 % on an
   // idle machine and can cost 10x on a busy one (docs/numerics.md, bench/README.md).
 #ifdef _OPENMP
@@ -84,11 +118,12 @@ int main(int argc, char** argv) {
   const std::string cmd = command_line(argc, argv);
   try {
     if (*sim) {
-      experiments::run_simulate(io::load_config(config, sets), out, cmd);
+      experiments::run_simulate(io::load_config(config, sets), out, cmd, overwrite);
     } else if (*train) {
       experiments::TrainOptions t;
       t.out = out;
       t.resume = resume;
+      t.overwrite = overwrite;
       t.command = cmd;
       const auto s = experiments::run_train(io::load_config(config, sets), t);
       std::vector<std::string> header{"final test acc %"};
@@ -102,6 +137,11 @@ int main(int argc, char** argv) {
       std::printf("%s", experiments::format_table(header, {row}).c_str());
       std::fprintf(stderr, "wrote %s\n", out.c_str());
     } else if (*sweep) {
+      // -1 is the default (no --task-id); given explicitly it is refused like any negative N.
+      if (task_id->count() > 0 && so.task_id < 0)
+        throw config_error("--task-id", "task " + std::to_string(so.task_id) +
+                                            " is negative; grid points are numbered from 0 (see "
+                                            "--list)");
       so.self_exe = "/proc/self/exe";
       char buf[4096];
       const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -111,6 +151,12 @@ int main(int argc, char** argv) {
   } catch (const eisim::config_error& e) {
     std::fprintf(stderr, "eisim: configuration error: %s\n", e.what());
     return 2;
+  } catch (const eisim::run_failed& e) {
+    std::fprintf(stderr, "eisim: run failed: %s\n", e.what());
+    return 4;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fprintf(stderr, "eisim: error: %s\n", e.what());
+    return 1;
   } catch (const eisim::error& e) {
     std::fprintf(stderr, "eisim: error: %s\n", e.what());
     return 1;

@@ -31,6 +31,11 @@ void load_network(const io::H5File& f, models::Network<S>& net, const std::strin
            << "needs (" << m.rows() << ", " << m.cols() << ")";
         throw data_error(f.path(), 0, os.str());
       }
+      if (!d.allFinite())
+        throw data_error(f.path(), 0,
+                         path +
+                             " holds non-finite values (NaN or infinity); the file is corrupt "
+                             "or was written from a diverged run");
       m = d.template cast<S>();
     });
 }

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "eisim/experiments/commands.hpp"
+#include "eisim/io/output.hpp"
 #include "eisim/io/provenance.hpp"
 #include "eisim/learning/gradients.hpp"
 #include "eisim/models/error.hpp"
@@ -122,7 +123,13 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
   return failures;
 }
 
-void run_simulate(const io::Config& config, const std::string& out, const std::string& command) {
+void run_simulate(const io::Config& config, const std::string& out, const std::string& command,
+                  bool overwrite) {
+  if (!config.simulate.weights.empty() && io::same_file(out, config.simulate.weights))
+    throw config_error("simulate.weights", "the output --out " + out + " is the weights file " +
+                                               config.simulate.weights +
+                                               " that simulate reads; choose another --out");
+  io::check_output_path(out, overwrite, "--out");
   std::fprintf(stderr, "%s", io::provenance_header(config, command).c_str());
   const io::Dataset test = io::load_fashion_mnist(config.data.dir, false);
   auto net = models::initialise<double>(io::network_spec(config), config.seed);

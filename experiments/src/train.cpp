@@ -3,11 +3,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <numeric>
 #include <sstream>
 
 #include "eisim/experiments/commands.hpp"
+#include "eisim/io/checksum.hpp"
 #include "eisim/io/data.hpp"
+#include "eisim/io/output.hpp"
 #include "eisim/io/provenance.hpp"
 #include "eisim/models/error.hpp"
 #include "progress.hpp"
@@ -24,7 +27,7 @@ constexpr int kEvalBatch = 500;
 struct History {
   std::vector<std::int64_t> epoch, fwd_it_max, fwd_fail, fwd_fallback, adj_fail;
   std::vector<double> loss, accuracy, seconds, sps, fwd_it_mean, align_total, local_loss;
-  std::vector<std::vector<double>> test_acc, align, act_mean, act_var;
+  std::vector<std::vector<double>> test_acc, test_fail, align, act_mean, act_var;
   std::vector<std::vector<std::int64_t>> hist;
 
   void write(io::H5File& f, const std::vector<double>& eval_eps) const {
@@ -33,6 +36,7 @@ struct History {
     f.write("train/accuracy", accuracy);
     f.write("train/eval_eps", eval_eps);
     f.write("train/test_accuracy", rows(test_acc, eval_eps.size()));
+    f.write("train/test_forward_failures", rows(test_fail, eval_eps.size()));
     f.write("train/seconds", seconds);
     f.write("train/samples_per_second", sps);
     f.write("train/forward_iterations_mean", fwd_it_mean);
@@ -76,12 +80,64 @@ struct History {
     align_total = f.read_vector("train/grad_alignment_total");
     local_loss = f.read_vector("train/local_loss");
     test_acc = mat_rows("train/test_accuracy");
+    test_fail = mat_rows("train/test_forward_failures");
     align = mat_rows("train/grad_alignment");
     act_mean = mat_rows("train/activity_mean");
     act_var = mat_rows("train/activity_var");
     const auto h = mat_rows("train/iterations_histogram");
     hist.clear();
     for (const auto& r : h) hist.emplace_back(r.begin(), r.end());
+  }
+
+  /// Every restored field, in a fixed order, for the checkpoint checksum.
+  void add_to(io::Checksum& c) const {
+    for (const auto* v : {&epoch, &fwd_it_max, &fwd_fail, &fwd_fallback, &adj_fail}) c.add(*v);
+    for (const auto* v :
+         {&loss, &accuracy, &seconds, &sps, &fwd_it_mean, &align_total, &local_loss})
+      c.add(*v);
+    for (const auto* m : {&test_acc, &test_fail, &align, &act_mean, &act_var})
+      for (const auto& r : *m) c.add(r);
+    for (const auto& r : hist) c.add(r);
+  }
+
+  /// Throws data_error unless every per-epoch record holds exactly `epochs` entries numbered
+  /// 1..epochs (a truncated or padded history would be extended silently otherwise).
+  void check(const std::string& file, std::int64_t epochs, std::size_t n_eval) const {
+    auto require = [&](std::size_t n, const char* what) {
+      if (std::int64_t(n) != epochs)
+        throw data_error(file, 0,
+                         std::string("/train/") + what + " holds " + std::to_string(n) +
+                             " epochs but /checkpoint/epoch says " + std::to_string(epochs));
+    };
+    require(epoch.size(), "epoch");
+    for (std::size_t i = 0; i < epoch.size(); ++i)
+      if (epoch[i] != std::int64_t(i) + 1)
+        throw data_error(file, 0, "/train/epoch is not 1, 2, ..., " + std::to_string(epochs));
+    require(loss.size(), "loss");
+    require(accuracy.size(), "accuracy");
+    require(seconds.size(), "seconds");
+    require(sps.size(), "samples_per_second");
+    require(fwd_it_mean.size(), "forward_iterations_mean");
+    require(fwd_it_max.size(), "forward_iterations_max");
+    require(fwd_fail.size(), "forward_failures");
+    require(fwd_fallback.size(), "forward_fallbacks");
+    require(adj_fail.size(), "adjoint_failures");
+    require(align_total.size(), "grad_alignment_total");
+    require(local_loss.size(), "local_loss");
+    require(test_acc.size(), "test_accuracy");
+    require(test_fail.size(), "test_forward_failures");
+    require(align.size(), "grad_alignment");
+    require(act_mean.size(), "activity_mean");
+    require(act_var.size(), "activity_var");
+    require(hist.size(), "iterations_histogram");
+    for (const auto& r : test_acc)
+      if (r.size() != n_eval)
+        throw data_error(file, 0,
+                         "/train/test_accuracy has " + std::to_string(r.size()) +
+                             " columns, data.eval_eps has " + std::to_string(n_eval));
+    for (const auto& r : hist)
+      if (r.size() != std::size_t(kHistBins))
+        throw data_error(file, 0, "/train/iterations_histogram has the wrong number of bins");
   }
 
   static Mat<double> rows(const std::vector<std::vector<double>>& v, std::size_t cols) {
@@ -103,17 +159,77 @@ void gather(const io::Dataset& d, const std::vector<int>& idx, std::size_t from,
   }
 }
 
-// The config of a run, ignoring keys that may change between a run and its resumption.
-std::string resumable_yaml(io::Config c) {
-  c.train.epochs = 0;
-  c.train.progress = false;
-  return io::to_yaml(c);
-}
+// Keys that may change between a run and its resumption (they do not change what is trained).
+const std::vector<std::string> kMayChangeOnResume{"train.epochs", "train.progress", "simulate"};
 
 std::string rng_state(const std::mt19937_64& rng) {
   std::ostringstream os;
   os << rng;
   return os.str();
+}
+
+/// Everything a resume restores, and its checksum.
+template <class S>
+struct Checkpoint {
+  models::Network<S> net;
+  std::vector<models::LayerWeights<S>> velocity;
+  std::int64_t epoch = 0;
+  std::string rng;
+  History hist;
+
+  std::uint32_t checksum(const std::string& config_yaml) const {
+    io::Checksum c;
+    c.add(config_yaml);
+    hist.add_to(c);
+    for (const auto& l : net.layers)
+      l.w.for_each([&](const std::string&, const Mat<S>& m) { c.add(m); });
+    for (const auto& v : velocity)
+      v.for_each([&](const std::string&, const Mat<S>& m) { c.add(m); });
+    c.add(std::vector<std::int64_t>{epoch});
+    c.add(rng);
+    return c.value();
+  }
+};
+
+/// Read and verify the checkpoint of the run file `f` for the network of `cfg` (whose stored
+/// configuration the caller has compared). Throws data_error naming the file and the problem.
+template <class S>
+Checkpoint<S> read_checkpoint(const io::H5File& f, const io::Config& cfg) {
+  const std::string& file = f.path();
+  Checkpoint<S> ck;
+  ck.net = models::initialise<S>(io::network_spec(cfg), cfg.seed);
+  for (const char* d : {"checkpoint/epoch", "checkpoint/rng", "checkpoint/checksum"})
+    if (!f.exists(d))
+      throw data_error(file, 0,
+                       std::string("no checkpoint to resume from (missing /") + d +
+                           "; written by an older eisim, or not a run file of eisim train)");
+  const auto ep = f.read_vector("checkpoint/epoch");
+  if (ep.size() != 1 || !(ep[0] >= 1 && ep[0] <= 1e9) || ep[0] != std::floor(ep[0]))
+    throw data_error(file, 0, "/checkpoint/epoch must hold one epoch number >= 1");
+  ck.epoch = std::int64_t(ep[0]);
+  load_network(f, ck.net);
+  if (!f.exists("optimizer"))
+    throw data_error(file, 0,
+                     "missing /optimizer (the momentum buffers); resuming without them would "
+                     "silently reset the optimiser");
+  models::Network<S> vel = ck.net;
+  load_network(f, vel, "optimizer");
+  for (const auto& l : vel.layers) ck.velocity.push_back(l.w);
+  ck.rng = f.read_string("checkpoint/rng");
+  ck.hist.read(f);
+  ck.hist.check(file, ck.epoch, cfg.data.eval_eps.size());
+  const auto stored = f.read_vector("checkpoint/checksum");
+  const std::uint32_t now = ck.checksum(f.attr_string("/", "config"));
+  if (stored.size() != 1 || stored[0] != double(now)) {
+    std::ostringstream os;
+    os << "checkpoint checksum mismatch (stored "
+       << (stored.size() == 1 ? std::to_string(static_cast<long long>(stored[0])) : "nothing")
+       << ", computed " << now
+       << " over the configuration, history, weights, optimizer state, epoch and random state): "
+          "the file was modified or corrupted after eisim wrote it; refusing to resume from it";
+    throw data_error(file, 0, os.str());
+  }
+  return ck;
 }
 
 template <class S>
@@ -124,23 +240,42 @@ class Trainer {
 
   TrainSummary run() {
     const bool show = cfg_.train.progress && !opt_.quiet;
+    // Everything knowable before the first epoch is checked before it.
+    if (opt_.resume && !std::filesystem::exists(opt_.out))
+      throw error("--resume: " + opt_.out +
+                  " does not exist; run without --resume to start a new run there");
+    io::check_output_path(opt_.out, opt_.resume || opt_.overwrite, "--out");
     if (!opt_.quiet) std::fprintf(stderr, "%s", io::provenance_header(cfg_, opt_.command).c_str());
     train_ = io::load_fashion_mnist(cfg_.data.dir, true, cfg_.data.train_limit);
     test_ = io::load_fashion_mnist(cfg_.data.dir, false, cfg_.data.test_limit);
+    for (int i : cfg_.simulate.images)
+      if (i < 0 || i >= test_.size())
+        throw config_error("simulate.images",
+                           "image index " + std::to_string(i) +
+                               " is outside the test set used for training (0.." +
+                               std::to_string(test_.size() - 1) +
+                               ", data.test_limit = " + std::to_string(cfg_.data.test_limit) +
+                               "); the traces of the final network would fail at the end");
     net_ = models::initialise<S>(io::network_spec(cfg_), cfg_.seed);
     int start = 0;
     if (opt_.resume) start = resume();
     make_probe();
     const int epochs = cfg_.train.epochs;
-    const auto t_all = std::chrono::steady_clock::now();
     Progress bar(show);
     for (int ep = start; ep < epochs; ++ep) {
       const auto t0 = std::chrono::steady_clock::now();
-      train_epoch(ep, bar);
+      try {
+        train_epoch(ep, bar);
+      } catch (const numerical_error& e) {
+        mark_failed(e.what());
+        throw;
+      }
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       evaluate(ep, secs);
-      write(ep + 1 == epochs ? "complete" : "running", ep + 1, ep + 1 == epochs);
+      const std::string failure = assess(ep + 1 == epochs);
+      write(failure.empty() ? (ep + 1 == epochs ? "complete" : "running") : "failed", ep + 1,
+            ep + 1 == epochs || !failure.empty(), failure);
       if (!opt_.quiet) {
         std::fprintf(stderr, "epoch %d/%d: loss %.4f, train acc %.2f %%, test acc", ep + 1, epochs,
                      hist_.loss.back(), 100 * hist_.accuracy.back());
@@ -149,7 +284,13 @@ class Trainer {
                        cfg_.data.eval_eps[k]);
         std::fprintf(stderr, ", %.1f s, alignment %.3f\n", secs, hist_.align_total.back());
       }
+      if (!failure.empty())
+        throw run_failed("training failed at epoch " + std::to_string(ep + 1) + ": " + failure +
+                         " (" + opt_.out + " is marked status = failed)");
     }
+    if (start >= epochs && stored_status_ == "failed")
+      throw run_failed(opt_.out + " holds " + std::to_string(start) +
+                       " epochs of a run marked failed: " + stored_failure_);
     if (start >= epochs && !opt_.quiet)
       std::fprintf(stderr, "nothing to do: %s already holds %d epochs\n", opt_.out.c_str(), start);
     TrainSummary s;
@@ -165,40 +306,39 @@ class Trainer {
           best = k;
       s.final_accuracy = s.test_accuracy[best];
     }
-    (void)t_all;
     return s;
   }
 
  private:
   int resume() {
     const io::H5File f = io::H5File::open_read(opt_.out);
-    const std::string stored = f.attr_string("/", "config");
-    const io::Config old = io::parse_config(stored, {}, opt_.out + " (stored config)");
-    if (resumable_yaml(old) != resumable_yaml(cfg_))
-      throw config_error("", "cannot resume " + opt_.out +
-                                 ": its configuration differs from this one in more than "
-                                 "train.epochs/train.progress (compare the 'config' attribute)");
-    if (!f.exists("checkpoint/epoch"))
-      throw data_error(opt_.out, 0, "no checkpoint to resume from (missing /checkpoint/epoch)");
-    const int epoch = int(f.read_vector("checkpoint/epoch").at(0));
-    load_network(f, net_);
-    auto& vel = sgd_.velocity();
-    vel.clear();
-    for (const auto& l : net_.layers) {
-      vel.push_back(l.w);
-      vel.back().for_each([](const std::string&, Mat<S>& m) { m.setZero(); });
+    const io::Config old =
+        io::parse_config(f.attr_string("/", "config"), {}, opt_.out + " (stored config)");
+    const auto diff = io::config_differences(old, cfg_, kMayChangeOnResume);
+    if (!diff.empty()) {
+      std::string keys;
+      for (const auto& d : diff) keys += "\n  " + d;
+      throw config_error(
+          diff.front().substr(0, diff.front().find(' ')),
+          "cannot resume " + opt_.out +
+              ": this configuration differs from the stored one (stored vs now):" + keys +
+              "\nonly train.epochs, train.progress and simulate.* may "
+              "change on resume; start a new run (another --out) instead");
     }
-    if (f.exists("optimizer")) {
-      models::Network<S> tmp = net_;
-      load_network(f, tmp, "optimizer");
-      for (std::size_t l = 0; l < vel.size(); ++l) vel[l] = tmp.layers[l].w;
-    }
-    std::istringstream is(f.read_string("checkpoint/rng"));
+    Checkpoint<S> ck = read_checkpoint<S>(f, cfg_);
+    net_ = std::move(ck.net);
+    sgd_.velocity() = std::move(ck.velocity);
+    std::istringstream is(ck.rng);
     is >> rng_;
     if (!is) throw data_error(opt_.out, 0, "corrupt /checkpoint/rng");
-    hist_.read(f);
-    if (!opt_.quiet) std::fprintf(stderr, "resuming %s after epoch %d\n", opt_.out.c_str(), epoch);
-    return epoch;
+    hist_ = std::move(ck.hist);
+    owns_file_ = true;
+    stored_status_ = f.attr_string("/", "status");
+    if (stored_status_ == "failed") stored_failure_ = f.attr_string("/", "failure");
+    if (!opt_.quiet)
+      std::fprintf(stderr, "resuming %s after epoch %lld\n", opt_.out.c_str(),
+                   static_cast<long long>(ck.epoch));
+    return int(ck.epoch);
   }
 
   void make_probe() {
@@ -252,7 +392,7 @@ class Trainer {
               os << "; training had already started, so the weights may have diverged: try a "
                     "smaller learning rate (learning.lr_E = "
                  << cfg_.learning.lr_E << ")";
-            os << ". The last complete epoch in " << opt_.out << " is intact.]";
+            os << "]";
             throw numerical_error("training", os.str());
           }
         }
@@ -270,11 +410,16 @@ class Trainer {
       }
       if (!std::isfinite(loss)) {
         std::ostringstream os;
-        os << "loss is " << loss << " at epoch " << ep + 1 << ", batch " << b + 1 << "/" << nb
-           << "; try a smaller learning rate (learning.lr_E = " << cfg_.learning.lr_E
-           << ", learning.lr_I = " << cfg_.learning.lr_I << ") or gradient clipping "
-           << "(train.max_grad_norm). The last complete epoch in " << opt_.out
-           << " is intact (resume with --resume).";
+        os << "loss is " << loss << " at epoch " << ep + 1 << ", batch " << b + 1 << "/" << nb;
+        if (ep == 0 && b == 0 && !opt_.resume)
+          os << ", before any weight update: the untrained network already produces non-finite "
+                "output, so the learning rate is not the cause; check network.init_gain = "
+             << cfg_.network.init_gain << ", the circuit parameters (network.circuit.*) and "
+             << "precision = " << io::to_string(cfg_.precision);
+        else
+          os << "; the weights have diverged: try a smaller learning rate (learning.lr_E = "
+             << cfg_.learning.lr_E << ", learning.lr_I = " << cfg_.learning.lr_I
+             << ") or gradient clipping (train.max_grad_norm = " << cfg_.train.max_grad_norm << ")";
         throw numerical_error("training", os.str());
       }
       if (cfg_.train.max_grad_norm > 0) clip(grads);
@@ -325,7 +470,7 @@ class Trainer {
 
   void evaluate(int ep, double secs) {
     hist_.seconds.push_back(secs);
-    std::vector<double> acc;
+    std::vector<double> acc, fails;
     std::vector<int> idx(test_.size());
     std::iota(idx.begin(), idx.end(), 0);
     Mat<S> x, d;
@@ -333,7 +478,7 @@ class Trainer {
     learning::ForwardCache<S> cache;
     for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k) {
       std::mt19937_64 trng(cfg_.data.test_seed + 1000 * (k + 1));
-      long correct = 0;
+      long correct = 0, failed = 0;
       for (std::size_t from = 0; from < idx.size(); from += kEvalBatch) {
         const std::size_t n = std::min<std::size_t>(kEvalBatch, idx.size() - from);
         gather(test_, idx, from, n, x, labels);
@@ -341,11 +486,32 @@ class Trainer {
         learning::forward(net_, x, cfg_.fixed_point, cache);
         int hits = 0;
         learning::cross_entropy(cache.logits(), labels, 0.0, d, &hits);
+        // A sample whose equilibrium did not converge in some layer is counted, and counted as
+        // wrong: an accuracy never rests on a solve that failed.
+        for (int j = 0; j < int(n); ++j) {
+          bool ok = true;
+          for (const auto& lc : cache.layers)
+            if (!lc.solve.sample_status.empty() &&
+                lc.solve.sample_status[j] != sim::SolverStatus::converged)
+              ok = false;
+          if (ok) continue;
+          ++failed;
+          Eigen::Index best = 0;
+          cache.logits().col(j).maxCoeff(&best);
+          if (int(best) == labels[j]) --hits;
+        }
         correct += hits;
       }
       acc.push_back(double(correct) / idx.size());
+      fails.push_back(double(failed));
+      if (failed > 0 && !opt_.quiet)
+        std::fprintf(stderr,
+                     "warning: %ld test images (eps %.2f) did not reach a converged equilibrium "
+                     "at epoch %d; they count as errors (see /train/test_forward_failures)\n",
+                     failed, cfg_.data.eval_eps[k], ep + 1);
     }
     hist_.test_acc.push_back(acc);
+    hist_.test_fail.push_back(fails);
     // Probe batch: activity moments and gradient alignment with the implicit gradient.
     learning::forward(net_, probe_x_, cfg_.fixed_point, cache);
     std::vector<double> am, av;
@@ -385,10 +551,69 @@ class Trainer {
     hist_.align.push_back(cos);
   }
 
-  void write(const char* status, int epoch, bool final) {
+  /// Why this run has failed, or "" if it has not: it diverged (checked every epoch), or it ends
+  /// (`final`) no better than chance on every test condition.
+  std::string assess(bool final) const {
+    const double n_classes = 10, chance = 1 / n_classes;
+    const double loss = hist_.loss.back(), limit = 2 * std::log(n_classes);
+    std::ostringstream os;
+    if (!(loss <= limit)) {
+      os << "the training loss " << loss << " exceeds 2 ln(10) = " << limit
+         << " (twice that of guessing uniformly): the run diverged; try a smaller learning rate "
+         << "(learning.lr_E = " << cfg_.learning.lr_E << ", learning.lr_I = " << cfg_.learning.lr_I
+         << ") or gradient clipping (train.max_grad_norm)";
+      return os.str();
+    }
+    if (!final) return {};
+    // Chance plus three binomial standard errors of the test-set size.
+    const double n = test_.size(), margin = 3 * std::sqrt(chance * (1 - chance) / n);
+    const auto& acc = hist_.test_acc.back();
+    const double best = *std::max_element(acc.begin(), acc.end());
+    if (best <= chance + margin) {
+      os << "the test accuracy (at most " << 100 * best << " % over data.eval_eps) is at chance ("
+         << 100 * chance << " % + 3 standard errors = " << 100 * (chance + margin) << " % for " << n
+         << " test images): the network learned nothing. Look at the "
+         << "circuit's normalisation (network.circuit.theta = " << cfg_.network.circuit.theta
+         << "), the learning rate (learning.lr_E = " << cfg_.learning.lr_E << ") and /train/loss";
+      return os.str();
+    }
+    return {};
+  }
+
+  /// A numerical failure in the middle of an epoch: the file keeps its last complete epoch and
+  /// is marked failed with the reason (the weights of the broken epoch are not written).
+  void mark_failed(const std::string& why) const {
+    if (!owns_file_) return;  // no epoch of this run was written yet: leave the path alone
+    try {
+      io::update_atomically(opt_.out, [&](io::H5File& f) {
+        f.set_attr("/", "status", "failed");
+        f.set_attr("/", "failure", why);
+      });
+    } catch (const eisim::error& e) {
+      std::fprintf(stderr, "warning: could not mark %s as failed: %s\n", opt_.out.c_str(),
+                   e.what());
+    }
+  }
+
+  void write(const char* status, int epoch, bool final, const std::string& failure) {
+    Checkpoint<S> ck;
+    ck.net = net_;  // copies of the state written, so that the checksum sees what resume reads
+    ck.velocity = sgd_.velocity();
+    if (ck.velocity.empty())
+      for (const auto& l : net_.layers) {
+        ck.velocity.push_back(l.w);
+        ck.velocity.back().for_each([](const std::string&, Mat<S>& m) { m.setZero(); });
+      }
+    ck.epoch = epoch;
+    ck.rng = rng_state(rng_);
+    const std::string yaml = io::to_yaml(cfg_);
+    owns_file_ = true;
     io::write_atomically(opt_.out, [&](io::H5File& f) {
       io::write_provenance(f, cfg_, opt_.command);
+      if (f.attr_string("/", "config") != yaml)
+        throw internal_error("train: the stored configuration is not to_yaml(config)");
       f.set_attr("/", "status", status);
+      if (!failure.empty()) f.set_attr("/", "failure", failure);
       f.set_attr("/", "rule", learning::to_string(cfg_.learning.rule));
       f.set_attr("/", "error_transform", learning::to_string(cfg_.learning.error_transform));
       f.set_attr("/", "kind", models::to_string(cfg_.network.kind));
@@ -396,11 +621,15 @@ class Trainer {
       save_network(f, net_);
       // Optimiser state in the same layout as the weights.
       models::Network<S> vel = net_;
-      const auto& v = sgd_.velocity();
-      for (std::size_t l = 0; l < v.size() && l < vel.layers.size(); ++l) vel.layers[l].w = v[l];
-      if (!v.empty()) save_network(f, vel, "optimizer");
+      for (std::size_t l = 0; l < vel.layers.size(); ++l) vel.layers[l].w = ck.velocity[l];
+      save_network(f, vel, "optimizer");
       f.write("checkpoint/epoch", std::vector<std::int64_t>{epoch});
-      f.write_string("checkpoint/rng", rng_state(rng_));
+      f.write_string("checkpoint/rng", ck.rng);
+      ck.hist = hist_;
+      f.write("checkpoint/checksum", std::vector<std::int64_t>{ck.checksum(yaml)});
+      f.set_attr("checkpoint/checksum", "algorithm",
+                 "CRC-32 (zlib) over the stored config, /train history, /weights, /optimizer, "
+                 "/checkpoint/epoch and /checkpoint/rng as restored");
       if (final && !cfg_.simulate.images.empty()) {
         const auto netd = models::cast_network<double>(net_);
         write_simulation(f, cfg_, netd, test_, false);
@@ -410,6 +639,8 @@ class Trainer {
 
   io::Config cfg_;
   TrainOptions opt_;
+  bool owns_file_ = false;  ///< opt_.out holds this run (written by it, or resumed from)
+  std::string stored_status_, stored_failure_;  ///< of the resumed file
   learning::Sgd<S> sgd_;
   std::mt19937_64 rng_;
   io::Dataset train_, test_;
@@ -420,6 +651,21 @@ class Trainer {
 };
 
 }  // namespace
+
+void verify_run_file(const std::string& path) {
+  const io::H5File f = io::H5File::open_read(path);
+  if (!f.exists("checkpoint"))
+    throw data_error(path, 0, "not a run file of eisim train (no /checkpoint)");
+  const io::Config cfg =
+      io::parse_config(f.attr_string("/", "config"), {}, path + " (stored config)");
+  const std::string status = f.attr_string("/", "status");
+  if (status != "running" && status != "complete" && status != "failed")
+    throw data_error(path, 0, "unknown status '" + status + "'");
+  if (cfg.precision == io::Precision::float64)
+    (void)read_checkpoint<double>(f, cfg);
+  else
+    (void)read_checkpoint<float>(f, cfg);
+}
 
 TrainSummary run_train(const io::Config& config, const TrainOptions& options) {
   if (config.precision == io::Precision::float64) return Trainer<double>(config, options).run();

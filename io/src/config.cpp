@@ -13,6 +13,7 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -251,8 +252,8 @@ void visit_schema(Config& c, V& v) {
 
   auto& t = c.train;
   v.integer("train.epochs", t.epochs, ge(1));
-  v.integer("train.batch_size", t.batch_size, ge(1));
-  v.integer("train.probe_batch", t.probe_batch, ge(1));
+  v.integer("train.batch_size", t.batch_size, closed(1, 60000));
+  v.integer("train.probe_batch", t.probe_batch, closed(1, 60000));
   v.boolean("train.progress", t.progress);
   v.real("train.max_grad_norm", t.max_grad_norm, ge(0));
 
@@ -514,6 +515,18 @@ void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
     value = YAML::Load(value_text);
   } catch (const YAML::Exception& e) {
     throw config_error(path, "cannot parse the value of " + label + " as YAML: " + e.msg);
+  }
+  if (Schema::get().is_group(path) && !value.IsMap()) {
+    std::string example = path + ".<key>";
+    for (const auto& leaf : Schema::get().leaves)
+      if (is_within(leaf, path)) {
+        example = leaf;
+        break;
+      }
+    throw config_error(path, "'" + path + "' is a section: " + label +
+                                 " would replace every key in it with " + describe_node(value) +
+                                 "; set the keys inside it instead (e.g. --set '" + example +
+                                 "=...') or give a mapping ('" + path + "={key: value}')");
   }
   set_path(root, path, value);
 }
@@ -918,21 +931,42 @@ const char* to_string(Precision p) {
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     const std::string& source) {
-  YAML::Node root;
+  std::vector<YAML::Node> docs;
   try {
-    root = YAML::Load(yaml_text);
+    docs = YAML::LoadAll(yaml_text);
   } catch (const YAML::Exception& e) {
     throw config_error("", source + ", line " + std::to_string(e.mark.line + 1) + ", column " +
                                std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
   }
-  return parse_tree(root, overrides, source);
+  if (docs.size() > 1)
+    throw config_error("", source + " holds " + std::to_string(docs.size()) +
+                               " YAML documents (separated by '---'); a configuration is one "
+                               "document: remove or merge the others");
+  return parse_tree(docs.empty() ? YAML::Node() : docs[0], overrides, source);
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw config_error("", "the configuration '" + path +
+                               "' is not a regular file (a directory, FIFO or device?)");
   std::ifstream in(path);
   if (!in) throw config_error("", "cannot read the configuration file '" + path + "'");
   std::ostringstream text;
   text << in.rdbuf();
+  if (in.bad()) throw config_error("", "cannot read the configuration file '" + path + "'");
+  // An empty file (or one of comments only) is almost always a mistake (a truncated copy, the
+  // wrong path): refuse it rather than run every default.
+  bool empty = false;
+  try {
+    const auto docs = YAML::LoadAll(text.str());
+    empty = docs.empty() || (docs.size() == 1 && docs[0].IsNull());
+  } catch (const YAML::Exception&) {  // reported with its line by parse_config
+  }
+  if (empty)
+    throw config_error("", "the configuration file '" + path +
+                               "' is empty (no keys); write '{}' in it to use every default on "
+                               "purpose");
   return parse_config(text.str(), overrides, path);
 }
 

@@ -1,8 +1,15 @@
 // H5File: the HDF5 C API behind a small RAII interface.
 #include "eisim/io/hdf5.hpp"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <numeric>
@@ -485,24 +492,198 @@ void H5File::close() {
   if (H5Fclose(id) < 0) fail(path_, "cannot close (flush) the HDF5 file");
 }
 
-void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill) {
-  const std::string tmp = path + ".tmp";
+// ---------------------------------------------------------------------------------------------
+// Atomic writes
+
+namespace {
+
+/// Temporary files that exist right now (written by write_atomically, not yet renamed), so that
+/// SIGINT/SIGTERM can remove them. Fixed storage: the handler may only call async-signal-safe
+/// functions, so it reads these slots and calls unlink().
+constexpr int kTmpSlots = 16;
+constexpr std::size_t kTmpPathMax = 4096;
+char g_tmp_paths[kTmpSlots][kTmpPathMax];
+volatile std::sig_atomic_t g_tmp_used[kTmpSlots];
+std::mutex g_tmp_mutex;
+
+int register_tmp(const std::string& path) {
+  if (path.size() >= kTmpPathMax) return -1;
+  std::lock_guard<std::mutex> lock(g_tmp_mutex);
+  for (int i = 0; i < kTmpSlots; ++i)
+    if (!g_tmp_used[i]) {
+      std::memcpy(g_tmp_paths[i], path.c_str(), path.size() + 1);
+      g_tmp_used[i] = 1;
+      return i;
+    }
+  return -1;
+}
+
+void unregister_tmp(int slot) {
+  if (slot < 0) return;
+  std::lock_guard<std::mutex> lock(g_tmp_mutex);
+  g_tmp_used[slot] = 0;
+}
+
+extern "C" void remove_tmp_and_reraise(int sig) {
+  for (int i = 0; i < kTmpSlots; ++i)
+    if (g_tmp_used[i]) ::unlink(g_tmp_paths[i]);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+/// Write all of `data` to `fd`; throws data_error naming `path` (e.g. "No space left on device").
+void write_all(int fd, const std::string& path, const unsigned char* data, std::size_t n) {
+  std::size_t done = 0;
+  while (done < n) {
+    const ssize_t w = ::write(fd, data + done, std::min<std::size_t>(n - done, 1u << 30));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw data_error(path, done,
+                       "cannot write the file: " + errno_text(errno) + " (after " +
+                           std::to_string(done) + " of " + std::to_string(n) + " bytes)");
+    }
+    done += std::size_t(w);
+  }
+}
+
+/// fsync the directory holding `path`, so that a rename into it survives a power loss.
+void sync_directory(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    throw data_error(path, 0, "cannot open its directory to sync it: " + errno_text(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL)  // some file systems cannot sync a directory
+    throw data_error(path, 0, "cannot sync its directory: " + errno_text(err));
+}
+
+}  // namespace
+
+H5File H5File::create_in_memory(const std::string& name) {
+  init_hdf5();
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  // The core driver keeps the whole file in memory (no backing store): nothing touches the disk
+  // until write_atomically writes the finished image with plain, checked POSIX calls.
+  if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), 1 << 20, 0) < 0)
+    fail(name, "cannot set up an in-memory HDF5 file");
+  const hid_t id = H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (id < 0) fail(name, "cannot create an in-memory HDF5 file");
+  return H5File(id, name, true);
+}
+
+H5File H5File::open_in_memory_copy(const std::string& path) {
+  init_hdf5();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw data_error(path, 0, "file not found");
+  if (!S_ISREG(st.st_mode)) throw data_error(path, 0, "not a regular file");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw data_error(path, 0, "cannot open the file: " + errno_text(errno));
+    std::size_t got = 0;
+    while (got < bytes.size()) {
+      const ssize_t r = ::read(fd, bytes.data() + got, bytes.size() - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        ::close(fd);
+        throw data_error(path, got, "cannot read the file");
+      }
+      got += std::size_t(r);
+    }
+    ::close(fd);
+  }
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), 1 << 20, 0) < 0 ||
+      H5Pset_file_image(fapl.get(), bytes.data(), bytes.size()) < 0)
+    fail(path, "cannot set up an in-memory copy of the HDF5 file");
+  const std::string name = path + " (in memory)";
+  const hid_t id = H5Fopen(name.c_str(), H5F_ACC_RDWR, fapl.get());
+  if (id < 0) fail(path, "cannot open the HDF5 file (is it an HDF5 file written by eisim?)");
+  return H5File(id, name, true);
+}
+
+std::vector<unsigned char> H5File::close_to_image() {
+  require_writable("close_to_image");
+  if (H5Fflush(id_, H5F_SCOPE_GLOBAL) < 0) fail(path_, "cannot flush the in-memory HDF5 file");
+  const ssize_t n = H5Fget_file_image(id_, nullptr, 0);
+  if (n < 0) fail(path_, "cannot get the size of the in-memory HDF5 file");
+  std::vector<unsigned char> image(static_cast<std::size_t>(n));
+  if (H5Fget_file_image(id_, image.data(), image.size()) != n)
+    fail(path_, "cannot copy the in-memory HDF5 file");
+  close();
+  return image;
+}
+
+namespace {
+
+/// Write `image` to a temporary file unique to this process (two processes writing the same
+/// output never share one), sync it, rename it over `path`, sync the directory. Until the rename,
+/// any existing `path` is untouched; on failure nothing is left behind.
+void write_image_atomically(const std::string& path, const std::vector<unsigned char>& image) {
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp =
+      path + "." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1)) + ".tmp";
+  const int slot = register_tmp(tmp);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    unregister_tmp(slot);
+    throw data_error(path, 0,
+                     "cannot create the temporary file " + tmp + ": " + errno_text(err) +
+                         " (does the directory exist and is it writable?)");
+  }
   try {
-    H5File f = H5File::create(tmp);
-    fill(f);
-    f.close();
+    write_all(fd, tmp, image.data(), image.size());
+    if (::fsync(fd) != 0) throw data_error(tmp, 0, "cannot sync the file: " + errno_text(errno));
+    if (::close(fd) != 0) throw data_error(tmp, 0, "cannot close the file: " + errno_text(errno));
   } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
+    ::close(fd);  // harmless if already closed (EBADF)
+    ::unlink(tmp.c_str());
+    unregister_tmp(slot);
     throw;
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw data_error(path, 0, "cannot rename " + tmp + " to " + path + ": " + ec.message());
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    unregister_tmp(slot);
+    throw data_error(path, 0, "cannot rename " + tmp + " to " + path + ": " + errno_text(err));
   }
+  unregister_tmp(slot);
+  sync_directory(path);
+}
+
+}  // namespace
+
+void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill) {
+  // The whole file is built in memory first: a failure there (or Ctrl-C) leaves no file behind.
+  std::vector<unsigned char> image;
+  {
+    H5File f = H5File::create_in_memory(path + " (in memory)");
+    fill(f);
+    image = f.close_to_image();
+  }
+  write_image_atomically(path, image);
+}
+
+void update_atomically(const std::string& path, const std::function<void(H5File&)>& edit) {
+  std::vector<unsigned char> image;
+  {
+    H5File f = H5File::open_in_memory_copy(path);
+    edit(f);
+    image = f.close_to_image();
+  }
+  write_image_atomically(path, image);
+}
+
+void remove_temporaries_on_signal() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, remove_tmp_and_reraise);
 }
 
 }  // namespace eisim::io

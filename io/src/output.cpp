@@ -21,9 +21,9 @@ void check_output_path(const std::string& path, bool may_replace, const std::str
   if (::stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode))
       throw error(what + " " + path + " exists and is not a regular file (" +
-                  (S_ISDIR(st.st_mode)   ? "a directory"
-                   : S_ISCHR(st.st_mode) ? "a character device"
-                   : S_ISBLK(st.st_mode) ? "a block device"
+                  (S_ISDIR(st.st_mode)    ? "a directory"
+                   : S_ISCHR(st.st_mode)  ? "a character device"
+                   : S_ISBLK(st.st_mode)  ? "a block device"
                    : S_ISFIFO(st.st_mode) ? "a FIFO"
                    : S_ISSOCK(st.st_mode) ? "a socket"
                                           : "not a regular file") +

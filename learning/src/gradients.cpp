@@ -353,8 +353,13 @@ void implicit_feedback(const Layer<S>& layer, const LayerCache<S>& c, const Mat<
     os << "adjoint solve failed for " << st.failed << "/" << B
        << " samples (smallest reciprocal condition " << st.worst_rcond
        << ", worst relative residual " << st.worst_residual
-       << "); the equilibrium's Jacobian is singular - identical integrating interneurons? give "
-          "them leak (network.circuit.lambda_I / lambda_D > 0) or use n_I = n_D = 1";
+       << "); the equilibrium's Jacobian is singular";
+    if (p.n_I > 1 || p.n_D > 1)
+      os << " - identical integrating interneurons? give them leak (network.circuit.lambda_I / "
+            "lambda_D > 0) or use n_I = n_D = 1";
+    else
+      os << " - a silent or saturated interneuron, or weights that have diverged (check the "
+            "learning rates and network.init_gain)";
     throw numerical_error("implicit gradient", os.str());
   }
   frozen_feedback_grads(layer.w, c.z, delta_e, g);

@@ -1,6 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <random>
 
 #include "eisim/experiments/commands.hpp"
 #include "eisim/io/config.hpp"
@@ -66,13 +70,153 @@ TEST_CASE("a NaN loss stops training with a hint and leaves the last good file i
   const std::string out = (dir / "run.h5").string();
   experiments::run_train(tiny({"train.epochs=1"}), quiet(out));
   const auto before = std::filesystem::last_write_time(out);
-  CHECK_THROWS_WITH_AS(
-      experiments::run_train(tiny({"train.epochs=3", "learning.lr_E=1e30"}), quiet(out)),
-      doctest::Contains("try a smaller learning rate"), eisim::numerical_error);
+  auto o = quiet(out);
+  o.overwrite = true;  // a new run asked to replace the file, which fails in its first epoch
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"train.epochs=3", "learning.lr_E=1e30"}), o),
+                       doctest::Contains("try a smaller learning rate"), eisim::numerical_error);
   CHECK(std::filesystem::last_write_time(out) == before);
   const auto f = io::H5File::open_read(out);
   CHECK(f.read_vector("train/epoch").size() == 1);
   CHECK(f.attr_string("/", "status") == "complete");
+}
+
+TEST_CASE("an existing output is replaced only when asked, and never if it is not a regular file") {
+  const auto dir = test::scratch_dir("overwrite");
+  const std::string out = (dir / "run.h5").string();
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(out));
+  const auto before = std::filesystem::last_write_time(out);
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"train.epochs=1"}), quiet(out)),
+                       doctest::Contains("--overwrite"), eisim::error);
+  CHECK(std::filesystem::last_write_time(out) == before);
+  auto o = quiet(out);
+  o.overwrite = true;
+  experiments::run_train(tiny({"train.epochs=1", "seed=9"}), o);
+  CHECK(io::H5File::open_read(out).attr_int("/", "seed") == 9);
+  std::filesystem::create_directories(dir / "a_directory.h5");
+  o.out = (dir / "a_directory.h5").string();
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"train.epochs=1"}), o),
+                       doctest::Contains("not a regular file"), eisim::error);
+  o.out = (dir / "no_such_dir" / "x.h5").string();
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"train.epochs=1"}), o),
+                       doctest::Contains("does not exist"), eisim::error);
+}
+
+TEST_CASE("what can be checked before the first epoch is checked before it") {
+  const auto dir = test::scratch_dir("early");
+  const std::string out = (dir / "run.h5").string();
+  // data.test_limit below the simulated image indices: refused before training, not at the end.
+  CHECK_THROWS_WITH_AS(
+      experiments::run_train(tiny({"data.test_limit=4", "simulate.images=[0, 5]"}), quiet(out)),
+      doctest::Contains("simulate.images"), eisim::config_error);
+  CHECK_FALSE(std::filesystem::exists(out));
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny(), quiet(out, true)),
+                       doctest::Contains("does not exist"), eisim::error);
+}
+
+TEST_CASE("the simulated images may change on resume, and the refusal names the differing key") {
+  const auto dir = test::scratch_dir("resume_keys");
+  const std::string out = (dir / "run.h5").string();
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(out));
+  experiments::run_train(tiny({"train.epochs=2", "simulate.images=[1]"}), quiet(out, true));
+  CHECK(io::H5File::open_read(out).read_vector("train/epoch").size() == 2);
+  CHECK_THROWS_WITH_AS(
+      experiments::run_train(tiny({"train.epochs=3", "network.width=12"}), quiet(out, true)),
+      doctest::Contains("network.width (24 vs 12)"), eisim::config_error);
+}
+
+TEST_CASE("a run that diverges or learns nothing is marked failed, with the cause") {
+  const auto dir = test::scratch_dir("failed");
+  const std::string a = (dir / "diverged.h5").string(), b = (dir / "chance.h5").string();
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"learning.lr_E=1e6"}), quiet(a)),
+                       doctest::Contains("diverged"), eisim::run_failed);
+  const auto fa = io::H5File::open_read(a);
+  CHECK(fa.attr_string("/", "status") == "failed");
+  CHECK(fa.attr_string("/", "failure").find("learning.lr_E") != std::string::npos);
+  CHECK(fa.read_vector("train/epoch").size() == 1);  // stopped at the first diverged epoch
+  CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"network.circuit.theta=1e-30"}), quiet(b)),
+                       doctest::Contains("learned nothing"), eisim::run_failed);
+  CHECK(io::H5File::open_read(b).attr_string("/", "status") == "failed");
+  // Resuming a failed run that has nothing left to do reports the failure again.
+  CHECK_THROWS_WITH_AS(
+      experiments::run_train(tiny({"network.circuit.theta=1e-30"}), quiet(b, true)),
+      doctest::Contains("marked failed"), eisim::run_failed);
+}
+
+TEST_CASE("a checkpoint that was altered after it was written is refused on resume") {
+  const auto dir = test::scratch_dir("checksum");
+  const std::string out = (dir / "run.h5").string();
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(out));
+  experiments::verify_run_file(out);  // the untouched file verifies
+  // Flip one bit of one stored weight (every bit position of one entry, one at a time).
+  std::mt19937_64 rng(test::seed());
+  for (int trial = 0; trial < 6; ++trial) {
+    const std::string copy = (dir / ("flip" + std::to_string(trial) + ".h5")).string();
+    const int bit = int(rng() % 32);
+    io::update_atomically(out, [](io::H5File&) {});  // a no-op edit keeps the file valid
+    std::filesystem::copy_file(out, copy);
+    io::update_atomically(copy, [&](io::H5File& f) {
+      const char* names[] = {"weights/layer_0/W_EX", "weights/layer_1/b", "optimizer/layer_0/W_EX"};
+      const std::string name = names[trial % 3];
+      Mat<double> m = f.read_matrix(name);
+      Mat<float> w = m.cast<float>();
+      std::uint32_t u;
+      std::memcpy(&u, &w(0, 0), 4);
+      u ^= 1u << bit;
+      std::memcpy(&w(0, 0), &u, 4);
+      f.write(name, w);
+    });
+    CAPTURE(bit);
+    CHECK_THROWS_WITH_AS(experiments::verify_run_file(copy), doctest::Contains("checksum"),
+                         eisim::data_error);
+    CHECK_THROWS_AS(experiments::run_train(tiny({"train.epochs=2"}), quiet(copy, true)),
+                    eisim::data_error);
+  }
+  experiments::verify_run_file(out);
+}
+
+TEST_CASE("a checkpoint with a bad epoch, a short history or no optimizer state is refused") {
+  const auto dir = test::scratch_dir("bad_checkpoint");
+  const std::string out = (dir / "run.h5").string();
+  experiments::run_train(tiny({"train.epochs=2"}), quiet(out));
+  struct Case {
+    const char* what;
+    std::function<void(io::H5File&)> edit;
+    const char* message;
+  };
+  const std::vector<Case> cases{
+      {"epoch -3",
+       [](io::H5File& f) { f.write("checkpoint/epoch", std::vector<std::int64_t>{-3}); },
+       "epoch number >= 1"},
+      {"epoch 100",
+       [](io::H5File& f) { f.write("checkpoint/epoch", std::vector<std::int64_t>{100}); },
+       "says 100"},
+      {"empty epoch",
+       [](io::H5File& f) { f.write("checkpoint/epoch", std::vector<std::int64_t>{}); },
+       "epoch number >= 1"},
+      {"short history",
+       [](io::H5File& f) {
+         f.write("train/loss", std::vector<double>{f.read_vector("train/loss")[0]});
+       },
+       "/train/loss holds 1 epochs"},
+      {"no optimizer", [](io::H5File& f) { f.write("optimizer", std::vector<double>{}); },
+       "optimizer"},
+      {"NaN weight",
+       [](io::H5File& f) {
+         Mat<double> m = f.read_matrix("weights/layer_1/b");
+         m(0, 0) = std::nan("");
+         f.write("weights/layer_1/b", m);
+       },
+       "non-finite"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.what);
+    const std::string copy = (dir / "copy.h5").string();
+    std::filesystem::remove(copy);
+    std::filesystem::copy_file(out, copy);
+    io::update_atomically(copy, c.edit);
+    CHECK_THROWS_WITH_AS(experiments::verify_run_file(copy), doctest::Contains(c.message),
+                         eisim::data_error);
+  }
 }
 
 TEST_CASE("a missing dataset names the path and the Debian package") {

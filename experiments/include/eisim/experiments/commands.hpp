@@ -9,12 +9,15 @@
 
 namespace eisim::experiments {
 
-/// `eisim simulate`: traces and equilibria of `config.simulate.images` written to `out`.
-void run_simulate(const io::Config& config, const std::string& out, const std::string& command);
+/// `eisim simulate`: traces and equilibria of `config.simulate.images` written to `out`. An
+/// existing `out` is replaced only if `overwrite`; `out` may not be the weights file it reads.
+void run_simulate(const io::Config& config, const std::string& out, const std::string& command,
+                  bool overwrite = false);
 
 struct TrainOptions {
   std::string out;
   bool resume = false;
+  bool overwrite = false;  ///< replace an existing `out` (otherwise it is an error unless resume)
   std::string command;
   bool quiet = false;  ///< no progress bar, no summary
 };
@@ -28,22 +31,36 @@ struct TrainSummary {
   int epochs = 0;
 };
 
-/// `eisim train`: trains, writing the HDF5 file atomically after every epoch.
+/// `eisim train`: trains, writing the HDF5 file atomically after every epoch. Everything that can
+/// be checked before the first epoch is (config, data, output path, resume checkpoint). A run
+/// that diverges or ends at chance accuracy is marked status = "failed" in its file and
+/// run_failed is thrown.
 TrainSummary run_train(const io::Config& config, const TrainOptions& options);
+
+/// Open a run file written by `eisim train`, parse its stored configuration and load and verify
+/// its checkpoint exactly as --resume does (shapes, epoch, history, optimizer state, finite
+/// values, checksum). Throws eisim::error naming the file and the problem.
+void verify_run_file(const std::string& path);
 
 struct SweepOptions {
   std::string config_path;
   std::vector<std::string> overrides;
-  int task_id = -1;    ///< run this grid point only
+  int task_id = -1;    ///< run this grid point only (-1: none)
   bool local = false;  ///< run every missing grid point here
   int jobs = 1;
   bool merge = false;       ///< gather complete runs into a summary
-  std::string merged_path;  ///< default: <out_dir>/summary.h5
+  std::string merged_path;  ///< default: <out_dir>/summary.h5; must end in .h5
   bool list = false;        ///< print the grid and exit
+  bool rerun = false;       ///< retrain from scratch the points whose file has another config
   std::string self_exe;     ///< path of the eisim executable (for --local --jobs > 1)
 };
 
-/// `eisim sweep`. Returns the process exit code.
+/// Exit code of `eisim sweep --task-id N` when another process is running point N.
+inline constexpr int sweep_exit_busy = 4;
+
+/// `eisim sweep`. Returns the process exit code: 0, 1 if a grid point failed, sweep_exit_busy.
+/// A point's existing file is reused only if its stored configuration equals the point's
+/// (config_error naming the keys otherwise, before anything is trained, unless `rerun`).
 int run_sweep(const SweepOptions& options);
 
 // Weights and optimiser state in HDF5 (/weights/layer_<l>/<name>, /optimizer/layer_<l>/<name>).

@@ -27,6 +27,12 @@ class H5File {
 
   /// Create (truncate) a file for writing.
   static H5File create(const std::string& path);
+  /// Create a file that lives in memory only (HDF5's core driver); `name` names it in messages.
+  /// close_to_image() returns its bytes. write_atomically builds every output this way.
+  static H5File create_in_memory(const std::string& name);
+  /// An in-memory, writable copy of an existing file (its bytes are read once); the file on
+  /// disk is not touched. update_atomically uses it.
+  static H5File open_in_memory_copy(const std::string& path);
   /// Open an existing file read-only; data_error if it is missing or not an HDF5 file.
   static H5File open_read(const std::string& path);
 
@@ -83,6 +89,9 @@ class H5File {
 
   void close();
 
+  /// Flush and close a file made by create_in_memory, returning the bytes of the HDF5 file.
+  std::vector<unsigned char> close_to_image();
+
  private:
   H5File(std::int64_t id, std::string path, bool writable)
       : id_(id), path_(std::move(path)), writable_(writable) {}
@@ -94,9 +103,20 @@ class H5File {
   bool writable_ = false;
 };
 
-/// Write a file atomically: `fill` writes into path + ".tmp", which is then renamed over `path`.
-/// If fill (or writing) throws, the tmp file is removed, any existing `path` is untouched and the
-/// exception propagates.
+/// Write a file atomically and durably. `fill` writes into an in-memory HDF5 file; its bytes are
+/// then written to a temporary file unique to this process (path.<pid>.<n>.tmp), fsynced, renamed
+/// over `path`, and the directory is fsynced. If fill or any write throws (a full disk, say),
+/// nothing is left behind, any existing `path` is untouched and the exception propagates
+/// (data_error naming the file and the system's reason). The caller decides whether `path` may be
+/// replaced (see output.hpp).
 void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill);
+
+/// Edit an existing file atomically: `edit` changes an in-memory copy, which then replaces `path`
+/// exactly as in write_atomically.
+void update_atomically(const std::string& path, const std::function<void(H5File&)>& edit);
+
+/// Install SIGINT/SIGTERM/SIGHUP handlers that remove write_atomically's temporary files that
+/// exist at that moment, then end the process with the signal as before. Called by the CLI.
+void remove_temporaries_on_signal();
 
 }  // namespace eisim::io

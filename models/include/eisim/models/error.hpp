@@ -48,6 +48,13 @@ class numerical_error : public error {
   std::string where_;
 };
 
+/// A run that finished its work but failed its checks (it diverged or learned nothing). Its
+/// output file is kept, marked status = "failed" with the reason in the "failure" attribute.
+class run_failed : public error {
+ public:
+  using error::error;
+};
+
 /// A broken invariant inside eisim (a bug, not a user mistake).
 class internal_error : public std::logic_error {
  public:
