@@ -20,11 +20,20 @@ build=${EISIM_FUZZ_BUILD_DIR:-build-fuzz}
 out=${EISIM_FUZZ_OUT:-$build/out}
 jobs=${EISIM_FUZZ_JOBS:-1}
 
-if ! command -v clang++ >/dev/null; then
-  echo "fuzz: clang++ not found (apt-get install clang; libFuzzer comes with it)" >&2
-  exit 2
-fi
 ./scripts/install_deps.sh
+# clang and libFuzzer (Debian: clang, libclang-rt-14-dev), installed if missing like install_deps.
+missing=()
+for p in clang libclang-rt-14-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "fuzz: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
