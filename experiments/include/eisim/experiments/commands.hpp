@@ -55,8 +55,9 @@ struct SweepOptions {
   std::string self_exe;     ///< path of the eisim executable (for --local --jobs > 1)
 };
 
-/// Exit code of `eisim sweep --task-id N` when another process is running point N.
-inline constexpr int sweep_exit_busy = 4;
+/// Exit code of `eisim sweep --task-id N` when another process is running point N (1: error,
+/// 2: configuration error, 3: internal error, 4: the run failed).
+inline constexpr int sweep_exit_busy = 5;
 
 /// `eisim sweep`. Returns the process exit code: 0, 1 if a grid point failed, sweep_exit_busy.
 /// A point's existing file is reused only if its stored configuration equals the point's
