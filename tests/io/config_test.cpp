@@ -393,3 +393,37 @@ TEST_CASE("network_spec chains the hidden layers and adds an E/I readout") {
   CHECK(s2.lateral_units == 1);  // at least one
   CHECK(s2.layers[0].n_I_plain == 3);
 }
+
+TEST_CASE("a section cannot be reset by an override, and a file is one non-empty document") {
+  CHECK_THROWS_WITH_AS(parse_config("network: {width: 50}\n", {"network="}),
+                       doctest::Contains("is a section"), config_error);
+  CHECK_THROWS_WITH_AS(parse_config("", {"network.circuit=3"}), doctest::Contains("is a section"),
+                       config_error);
+  CHECK(parse_config("network: {width: 50}\n", {"network={hidden_layers: 1}"}).network.width == 50);
+  CHECK_THROWS_WITH_AS(parse_config("seed: 1\n---\nseed: 2\n"),
+                       doctest::Contains("2 YAML documents"), config_error);
+  const auto dir = eisim::test::scratch_dir("config_files");
+  for (const char* text : {"", "# only a comment\n", "\n\n"}) {
+    const std::string path = (dir / "empty.yaml").string();
+    std::ofstream(path) << text;
+    CHECK_THROWS_WITH_AS(eisim::io::load_config(path), doctest::Contains("is empty"), config_error);
+  }
+  const std::string braces = (dir / "defaults.yaml").string();
+  std::ofstream(braces) << "{}\n";
+  CHECK(eisim::io::load_config(braces).seed == Config{}.seed);
+  CHECK_THROWS_WITH_AS(eisim::io::load_config(dir.string()),
+                       doctest::Contains("not a regular file"), config_error);
+  CHECK_THROWS_WITH_AS(parse_config("train: {batch_size: 2147483647}\n"),
+                       doctest::Contains("[1, 60000]"), config_error);
+}
+
+TEST_CASE("config_differences names every differing key with both values") {
+  const Config a = parse_config("network: {width: 50}\nlearning: {lr_E: 0.1}\n");
+  const Config b =
+      parse_config("network: {width: 60}\nlearning: {lr_E: 0.1}\ntrain: {epochs: 9}\n");
+  const auto d = eisim::io::config_differences(a, b);
+  REQUIRE(d.size() == 2);
+  CHECK(d[0] == "network.width (50 vs 60)");
+  CHECK(d[1].find("train.epochs") == 0);
+  CHECK(eisim::io::config_differences(a, b, {"train", "network.width"}).empty());
+}

@@ -3,7 +3,9 @@
 #include "eisim/io/hdf5.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -220,4 +222,74 @@ TEST_CASE("h5py opens the files and sees the same shapes and values") {
   std::ofstream(script_path) << script;
   const std::string cmd = "/usr/bin/python3 " + script_path.string() + " " + path;
   CHECK(std::system(cmd.c_str()) == 0);
+}
+
+TEST_CASE("write_atomically never touches another process's temporary file of the same output") {
+  const auto dir = eisim::test::scratch_dir("h5_tmp_names");
+  const std::string path = (dir / "out.h5").string();
+  // What a concurrent writer of the same output had in progress (the old shared name, and a
+  // name of this scheme with another pid).
+  for (const std::string other : {path + ".tmp", path + ".1.0.tmp"}) {
+    std::ofstream(other) << "another writer's data";
+  }
+  eisim::io::write_atomically(path, [](H5File& f) { f.write_scalar("x", 1.0); });
+  for (const std::string other : {path + ".tmp", path + ".1.0.tmp"}) {
+    std::ifstream in(other);
+    std::string text;
+    std::getline(in, text);
+    CHECK_MESSAGE(text == "another writer's data", other);
+  }
+  CHECK(H5File::open_read(path).exists("x"));
+  int tmps = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    tmps += e.path().extension() == ".tmp";
+  CHECK(tmps == 2);  // only the two planted above
+}
+
+TEST_CASE("a write that runs out of space fails with the system's reason and leaves nothing") {
+  const auto dir = eisim::test::scratch_dir("h5_full");
+  const std::string path = (dir / "out.h5").string();
+  eisim::io::write_atomically(path, [](H5File& f) { f.write_scalar("old", 1.0); });
+  const auto size_before = std::filesystem::file_size(path);
+  // A file-size limit makes write() fail as a full disk would (EFBIG instead of ENOSPC).
+  struct rlimit old {};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+  std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 64 * 1024;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string message;
+  try {
+    eisim::io::write_atomically(path, [](H5File& f) {
+      f.write("big", Mat<double>(Mat<double>::Ones(200, 200)));  // 320 kB
+    });
+  } catch (const data_error& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  CHECK(message.find("File too large") != std::string::npos);
+  CHECK(std::filesystem::file_size(path) == size_before);
+  CHECK(H5File::open_read(path).exists("old"));
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
+}
+
+TEST_CASE("update_atomically edits a copy and replaces the file only when the edit succeeds") {
+  const auto dir = eisim::test::scratch_dir("h5_update");
+  const std::string path = (dir / "out.h5").string();
+  eisim::io::write_atomically(path, [](H5File& f) {
+    f.write_scalar("keep", 3.0);
+    f.set_attr("/", "status", "running");
+  });
+  CHECK_THROWS_AS(eisim::io::update_atomically(path,
+                                               [](H5File& f) {
+                                                 f.set_attr("/", "status", "failed");
+                                                 throw data_error("x", 0, "boom");
+                                               }),
+                  data_error);
+  CHECK(H5File::open_read(path).attr_string("/", "status") == "running");
+  eisim::io::update_atomically(path, [](H5File& f) { f.set_attr("/", "status", "failed"); });
+  const H5File f = H5File::open_read(path);
+  CHECK(f.attr_string("/", "status") == "failed");
+  CHECK(f.read_vector("keep") == std::vector<double>{3.0});
 }
