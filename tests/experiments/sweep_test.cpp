@@ -89,7 +89,7 @@ class HeldLock {
 
 }  // namespace
 
-TEST_CASE("a point's file made with another configuration is refused before any training") {
+TEST_CASE("sweep: a point's file made with another configuration is refused before any training") {
   const auto dir = test::scratch_dir("sweep_stale");
   auto o = tiny_sweep(dir);
   o.local = true;
@@ -183,7 +183,8 @@ TEST_CASE("a point's file made with another configuration is refused before any 
   }
 }
 
-TEST_CASE("points evaluated at different data.eval_eps are refused by a merge before training") {
+TEST_CASE(
+    "sweep: points evaluated at different data.eval_eps are refused by a merge before training") {
   const auto dir = test::scratch_dir("sweep_eval_eps");
   auto o = tiny_sweep(dir, {"sweep.conditions=[{name: a, set: {data.eval_eps: [0.0, 0.25]}}, "
                             "{name: b}]"});
@@ -203,7 +204,7 @@ TEST_CASE("points evaluated at different data.eval_eps are refused by a merge be
   CHECK_FALSE(fs::exists(dir / "summary.h5"));
 }
 
-TEST_CASE("grid points never share a file") {
+TEST_CASE("sweep: grid points never share a file") {
   const auto dir = test::scratch_dir("sweep_names");
   auto o = tiny_sweep(dir, {"sweep.seeds=[1, 1]"});
   o.list = true;
@@ -227,7 +228,7 @@ TEST_CASE("grid points never share a file") {
   CHECK(s.read_strings("summary/run").size() == 2);
 }
 
-TEST_CASE("the merged summary ends in .h5 and never replaces a run or a foreign file") {
+TEST_CASE("sweep: the merged summary ends in .h5 and never replaces a run or a foreign file") {
   const auto dir = test::scratch_dir("sweep_merged");
   auto o = tiny_sweep(dir / "runs");
   o.task_id = 0;  // implicit done; frozen missing
@@ -266,7 +267,7 @@ TEST_CASE("the merged summary ends in .h5 and never replaces a run or a foreign 
   CHECK(io::H5File::open_read(o.merged_path).read_strings("summary/run").size() == 2);
 }
 
-TEST_CASE("a grid point that another process is running is refused, and --local skips it") {
+TEST_CASE("sweep: a grid point that another process is running is refused, and --local skips it") {
   const auto dir = test::scratch_dir("sweep_lock");
   const fs::path lock = dir / "implicit_eps0.5_seed1.h5.lock";
   const HeldLock held(lock);
@@ -292,7 +293,7 @@ TEST_CASE("a grid point that another process is running is refused, and --local 
         1);
 }
 
-TEST_CASE("a sweep with nothing to do, or a negative task id, is a configuration error") {
+TEST_CASE("sweep: nothing to do, or a negative task id, is a configuration error") {
   const auto dir = test::scratch_dir("sweep_noaction");
   auto o = tiny_sweep(dir);
   CHECK_THROWS_WITH_AS(experiments::run_sweep(o), doctest::Contains("nothing to do"),
@@ -307,7 +308,8 @@ TEST_CASE("a sweep with nothing to do, or a negative task id, is a configuration
                        eisim::config_error);
 }
 
-TEST_CASE("a sweep.out_dir that cannot be read or created is a clear error, not an internal one") {
+TEST_CASE(
+    "sweep: a sweep.out_dir that cannot be read or created is a clear error, not an internal one") {
   const auto dir = test::scratch_dir("sweep_outdir");
   { std::ofstream(dir / "a_file") << "x\n"; }
   auto o = tiny_sweep(dir / "a_file" / "runs");  // below a regular file: ENOTDIR
