@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -154,6 +155,11 @@ int main(int argc, char** argv) {
   } catch (const eisim::run_failed& e) {
     std::fprintf(stderr, "eisim: run failed: %s\n", e.what());
     return 4;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "eisim: error: out of memory; reduce network.width, train.batch_size or the "
+                 "simulated images/record points\n");
+    return 1;
   } catch (const std::filesystem::filesystem_error& e) {
     std::fprintf(stderr, "eisim: error: %s\n", e.what());
     return 1;

@@ -191,15 +191,15 @@ void visit_schema(Config& c, V& v) {
 
   auto& n = c.network;
   v.integer("network.hidden_layers", n.hidden_layers, closed(1, 8));
-  v.integer("network.width", n.width, ge(2));
+  v.integer("network.width", n.width, closed(2, 65536));
   v.choice("network.kind", n.kind, kLayerKind);
   v.choice("network.nonlinearity", n.phi.kind, kNonlinearity);
   v.real("network.power", n.phi.power, gt(0));
   v.real("network.softplus_beta", n.phi.beta, gt(0));
-  v.integer("network.plain_inhibitory", n.plain_inhibitory, ge(0));
+  v.integer("network.plain_inhibitory", n.plain_inhibitory, closed(0, 65536));
   v.integer("network.readout_inhibitory", n.readout_inhibitory, ge(1));
   v.real("network.init_gain", n.init_gain, gt(0));
-  v.integer("network.lateral_units", n.lateral_units, ge(0));
+  v.integer("network.lateral_units", n.lateral_units, closed(0, 65536));
   auto& ci = n.circuit;
   v.choice("network.circuit.drive", ci.drive, kDrive);
   v.choice("network.circuit.pooling", ci.pooling, kPooling);
@@ -261,7 +261,7 @@ void visit_schema(Config& c, V& v) {
   v.integers("simulate.images", s.images, closed(0, 9999));
   v.real("simulate.eps", s.eps, closed(0, 1));
   v.real("simulate.t_max", s.t_max, gt(0));
-  v.integer("simulate.record_points", s.record_points, ge(2));
+  v.integer("simulate.record_points", s.record_points, closed(2, 100000));
   v.text("simulate.weights", s.weights, /*non_empty=*/false);
 
   auto& sw = c.sweep;
@@ -865,6 +865,16 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
     fail(
         ctx, "network.circuit.n_D", node_at("network.circuit.n_D"),
         "network.circuit.n_D = " + std::to_string(ci.n_D) + " must be <= network.width = " + width);
+  // The recorded traces are held in memory and written in one file: refuse sizes that would
+  // run out of memory or disk at the end of a run rather than at its start.
+  const double trace_bytes = 4.0 * c.simulate.record_points * double(c.simulate.images.size()) *
+                             (c.network.width + ci.n_I + ci.n_D) * (c.network.hidden_layers + 1);
+  if (trace_bytes > 2.0 * (1 << 30))
+    fail(ctx, "simulate.record_points", node_at("simulate.record_points"),
+         "the traces of simulate.images (" + std::to_string(c.simulate.images.size()) +
+             " images) at simulate.record_points = " + std::to_string(c.simulate.record_points) +
+             " would take " + std::to_string(int(trace_bytes / (1 << 20))) +
+             " MiB (limit 2048 MiB); record fewer points or images");
   if (c.learning.error_transform != learning::ErrorTransform::none &&
       c.learning.rule != learning::Rule::frozen)
     fail(ctx, "learning.error_transform", node_at("learning.error_transform"),
