@@ -970,11 +970,22 @@ int sweep(const SweepOptions& o) {
           break;
       }
     }
-    std::fprintf(stderr,
-                 "sweep: %zu grid points: %d complete, %zu to run (%d new, %d to resume, %d to "
-                 "train again), %d running elsewhere, %d failed earlier; %d at a time\n",
-                 pts.size(), complete, todo.size(), fresh, resumed, again, busy, failed_before,
-                 std::min<int>(o.jobs, std::max<int>(1, int(todo.size()))));
+    {
+      std::string line = "sweep: " + std::to_string(pts.size()) +
+                         " grid points: " + std::to_string(complete) + " complete, " +
+                         std::to_string(todo.size()) + " to run";
+      std::vector<std::string> kinds;
+      if (fresh) kinds.push_back(std::to_string(fresh) + " new");
+      if (resumed) kinds.push_back(std::to_string(resumed) + " to resume");
+      if (again) kinds.push_back(std::to_string(again) + " to train again");
+      if (!kinds.empty()) line += " (" + join(kinds, ", ") + ")";
+      if (busy) line += ", " + std::to_string(busy) + " running elsewhere";
+      if (failed_before) line += ", " + std::to_string(failed_before) + " failed earlier";
+      if (!todo.empty())
+        line += "; " + std::to_string(std::min<std::size_t>(std::size_t(o.jobs), todo.size())) +
+                " at a time";
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
     const LocalResult r =
         o.jobs <= 1 ? run_here(o, base, pts, cfgs, todo) : run_children(o, pts, todo);
     const int failed = r.failed + failed_before;
