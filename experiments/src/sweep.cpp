@@ -330,13 +330,28 @@ PointFile inspect(const std::string& path, const io::Config& cfg, bool probe_loc
     r.why = "it exists and is not a regular file";
     return r;
   }
+  bool checksummed = false;
   try {
-    return inspect_open(io::H5File::open_read(path), cfg);
+    const io::H5File f = io::H5File::open_read(path);
+    r = inspect_open(f, cfg);
+    checksummed = f.exists("checkpoint/checksum");
   } catch (const error& e) {
     r.state = State::unusable;
     r.why = std::string("it is not a readable HDF5 run file (") + e.what() + ")";
     return r;
   }
+  // What a merge reads (history, accuracies, times) and a resume restores is covered by the
+  // checkpoint's checksum: verify it before the file is reused (files of an eisim from before
+  // checksums have none).
+  if ((r.state == State::complete || r.state == State::partial) && checksummed) {
+    try {
+      verify_run_file(path);
+    } catch (const error& e) {
+      r.state = State::unusable;
+      r.why = std::string("it does not verify: ") + e.what();
+    }
+  }
+  return r;
 }
 
 /// Refuse, before anything is trained, the points whose file may not be reused (stale or

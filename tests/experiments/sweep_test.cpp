@@ -163,6 +163,20 @@ TEST_CASE("sweep: a point's file made with another configuration is refused befo
     CHECK(experiments::run_sweep(o) == 0);
     CHECK(stored_config(implicit) == before);  // trained again, same configuration
   }
+  SUBCASE("a run file altered after it was written is neither merged nor reused") {
+    io::update_atomically(implicit.string(), [](io::H5File& f) {
+      Mat<double> acc = f.read_matrix("train/test_accuracy");
+      acc(0, 0) = 0.99;
+      f.write("train/test_accuracy", acc);
+    });
+    auto m = tiny_sweep(dir);
+    m.merge = true;
+    CHECK_THROWS_WITH_AS(experiments::run_sweep(m), doctest::Contains("checksum mismatch"),
+                         eisim::config_error);
+    CHECK_FALSE(fs::exists(dir / "summary.h5"));
+    CHECK_THROWS_WITH_AS(experiments::run_sweep(o), doctest::Contains("does not verify"),
+                         eisim::config_error);
+  }
   SUBCASE("more epochs than configured: merged at the configured epoch") {
     auto o2 = tiny_sweep(dir, {"train.epochs=2"});
     o2.local = true;
