@@ -134,7 +134,14 @@ void run_simulate(const io::Config& config, const std::string& out, const std::s
   const io::Dataset test = io::load_fashion_mnist(config.data.dir, false);
   auto net = models::initialise<double>(io::network_spec(config), config.seed);
   if (!config.simulate.weights.empty()) {
+    // A run file of eisim train is verified like a checkpoint (checksum, shapes, finite values).
     const io::H5File wf = io::H5File::open_read(config.simulate.weights);
+    if (wf.exists("checkpoint")) {
+      verify_run_file(config.simulate.weights);
+      if (wf.attr_string("/", "status") == "failed")
+        std::fprintf(stderr, "warning: %s is a run marked failed: %s\n",
+                     config.simulate.weights.c_str(), wf.attr_string("/", "failure").c_str());
+    }
     load_network(wf, net);
   }
   int failures = 0;

@@ -226,7 +226,7 @@ Checkpoint<S> read_checkpoint(const io::H5File& f, const io::Config& cfg) {
        << (stored.size() == 1 ? std::to_string(static_cast<long long>(stored[0])) : "nothing")
        << ", computed " << now
        << " over the configuration, history, weights, optimizer state, epoch and random state): "
-          "the file was modified or corrupted after eisim wrote it; refusing to resume from it";
+          "the file was modified or corrupted after eisim wrote it; refusing to use it";
     throw data_error(file, 0, os.str());
   }
   return ck;
