@@ -64,17 +64,17 @@ run_target() {
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1 \
     -artifact_prefix="$findings/" -dict="fuzz/$t.dict" >"$log" 2>&1 || status=$?
   local runs eps cov ft corp crashes
-  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-  corp=$(grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) || true
+  eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1) || true
+  cov=$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
+  ft=$( (grep -o 'ft: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
+  corp=$( (grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" || true) | tail -1 | cut -d' ' -f2)
   crashes=$(find "$findings" -type f | wc -l)
   echo "fuzz $t: ${seconds}s, ${runs:-?} executions (${eps:-?}/s), cov ${cov:-?}, ft ${ft:-?}," \
        "corpus ${corp:-?}, replayed ${#replay[@]}, findings in $findings: $crashes"
   if [ $status -ne 0 ]; then
     echo "fuzz $t: FINDING (exit $status); log $log:"
-    grep -E 'ERROR|FINDING|SUMMARY|#[0-9]+ 0x|Test unit written' "$log" | head -40
+    grep -E 'ERROR|FINDING|SUMMARY|#[0-9]+ 0x|Test unit written|exiting' "$log" | head -40 || true
     return 1
   fi
 }
