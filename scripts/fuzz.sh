@@ -6,6 +6,8 @@
 #   EISIM_FUZZ_OUT        where the working corpora, logs and findings go (default
 #                         <build dir>/out, outside git); findings are <out>/findings/<target>/crash-*
 #   EISIM_FUZZ_JOBS       targets run at the same time (default 1)
+#   EISIM_FUZZ_KEEP_GOING=1  do not stop at the first finding (libFuzzer -fork=1, crashes,
+#                         timeouts and out-of-memory inputs are saved and fuzzing goes on)
 # First every file of fuzz/regressions/<target>/ (inputs that once failed, now fixed) and of the
 # committed seed corpus fuzz/corpus/<target>/ is replayed; then the target is fuzzed from a copy
 # of the seed corpus (the committed corpus is not modified; to update it, run libFuzzer with
@@ -43,6 +45,11 @@ cmake --build "$build" -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 # Per target: longest input and per-input time limit.
 declare -A max_len=([config]=4096 [idx]=8192 [runfile]=131072)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0}
+keep_going=()
+if [ "${EISIM_FUZZ_KEEP_GOING:-0}" = 1 ]; then
+  keep_going=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+fi
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 run_target() {
@@ -62,13 +69,18 @@ run_target() {
   local status=0
   "$bin" "$corpus" "fuzz/corpus/$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1 \
-    -artifact_prefix="$findings/" -dict="fuzz/$t.dict" >"$log" 2>&1 || status=$?
+    -artifact_prefix="$findings/" -dict="fuzz/$t.dict" "${keep_going[@]}" >"$log" 2>&1 ||
+    status=$?
   local runs eps cov ft corp crashes
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) || true
   eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1) || true
+  if [ -z "$runs" ]; then  # -fork mode: "#<runs>: cov: .. exec/s: .." status lines
+    runs=$( (grep -o '^#[0-9]*: cov' "$log" || true) | tail -1 | tr -dc '0-9')
+    eps=$( (grep -o 'exec/s: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
+  fi
   cov=$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
   ft=$( (grep -o 'ft: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
-  corp=$( (grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" || true) | tail -1 | cut -d' ' -f2)
+  corp=$( (grep -o 'corp: [0-9/]*[a-zA-Z]*' "$log" || true) | tail -1 | cut -d' ' -f2)
   crashes=$(find "$findings" -type f | wc -l)
   echo "fuzz $t: ${seconds}s, ${runs:-?} executions (${eps:-?}/s), cov ${cov:-?}, ft ${ft:-?}," \
        "corpus ${corp:-?}, replayed ${#replay[@]}, findings in $findings: $crashes"
