@@ -76,7 +76,7 @@ run_target() {
   eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1) || true
   if [ -z "$runs" ]; then  # -fork mode: "#<runs>: cov: .. exec/s: .." status lines
     runs=$( (grep -o '^#[0-9]*: cov' "$log" || true) | tail -1 | tr -dc '0-9')
-    eps=$( (grep -o 'exec/s: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
+    eps=$( (grep -o 'exec/s:\? [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
   fi
   cov=$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
   ft=$( (grep -o 'ft: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
