@@ -6,6 +6,8 @@
 #   EISIM_FUZZ_OUT        where the working corpora, logs and findings go (default
 #                         <build dir>/out, outside git); findings are <out>/findings/<target>/crash-*
 #   EISIM_FUZZ_JOBS       targets run at the same time (default 1)
+#   EISIM_FUZZ_SEED       libFuzzer's -seed (CI fixes it, so that a smoke run explores the same
+#                         inputs each time and fails only on a new bug, not by luck)
 #   EISIM_FUZZ_KEEP_GOING=1  do not stop at the first finding (libFuzzer -fork=1, crashes,
 #                         timeouts and out-of-memory inputs are saved and fuzzing goes on)
 # First every file of fuzz/regressions/<target>/ (inputs that once failed, now fixed) and of the
@@ -46,9 +48,10 @@ cmake --build "$build" -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 declare -A max_len=([config]=4096 [idx]=8192 [runfile]=131072)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0}
-keep_going=()
+extra_args=()
+if [ -n "${EISIM_FUZZ_SEED:-}" ]; then extra_args+=(-seed="$EISIM_FUZZ_SEED"); fi
 if [ "${EISIM_FUZZ_KEEP_GOING:-0}" = 1 ]; then
-  keep_going=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+  extra_args+=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
 fi
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
@@ -69,7 +72,7 @@ run_target() {
   local status=0
   "$bin" "$corpus" "fuzz/corpus/$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1 \
-    -artifact_prefix="$findings/" -dict="fuzz/$t.dict" "${keep_going[@]}" >"$log" 2>&1 ||
+    -artifact_prefix="$findings/" -dict="fuzz/$t.dict" "${extra_args[@]}" >"$log" 2>&1 ||
     status=$?
   local runs eps cov ft corp crashes
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) || true
