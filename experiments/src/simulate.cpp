@@ -123,8 +123,9 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
   return failures;
 }
 
-void run_simulate(const io::Config& config, const std::string& out, const std::string& command,
+void run_simulate(const io::Config& config, const std::string& out_path, const std::string& command,
                   bool overwrite) {
+  const std::string out = io::resolve_output(out_path);
   if (!config.simulate.weights.empty() && io::same_file(out, config.simulate.weights))
     throw config_error("simulate.weights", "the output --out " + out + " is the weights file " +
                                                config.simulate.weights +
@@ -137,7 +138,7 @@ void run_simulate(const io::Config& config, const std::string& out, const std::s
     // A run file of eisim train is verified like a checkpoint (checksum, shapes, finite values).
     const io::H5File wf = io::H5File::open_read(config.simulate.weights);
     if (wf.exists("checkpoint")) {
-      verify_run_file(config.simulate.weights);
+      verify_run_file(wf);
       if (wf.attr_string("/", "status") == "failed")
         std::fprintf(stderr, "warning: %s is a run marked failed: %s\n",
                      config.simulate.weights.c_str(), wf.attr_string("/", "failure").c_str());

@@ -241,6 +241,9 @@ class Trainer {
   TrainSummary run() {
     const bool show = cfg_.train.progress && !opt_.quiet;
     // Everything knowable before the first epoch is checked before it.
+    // A symbolic link is followed: the run's file is the link's target (a rename over the link
+    // would replace the link and leave the target stale).
+    opt_.out = io::resolve_output(opt_.out);
     if (opt_.resume && !std::filesystem::exists(opt_.out))
       throw error("--resume: " + opt_.out +
                   " does not exist; run without --resume to start a new run there");
@@ -267,8 +270,13 @@ class Trainer {
       try {
         train_epoch(ep, bar);
       } catch (const numerical_error& e) {
-        mark_failed(e.what());
-        throw;
+        // The file keeps its last complete epoch, marked failed; the exit code is that of every
+        // failed run (4).
+        const bool marked = mark_failed(e.what());
+        throw run_failed(std::string(e.what()) +
+                         (marked ? " (" + opt_.out + " keeps epoch " + std::to_string(ep) +
+                                       ", marked status = failed)"
+                                 : " (nothing was written)"));
       }
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -288,11 +296,20 @@ class Trainer {
         throw run_failed("training failed at epoch " + std::to_string(ep + 1) + ": " + failure +
                          " (" + opt_.out + " is marked status = failed)");
     }
-    if (start >= epochs && stored_status_ == "failed")
-      throw run_failed(opt_.out + " holds " + std::to_string(start) +
-                       " epochs of a run marked failed: " + stored_failure_);
-    if (start >= epochs && !opt_.quiet)
-      std::fprintf(stderr, "nothing to do: %s already holds %d epochs\n", opt_.out.c_str(), start);
+    if (start >= epochs) {
+      // Nothing to train. A run stopped early (status running) whose configured epochs are now
+      // reached is judged and finished here, so that it cannot end looking complete unjudged.
+      if (stored_status_ == "running") {
+        const std::string failure = assess(true);
+        write(failure.empty() ? "complete" : "failed", start, true, failure);
+        if (!failure.empty())
+          throw run_failed("training failed at epoch " + std::to_string(start) + ": " + failure +
+                           " (" + opt_.out + " is marked status = failed)");
+      }
+      if (!opt_.quiet)
+        std::fprintf(stderr, "nothing to do: %s already holds %d epochs\n", opt_.out.c_str(),
+                     start);
+    }
     TrainSummary s;
     s.eval_eps = cfg_.data.eval_eps;
     s.test_accuracy = hist_.test_acc.empty() ? std::vector<double>{} : hist_.test_acc.back();
@@ -325,6 +342,11 @@ class Trainer {
               "\nonly train.epochs, train.progress and simulate.* may "
               "change on resume; start a new run (another --out) instead");
     }
+    if (f.attr_string("/", "status") == "failed")
+      throw run_failed("cannot resume " + opt_.out + ": the run is marked failed (" +
+                       f.attr_string("/", "failure") +
+                       "); a failed run stays failed: start a new run with a changed "
+                       "configuration (another --out, or --overwrite)");
     Checkpoint<S> ck = read_checkpoint<S>(f, cfg_);
     net_ = std::move(ck.net);
     sgd_.velocity() = std::move(ck.velocity);
@@ -334,7 +356,6 @@ class Trainer {
     hist_ = std::move(ck.hist);
     owns_file_ = true;
     stored_status_ = f.attr_string("/", "status");
-    if (stored_status_ == "failed") stored_failure_ = f.attr_string("/", "failure");
     if (!opt_.quiet)
       std::fprintf(stderr, "resuming %s after epoch %lld\n", opt_.out.c_str(),
                    static_cast<long long>(ck.epoch));
@@ -582,8 +603,8 @@ class Trainer {
 
   /// A numerical failure in the middle of an epoch: the file keeps its last complete epoch and
   /// is marked failed with the reason (the weights of the broken epoch are not written).
-  void mark_failed(const std::string& why) const {
-    if (!owns_file_) return;  // no epoch of this run was written yet: leave the path alone
+  bool mark_failed(const std::string& why) const {
+    if (!owns_file_) return false;  // no epoch of this run was written yet: leave the path alone
     try {
       io::update_atomically(opt_.out, [&](io::H5File& f) {
         f.set_attr("/", "status", "failed");
@@ -592,7 +613,9 @@ class Trainer {
     } catch (const eisim::error& e) {
       std::fprintf(stderr, "warning: could not mark %s as failed: %s\n", opt_.out.c_str(),
                    e.what());
+      return false;
     }
+    return true;
   }
 
   void write(const char* status, int epoch, bool final, const std::string& failure) {
@@ -639,8 +662,8 @@ class Trainer {
 
   io::Config cfg_;
   TrainOptions opt_;
-  bool owns_file_ = false;  ///< opt_.out holds this run (written by it, or resumed from)
-  std::string stored_status_, stored_failure_;  ///< of the resumed file
+  bool owns_file_ = false;     ///< opt_.out holds this run (written by it, or resumed from)
+  std::string stored_status_;  ///< of the resumed file
   learning::Sgd<S> sgd_;
   std::mt19937_64 rng_;
   io::Dataset train_, test_;
@@ -653,7 +676,11 @@ class Trainer {
 }  // namespace
 
 void verify_run_file(const std::string& path) {
-  const io::H5File f = io::H5File::open_read(path);
+  verify_run_file(io::H5File::open_read(path));
+}
+
+void verify_run_file(const io::H5File& f) {
+  const std::string& path = f.path();
   if (!f.exists("checkpoint"))
     throw data_error(path, 0, "not a run file of eisim train (no /checkpoint)");
   const io::Config cfg =

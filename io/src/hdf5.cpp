@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -498,21 +500,23 @@ void H5File::close() {
 namespace {
 
 /// Temporary files that exist right now (written by write_atomically, not yet renamed), so that
-/// SIGINT/SIGTERM can remove them. Fixed storage: the handler may only call async-signal-safe
-/// functions, so it reads these slots and calls unlink().
+/// SIGINT/SIGTERM/SIGHUP can remove them. Fixed storage: the handler may only call
+/// async-signal-safe functions, so it reads these slots and calls unlink(). A slot's path is
+/// written before its flag is set with release order, and the handler reads the flag first.
 constexpr int kTmpSlots = 16;
 constexpr std::size_t kTmpPathMax = 4096;
 char g_tmp_paths[kTmpSlots][kTmpPathMax];
-volatile std::sig_atomic_t g_tmp_used[kTmpSlots];
+std::atomic<int> g_tmp_used[kTmpSlots];
 std::mutex g_tmp_mutex;
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs lock-free flags");
 
 int register_tmp(const std::string& path) {
   if (path.size() >= kTmpPathMax) return -1;
   std::lock_guard<std::mutex> lock(g_tmp_mutex);
   for (int i = 0; i < kTmpSlots; ++i)
-    if (!g_tmp_used[i]) {
+    if (g_tmp_used[i].load(std::memory_order_acquire) == 0) {
       std::memcpy(g_tmp_paths[i], path.c_str(), path.size() + 1);
-      g_tmp_used[i] = 1;
+      g_tmp_used[i].store(1, std::memory_order_release);
       return i;
     }
   return -1;
@@ -521,14 +525,19 @@ int register_tmp(const std::string& path) {
 void unregister_tmp(int slot) {
   if (slot < 0) return;
   std::lock_guard<std::mutex> lock(g_tmp_mutex);
-  g_tmp_used[slot] = 0;
+  g_tmp_used[slot].store(0, std::memory_order_release);
 }
 
 extern "C" void remove_tmp_and_reraise(int sig) {
+  const int saved = errno;
   for (int i = 0; i < kTmpSlots; ++i)
-    if (g_tmp_used[i]) ::unlink(g_tmp_paths[i]);
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
+    if (g_tmp_used[i].load(std::memory_order_acquire) != 0) ::unlink(g_tmp_paths[i]);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(sig, &dfl, nullptr);
+  errno = saved;
+  ::raise(sig);
 }
 
 std::string errno_text(int err) {
@@ -541,27 +550,40 @@ void write_all(int fd, const std::string& path, const unsigned char* data, std::
   while (done < n) {
     const ssize_t w = ::write(fd, data + done, std::min<std::size_t>(n - done, 1u << 30));
     if (w < 0) {
-      if (errno == EINTR) continue;
+      const int err = errno;
+      if (err == EINTR) continue;
       throw data_error(path, done,
-                       "cannot write the file: " + errno_text(errno) + " (after " +
+                       "cannot write the file: " + errno_text(err) + " (after " +
                            std::to_string(done) + " of " + std::to_string(n) + " bytes)");
     }
     done += std::size_t(w);
   }
 }
 
-/// fsync the directory holding `path`, so that a rename into it survives a power loss.
-void sync_directory(const std::string& path) {
+/// fsync the directory holding `path`, so that a rename into it survives a power loss. Returns
+/// the reason if it could not (the rename has happened by then: this is a warning, not an error).
+std::string sync_directory(const std::string& path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
   if (dir.empty()) dir = ".";
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    throw data_error(path, 0, "cannot open its directory to sync it: " + errno_text(errno));
+  if (fd < 0) return "cannot open " + dir + ": " + errno_text(errno);
   const int rc = ::fsync(fd);
   const int err = errno;
   ::close(fd);
   if (rc != 0 && err != EINVAL)  // some file systems cannot sync a directory
-    throw data_error(path, 0, "cannot sync its directory: " + errno_text(err));
+    return "cannot sync " + dir + ": " + errno_text(err);
+  return {};
+}
+
+/// Test hook (documented in docs/reliability.md): EISIM_TEST_DELAY_RENAME_MS=N makes every atomic
+/// write wait N ms between writing its temporary file and renaming it, so that tests can
+/// interrupt a write at exactly that moment.
+int rename_delay_ms() {
+  static const int ms = [] {
+    const char* v = std::getenv("EISIM_TEST_DELAY_RENAME_MS");
+    return v ? std::max(0, std::atoi(v)) : 0;
+  }();
+  return ms;
 }
 
 }  // namespace
@@ -580,25 +602,31 @@ H5File H5File::create_in_memory(const std::string& name) {
 
 H5File H5File::open_in_memory_copy(const std::string& path) {
   init_hdf5();
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw data_error(path, 0, "file not found");
-  if (!S_ISREG(st.st_mode)) throw data_error(path, 0, "not a regular file");
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
-  {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw data_error(path, 0, "cannot open the file: " + errno_text(errno));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    throw data_error(path, 0, "cannot open the file: " + errno_text(err));
+  }
+  std::vector<unsigned char> bytes;
+  try {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw data_error(path, 0, "cannot stat: " + errno_text(errno));
+    if (!S_ISREG(st.st_mode)) throw data_error(path, 0, "not a regular file");
+    bytes.resize(static_cast<std::size_t>(st.st_size));
     std::size_t got = 0;
     while (got < bytes.size()) {
       const ssize_t r = ::read(fd, bytes.data() + got, bytes.size() - got);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        ::close(fd);
-        throw data_error(path, got, "cannot read the file");
-      }
+      const int err = errno;
+      if (r < 0 && err == EINTR) continue;
+      if (r < 0) throw data_error(path, got, "cannot read the file: " + errno_text(err));
+      if (r == 0) throw data_error(path, got, "the file shrank while it was read");
       got += std::size_t(r);
     }
+  } catch (...) {
     ::close(fd);
+    throw;
   }
+  ::close(fd);
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), 1 << 20, 0) < 0 ||
       H5Pset_file_image(fapl.get(), bytes.data(), bytes.size()) < 0)
@@ -621,42 +649,63 @@ std::vector<unsigned char> H5File::close_to_image() {
   return image;
 }
 
+void H5File::remove(const std::string& obj) {
+  require_writable("remove");
+  if (!link_exists(id_, obj)) return;
+  if (H5Ldelete(id_, obj.c_str(), H5P_DEFAULT) < 0) fail(path_, "cannot remove " + quoted(obj));
+}
+
 namespace {
 
-/// Write `image` to a temporary file unique to this process (two processes writing the same
-/// output never share one), sync it, rename it over `path`, sync the directory. Until the rename,
-/// any existing `path` is untouched; on failure nothing is left behind.
+/// Write `image` to a new temporary file in the directory of `path` (mkostemps: a name no other
+/// writer uses), sync it, rename it over `path`, sync the directory. Until the rename, any
+/// existing `path` is untouched; on failure nothing is left behind.
 void write_image_atomically(const std::string& path, const std::vector<unsigned char>& image) {
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + "." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1)) + ".tmp";
-  const int slot = register_tmp(tmp);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const std::string suffix = ".tmp";
+  std::string tmpl = path + ".XXXXXX" + suffix;
+  // The file is registered for the signal handler right after mkostemps names it; a signal in
+  // that instant can leave at most an empty temporary file.
+  const int fd = ::mkostemps(tmpl.data(), int(suffix.size()), O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    unregister_tmp(slot);
+    std::string hint;
+    if (err == ENOENT || err == EACCES || err == EROFS)
+      hint = " (does the directory exist and is it writable?)";
     throw data_error(path, 0,
-                     "cannot create the temporary file " + tmp + ": " + errno_text(err) +
-                         " (does the directory exist and is it writable?)");
+                     "cannot create a temporary file beside it: " + errno_text(err) + hint);
   }
+  const std::string& tmp = tmpl;
+  const int slot = register_tmp(tmp);
+  auto discard = [&] {
+    ::unlink(tmp.c_str());
+    unregister_tmp(slot);
+  };
   try {
     write_all(fd, tmp, image.data(), image.size());
-    if (::fsync(fd) != 0) throw data_error(tmp, 0, "cannot sync the file: " + errno_text(errno));
-    if (::close(fd) != 0) throw data_error(tmp, 0, "cannot close the file: " + errno_text(errno));
+    if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) {
+      const int err = errno;
+      throw data_error(tmp, 0, "cannot sync the file: " + errno_text(err));
+    }
   } catch (...) {
-    ::close(fd);  // harmless if already closed (EBADF)
-    ::unlink(tmp.c_str());
-    unregister_tmp(slot);
+    ::close(fd);
+    discard();
     throw;
   }
+  if (::close(fd) != 0) {
+    const int err = errno;
+    discard();
+    throw data_error(tmp, 0, "cannot close the file: " + errno_text(err));
+  }
+  if (const int ms = rename_delay_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    unregister_tmp(slot);
+    discard();
     throw data_error(path, 0, "cannot rename " + tmp + " to " + path + ": " + errno_text(err));
   }
   unregister_tmp(slot);
-  sync_directory(path);
+  if (const std::string why = sync_directory(path); !why.empty())
+    std::fprintf(stderr, "warning: %s was written, but its directory could not be synced (%s)\n",
+                 path.c_str(), why.c_str());
 }
 
 }  // namespace
@@ -683,7 +732,15 @@ void update_atomically(const std::string& path, const std::function<void(H5File&
 }
 
 void remove_temporaries_on_signal() {
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, remove_tmp_and_reraise);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0) continue;
+    if (old.sa_handler == SIG_IGN) continue;  // e.g. nohup: an ignored signal stays ignored
+    struct sigaction sa {};
+    sa.sa_handler = remove_tmp_and_reraise;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(sig, &sa, nullptr);
+  }
 }
 
 }  // namespace eisim::io

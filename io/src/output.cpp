@@ -54,6 +54,14 @@ void check_output_path(const std::string& path, bool may_replace, const std::str
                 " is not writable: " + std::strerror(errno));
 }
 
+std::string resolve_output(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(path, ec))) return path;
+  const fs::path target = fs::weakly_canonical(path, ec);
+  if (ec) throw error("cannot follow the symbolic link " + path + ": " + ec.message());
+  return target.string();
+}
+
 bool same_file(const std::string& a, const std::string& b) {
   std::error_code ec;
   return fs::equivalent(a, b, ec) && !ec;

@@ -73,7 +73,7 @@ TEST_CASE("a NaN loss stops training with a hint and leaves the last good file i
   auto o = quiet(out);
   o.overwrite = true;  // a new run asked to replace the file, which fails in its first epoch
   CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"train.epochs=3", "learning.lr_E=1e30"}), o),
-                       doctest::Contains("try a smaller learning rate"), eisim::numerical_error);
+                       doctest::Contains("try a smaller learning rate"), eisim::run_failed);
   CHECK(std::filesystem::last_write_time(out) == before);
   const auto f = io::H5File::open_read(out);
   CHECK(f.read_vector("train/epoch").size() == 1);
@@ -136,10 +136,36 @@ TEST_CASE("a run that diverges or learns nothing is marked failed, with the caus
   CHECK_THROWS_WITH_AS(experiments::run_train(tiny({"network.circuit.theta=1e-30"}), quiet(b)),
                        doctest::Contains("learned nothing"), eisim::run_failed);
   CHECK(io::H5File::open_read(b).attr_string("/", "status") == "failed");
-  // Resuming a failed run that has nothing left to do reports the failure again.
+  // A failed run stays failed: resuming it (with nothing left to do, or with more epochs that
+  // might recover) reports the failure instead of continuing.
   CHECK_THROWS_WITH_AS(
       experiments::run_train(tiny({"network.circuit.theta=1e-30"}), quiet(b, true)),
       doctest::Contains("marked failed"), eisim::run_failed);
+  CHECK_THROWS_WITH_AS(
+      experiments::run_train(tiny({"learning.lr_E=1e6", "train.epochs=3"}), quiet(a, true)),
+      doctest::Contains("marked failed"), eisim::run_failed);
+  CHECK(io::H5File::open_read(a).read_vector("train/epoch").size() == 1);
+}
+
+TEST_CASE("a run stopped early and resumed with fewer epochs is judged before it is complete") {
+  const auto dir = test::scratch_dir("judged");
+  // A file left with status running (a run stopped after its first epoch) and resumed with
+  // train.epochs = 1 has nothing to train: it is judged like a last epoch, not left running or
+  // reported as fine unjudged.
+  const std::string good = (dir / "good.h5").string(), bad = (dir / "bad.h5").string();
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(good));
+  CHECK_THROWS_AS(
+      experiments::run_train(tiny({"train.epochs=1", "network.circuit.theta=1e-30"}), quiet(bad)),
+      eisim::run_failed);
+  for (const auto& path : {good, bad})
+    io::update_atomically(path, [](io::H5File& f) { f.set_attr("/", "status", "running"); });
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(good, true));
+  CHECK(io::H5File::open_read(good).attr_string("/", "status") == "complete");
+  CHECK_THROWS_WITH_AS(
+      experiments::run_train(tiny({"train.epochs=1", "network.circuit.theta=1e-30"}),
+                             quiet(bad, true)),
+      doctest::Contains("learned nothing"), eisim::run_failed);
+  CHECK(io::H5File::open_read(bad).attr_string("/", "status") == "failed");
 }
 
 TEST_CASE("a checkpoint that was altered after it was written is refused on resume") {
@@ -147,7 +173,7 @@ TEST_CASE("a checkpoint that was altered after it was written is refused on resu
   const std::string out = (dir / "run.h5").string();
   experiments::run_train(tiny({"train.epochs=1"}), quiet(out));
   experiments::verify_run_file(out);  // the untouched file verifies
-  // Flip one bit of one stored weight (every bit position of one entry, one at a time).
+  // Flip one random bit of one stored weight or momentum entry, in six copies.
   std::mt19937_64 rng(test::seed());
   for (int trial = 0; trial < 6; ++trial) {
     const std::string copy = (dir / ("flip" + std::to_string(trial) + ".h5")).string();
@@ -198,8 +224,7 @@ TEST_CASE("a checkpoint with a bad epoch, a short history or no optimizer state 
          f.write("train/loss", std::vector<double>{f.read_vector("train/loss")[0]});
        },
        "/train/loss holds 1 epochs"},
-      {"no optimizer", [](io::H5File& f) { f.write("optimizer", std::vector<double>{}); },
-       "optimizer"},
+      {"no optimizer", [](io::H5File& f) { f.remove("optimizer"); }, "missing /optimizer"},
       {"NaN weight",
        [](io::H5File& f) {
          Mat<double> m = f.read_matrix("weights/layer_1/b");

@@ -254,7 +254,7 @@ TEST_CASE("a write that runs out of space fails with the system's reason and lea
   // A file-size limit makes write() fail as a full disk would (EFBIG instead of ENOSPC).
   struct rlimit old {};
   REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
-  std::signal(SIGXFSZ, SIG_IGN);
+  const auto old_xfsz = std::signal(SIGXFSZ, SIG_IGN);
   struct rlimit small = old;
   small.rlim_cur = 64 * 1024;
   REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
@@ -267,6 +267,7 @@ TEST_CASE("a write that runs out of space fails with the system's reason and lea
     message = e.what();
   }
   setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_xfsz);
   CHECK(message.find("File too large") != std::string::npos);
   CHECK(std::filesystem::file_size(path) == size_before);
   CHECK(H5File::open_read(path).exists("old"));

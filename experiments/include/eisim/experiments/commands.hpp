@@ -41,6 +41,8 @@ TrainSummary run_train(const io::Config& config, const TrainOptions& options);
 /// its checkpoint exactly as --resume does (shapes, epoch, history, optimizer state, finite
 /// values, checksum). Throws eisim::error naming the file and the problem.
 void verify_run_file(const std::string& path);
+/// The same on an open file (so that what is verified is what the caller then reads).
+void verify_run_file(const io::H5File& file);
 
 struct SweepOptions {
   std::string config_path;

@@ -78,6 +78,8 @@ class H5File {
   std::string attr_string(const std::string& obj, const std::string& name) const;
   double attr_double(const std::string& obj, const std::string& name) const;
   std::int64_t attr_int(const std::string& obj, const std::string& name) const;
+  /// Remove a group or dataset (and everything below it); nothing if it does not exist.
+  void remove(const std::string& obj);
   /// Names of the members of a group, sorted by name.
   std::vector<std::string> list(const std::string& group) const;
 
@@ -104,9 +106,9 @@ class H5File {
 };
 
 /// Write a file atomically and durably. `fill` writes into an in-memory HDF5 file; its bytes are
-/// then written to a temporary file unique to this process (path.<pid>.<n>.tmp), fsynced, renamed
-/// over `path`, and the directory is fsynced. If fill or any write throws (a full disk, say),
-/// nothing is left behind, any existing `path` is untouched and the exception propagates
+/// then written to a new temporary file beside it (path.XXXXXX.tmp, made by mkostemps), fsynced,
+/// renamed over `path`, and the directory is fsynced. If fill or any write throws (a full disk,
+/// say), nothing is left behind, any existing `path` is untouched and the exception propagates
 /// (data_error naming the file and the system's reason). The caller decides whether `path` may be
 /// replaced (see output.hpp).
 void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill);

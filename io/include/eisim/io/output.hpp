@@ -15,6 +15,11 @@ namespace eisim::io {
 void check_output_path(const std::string& path, bool may_replace, const std::string& what,
                        bool create_dirs = false);
 
+/// The path an output is written to: a symbolic link is followed to its final target (writing
+/// replaces a file by rename, which would otherwise replace the link and leave the target stale);
+/// any other path is returned as is.
+std::string resolve_output(const std::string& path);
+
 /// True if `a` and `b` name the same existing file (through links, relative paths, ...).
 bool same_file(const std::string& a, const std::string& b);
 
