@@ -17,7 +17,7 @@
 
 #include "eisim/build_info.hpp"
 #include "eisim/experiments/commands.hpp"
-#include "eisim/io/hdf5.hpp"
+#include "eisim/io/output.hpp"
 #include "eisim/models/error.hpp"
 #include "eisim/models/memory.hpp"
 
@@ -86,7 +86,12 @@ int main(int argc, char** argv) {
                   "train again from scratch the points whose file was made with another "
                   "configuration, is unreadable or failed (their files are replaced)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every command-line error exits 2, like a configuration error.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   eisim::models::keep_freed_memory();
   eisim::io::remove_temporaries_on_signal();
   if (resume && overwrite) {
@@ -152,6 +157,9 @@ int main(int argc, char** argv) {
   } catch (const eisim::config_error& e) {
     std::fprintf(stderr, "eisim: configuration error: %s\n", e.what());
     return 2;
+  } catch (const eisim::io::output_busy& e) {
+    std::fprintf(stderr, "eisim: busy: %s\n", e.what());
+    return experiments::sweep_exit_busy;
   } catch (const eisim::run_failed& e) {
     std::fprintf(stderr, "eisim: run failed: %s\n", e.what());
     return 4;

@@ -131,6 +131,8 @@ void run_simulate(const io::Config& config, const std::string& out_path, const s
                                                config.simulate.weights +
                                                " that simulate reads; choose another --out");
   io::check_output_path(out, overwrite, "--out");
+  const io::OutputLock lock(out, "--out " + out);
+  io::check_output_path(out, overwrite, "--out");  // again under the lock
   std::fprintf(stderr, "%s", io::provenance_header(config, command).c_str());
   const io::Dataset test = io::load_fashion_mnist(config.data.dir, false);
   auto net = models::initialise<double>(io::network_spec(config), config.seed);

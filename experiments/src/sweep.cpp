@@ -49,12 +49,6 @@ constexpr const char* kSummaryKind = "sweep_summary";
 /// First line of the CSV written beside the summary (the only kind of CSV --merge replaces).
 constexpr const char* kCsvHeader = "run,condition,eps,seed,epochs,final_accuracy";
 
-/// Another process holds the lock of a grid point.
-class point_busy : public error {
- public:
-  using error::error;
-};
-
 struct GridPoint {
   std::string name;
   std::string condition;
@@ -137,10 +131,6 @@ std::string run_path(const io::Config& base, const GridPoint& p) {
   return (fs::path(base.sweep.out_dir) / (p.name + ".h5")).string();
 }
 
-std::string lock_path(const std::string& run) {
-  return run + ".lock";
-}
-
 io::Config point_config(const SweepOptions& o, const GridPoint& p) {
   // A grid point is one training run: its own condition applies, the others do not (they are
   // validated against the base configuration when the sweep file is loaded).
@@ -152,90 +142,6 @@ io::Config point_config(const SweepOptions& o, const GridPoint& p) {
   } catch (const config_error& e) {
     throw config_error(e.key_path(), std::string("grid point ") + p.name + ": " + e.what());
   }
-}
-
-// ---- Locks ---------------------------------------------------------------------------------
-// An open-file-description lock (F_OFD_SETLK) on <point>.h5.lock: it belongs to the open file,
-// not to the process, so it conflicts within one process too (the tests rely on this), is not
-// inherited by children, is released by the kernel when its holder exits or crashes, and can be
-// tested (F_OFD_GETLK) without being taken, so that --list or a merge never makes a worker fail.
-
-std::string lock_holder(int fd) {
-  char buf[256] = {};
-  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
-  std::string s = n > 0 ? std::string(buf, std::size_t(n)) : std::string();
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\0')) s.pop_back();
-  return s.empty() ? "" : ", held by " + s;
-}
-
-class PointLock {
- public:
-  PointLock(const std::string& path, const std::string& point) : path_(path) {
-    for (int attempt = 0;; ++attempt) {
-      fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-      if (fd_ < 0)
-        throw error("grid point " + point + ": cannot create the lock file " + path + ": " +
-                    std::strerror(errno));
-      struct flock fl {};
-      fl.l_type = F_WRLCK;
-      fl.l_whence = SEEK_SET;
-      if (::fcntl(fd_, F_OFD_SETLK, &fl) != 0) {
-        const int err = errno;
-        const std::string holder = lock_holder(fd_);
-        ::close(fd_);
-        fd_ = -1;
-        if (err == EAGAIN || err == EACCES)
-          throw point_busy("grid point " + point + " is being run by another process (lock " +
-                           path + holder + ")");
-        throw error("grid point " + point + ": cannot lock " + path + ": " + std::strerror(err));
-      }
-      // The previous holder removes the file when it is done: make sure the locked file is the
-      // one at the path now, not one it removed after we opened it.
-      struct stat a {
-      }, b{};
-      if (::fstat(fd_, &a) == 0 && ::stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
-          a.st_ino == b.st_ino)
-        break;
-      ::close(fd_);
-      fd_ = -1;
-      if (attempt == 100) throw error("grid point " + point + ": cannot lock " + path);
-    }
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    const std::string who = "pid " + std::to_string(::getpid()) + " on " + host + "\n";
-    if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, who.data(), who.size(), 0);
-  }
-  ~PointLock() {
-    // Remove the file while still holding the lock (see the constructor), then release it.
-    ::unlink(path_.c_str());
-    ::close(fd_);
-  }
-  PointLock(const PointLock&) = delete;
-  PointLock& operator=(const PointLock&) = delete;
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
-
-/// If a process holds the lock of the point whose lock file is `path`: ", held by ..." (or "")
-/// in `holder` and true.
-bool is_locked(const std::string& path, std::string* holder = nullptr) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return false;
-    throw error("cannot open the lock file " + path + ": " + std::strerror(errno));
-  }
-  struct flock fl {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  const int rc = ::fcntl(fd, F_OFD_GETLK, &fl);
-  const int err = errno;
-  const bool locked = rc == 0 && fl.l_type != F_UNLCK;
-  if (locked && holder) *holder = lock_holder(fd);
-  ::close(fd);
-  if (rc != 0) throw error("cannot test the lock file " + path + ": " + std::strerror(err));
-  return locked;
 }
 
 // ---- The state of a point's file -------------------------------------------------------------
@@ -316,9 +222,9 @@ PointFile inspect_open(const io::H5File& f, const io::Config& cfg) {
 PointFile inspect(const std::string& path, const io::Config& cfg, bool probe_lock) {
   PointFile r;
   std::string holder;
-  if (probe_lock && is_locked(lock_path(path), &holder)) {
+  if (probe_lock && io::output_locked(path, &holder)) {
     r.state = State::busy;
-    r.why = "being run by another process (lock " + lock_path(path) + holder + ")";
+    r.why = "being run by another process (lock " + io::lock_path(path) + holder + ")";
     return r;
   }
   std::error_code ec;
@@ -373,11 +279,11 @@ void refuse_unusable(const std::vector<GridPoint>& pts, const std::vector<std::s
 
 // ---- Running a point ---------------------------------------------------------------------------
 
-/// Runs one grid point under its lock. Throws point_busy if another process runs it.
+/// Runs one grid point under its lock. Throws io::output_busy if another process runs it.
 void run_point(const SweepOptions& o, const io::Config& base, const GridPoint& p,
                const io::Config& cfg, std::size_t index) {
   const std::string out = run_path(base, p);
-  const PointLock lock(lock_path(out), p.name);
+  const io::OutputLock lock(out, "grid point " + p.name);
   // The state under the lock: the file may have changed since the sweep looked at it.
   const PointFile pf = inspect(out, cfg, /*probe_lock=*/false);
   TrainOptions t;
@@ -413,6 +319,7 @@ void run_point(const SweepOptions& o, const io::Config& base, const GridPoint& p
               " (" + p.name + ")";
   std::fprintf(stderr, "== %s -> %s%s\n", p.name.c_str(), out.c_str(),
                t.resume ? " (resuming)" : "");
+  t.lock_held = true;  // run_train would otherwise take the lock held above
   const auto s = run_train(run_cfg, t);
   std::fprintf(stderr, "== %s: final test accuracy %.2f %% (%d epochs, %.0f s)\n", p.name.c_str(),
                100 * s.final_accuracy, s.epochs, s.seconds);
@@ -652,30 +559,19 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
       f.set_attr("runs/" + name, "seed", src.attr_int("/", "seed"));
     }
   });
-  // The CSV beside the summary, written to a temporary file and renamed.
+  // The CSV beside the summary, written atomically like every output.
   {
-    const std::string tmp = target.csv + "." + std::to_string(::getpid()) + ".tmp";
-    std::ofstream os(tmp);
+    std::ostringstream os;
     os << kCsvHeader;
     for (double e : eval_eps) os << ",accuracy_eps" << number_text(e);
     os << ",seconds\n";
     for (std::size_t i = 0; i < run.size(); ++i) {
       os << run[i] << "," << cond[i] << "," << number_text(eps[i]) << "," << seeds[i] << ","
-         << epochs[i] << "," << final_acc[i];
-      for (double x : per_eps[i]) os << "," << x;
-      os << "," << secs[i] << "\n";
+         << epochs[i] << "," << number_text(final_acc[i]);
+      for (double x : per_eps[i]) os << "," << number_text(x);
+      os << "," << number_text(secs[i]) << "\n";
     }
-    os.close();
-    std::error_code ec;
-    if (!os) {
-      fs::remove(tmp, ec);
-      throw error("cannot write " + target.csv + " (disk full or not writable?)");
-    }
-    fs::rename(tmp, target.csv, ec);
-    if (ec) {
-      fs::remove(tmp, ec);
-      fs_fail("cannot write", target.csv, ec);
-    }
+    io::write_text_atomically(target.csv, os.str());
   }
   std::vector<std::string> header{"condition", "eps", "seed", "final acc %"};
   for (double e : eval_eps) header.push_back("acc@" + number_text(e));
@@ -764,7 +660,7 @@ LocalResult run_here(const SweepOptions& o, const io::Config& base,
   for (auto i : todo) {
     try {
       run_point(o, base, pts[i], cfgs[i], i);
-    } catch (const point_busy& e) {
+    } catch (const io::output_busy& e) {
       std::fprintf(stderr, "sweep: %s; skipped\n", e.what());
       ++r.busy;
     } catch (const eisim::error& e) {
@@ -936,7 +832,7 @@ int sweep(const SweepOptions& o) {
     const auto i = std::size_t(o.task_id);
     try {
       run_point(o, base, pts[i], cfgs[i], i);
-    } catch (const point_busy& e) {
+    } catch (const io::output_busy& e) {
       std::fprintf(stderr, "eisim: error: %s\n", e.what());
       return sweep_exit_busy;
     }

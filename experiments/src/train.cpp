@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "eisim/experiments/commands.hpp"
@@ -244,10 +245,15 @@ class Trainer {
     // A symbolic link is followed: the run's file is the link's target (a rename over the link
     // would replace the link and leave the target stale).
     opt_.out = io::resolve_output(opt_.out);
+    // One writer per output: a second `train --out` of the same file (or a simulate of it) is
+    // refused while this one runs, and the existence check below happens under the lock.
+    io::check_output_path(opt_.out, opt_.resume || opt_.overwrite, "--out");
+    std::optional<io::OutputLock> lock;
+    if (!opt_.lock_held) lock.emplace(opt_.out, "--out " + opt_.out);
     if (opt_.resume && !std::filesystem::exists(opt_.out))
       throw error("--resume: " + opt_.out +
                   " does not exist; run without --resume to start a new run there");
-    io::check_output_path(opt_.out, opt_.resume || opt_.overwrite, "--out");
+    io::check_output_path(opt_.out, opt_.resume || opt_.overwrite, "--out");  // under the lock
     if (!opt_.quiet) std::fprintf(stderr, "%s", io::provenance_header(cfg_, opt_.command).c_str());
     train_ = io::load_fashion_mnist(cfg_.data.dir, true, cfg_.data.train_limit);
     test_ = io::load_fashion_mnist(cfg_.data.dir, false, cfg_.data.test_limit);

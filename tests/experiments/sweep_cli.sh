@@ -67,7 +67,7 @@ open(sys.argv[1] + ".held", "w").close()
 time.sleep(60)' "$lock" &
     holder=$!
     for _ in $(seq 100); do [ -e "$lock.held" ] && break; sleep 0.1; done
-    expect 5 "grid point implicit_eps0.5_seed1 is being run by another process \(lock $lock" \
+    expect 5 "grid point implicit_eps0.5_seed1 is being written by another process \(lock $lock" \
       "$eisim" sweep --config "$config" "${small[@]}" --task-id 0
     expect 0 "1 running elsewhere" "$eisim" sweep --config "$config" "${small[@]}" --local --jobs 2
     kill "$holder"

@@ -290,7 +290,7 @@ TEST_CASE("sweep: a grid point that another process is running is refused, and -
   int rc = -1;
   std::string err = capture_stderr([&] { rc = experiments::run_sweep(o); });
   CHECK(rc == experiments::sweep_exit_busy);
-  CHECK(err.find("grid point implicit_eps0.5_seed1 is being run by another process (lock " +
+  CHECK(err.find("grid point implicit_eps0.5_seed1 is being written by another process (lock " +
                  lock.string()) != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "implicit_eps0.5_seed1.h5"));
   o.task_id = -1;

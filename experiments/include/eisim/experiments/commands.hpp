@@ -18,6 +18,8 @@ struct TrainOptions {
   std::string out;
   bool resume = false;
   bool overwrite = false;  ///< replace an existing `out` (otherwise it is an error unless resume)
+  bool lock_held =
+      false;  ///< the caller holds io::OutputLock(out) (sweep); else run_train takes it
   std::string command;
   bool quiet = false;  ///< no progress bar, no summary
 };

@@ -117,8 +117,4 @@ void write_atomically(const std::string& path, const std::function<void(H5File&)
 /// exactly as in write_atomically.
 void update_atomically(const std::string& path, const std::function<void(H5File&)>& edit);
 
-/// Install SIGINT/SIGTERM/SIGHUP handlers that remove write_atomically's temporary files that
-/// exist at that moment, then end the process with the signal as before. Called by the CLI.
-void remove_temporaries_on_signal();
-
 }  // namespace eisim::io
