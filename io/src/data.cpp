@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "eisim/io/output.hpp"
 #include "eisim/models/error.hpp"
 
 namespace eisim::io {
@@ -35,19 +36,9 @@ std::string missing_message(const std::string& path) {
          "dataset-fashion-mnist) or point data.dir at a directory holding the IDX files";
 }
 
-/// What a non-regular file is, for the error message.
-const char* file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
-
 [[noreturn]] void throw_not_regular(const std::string& path, mode_t mode) {
   throw data_error(path, 0,
-                   std::string("is ") + file_kind(mode) +
+                   std::string("is ") + describe_file_type(mode) +
                        ", not a regular file; data.dir must hold the IDX files themselves");
 }
 

@@ -185,14 +185,8 @@ void check_output_path(const std::string& path, bool may_replace, const std::str
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode))
-      throw error(what + " " + path + " exists and is not a regular file (" +
-                  (S_ISDIR(st.st_mode)    ? "a directory"
-                   : S_ISCHR(st.st_mode)  ? "a character device"
-                   : S_ISBLK(st.st_mode)  ? "a block device"
-                   : S_ISFIFO(st.st_mode) ? "a FIFO"
-                   : S_ISSOCK(st.st_mode) ? "a socket"
-                                          : "not a regular file") +
-                  "); eisim writes outputs only to regular files");
+      throw error(what + " " + path + " exists and is " + describe_file_type(st.st_mode) +
+                  ", not a regular file; eisim writes outputs only to regular files");
     if (!may_replace)
       throw error(what + " " + path +
                   " already exists; eisim does not replace an existing output unless asked "
@@ -308,6 +302,17 @@ std::string resolve_output(const std::string& path) {
   const fs::path target = fs::weakly_canonical(path, ec);
   if (ec) throw error("cannot follow the symbolic link " + path + ": " + ec.message());
   return target.string();
+}
+
+const char* describe_file_type(unsigned mode) {
+  if (S_ISREG(mode)) return "a regular file";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
 }
 
 bool same_file(const std::string& a, const std::string& b) {

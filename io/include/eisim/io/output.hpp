@@ -23,6 +23,9 @@ void check_output_path(const std::string& path, bool may_replace, const std::str
 /// any other path is returned as is.
 std::string resolve_output(const std::string& path);
 
+/// What a file of this st_mode is, for messages: "a directory", "a FIFO (named pipe)", ...
+const char* describe_file_type(unsigned mode);
+
 /// True if `a` and `b` name the same existing file (through links, relative paths, ...).
 bool same_file(const std::string& a, const std::string& b);
 
