@@ -203,11 +203,18 @@ PointFile inspect_open(const io::H5File& f, const io::Config& cfg) {
     } catch (const error&) {
       r.why = "status = failed";
     }
-  } else if (r.epochs >= cfg.train.epochs && (status == "complete" || status == "running")) {
-    // "running" with enough epochs: a longer run interrupted after the configured epochs; its
-    // history up to them is exactly that of the configured run.
+  } else if (r.epochs > cfg.train.epochs) {
+    // Its weights, traces and history are those of a longer run: merging it under this
+    // train.epochs would mix epochs in one summary.
+    r.state = State::stale;
+    r.why = "it holds " + std::to_string(r.epochs) +
+            " epochs, more than train.epochs = " + std::to_string(cfg.train.epochs) +
+            " (set train.epochs = " + std::to_string(r.epochs) + ")";
+  } else if (r.epochs == cfg.train.epochs && status == "complete") {
     r.state = State::complete;
   } else if (f.exists("checkpoint/epoch")) {
+    // Fewer epochs, or a run stopped with status running at the configured epochs (its resume
+    // judges it and marks it complete or failed).
     r.state = State::partial;
   } else {
     r.state = State::unusable;
@@ -525,6 +532,14 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     std::fprintf(stderr, "merge: no complete runs in %s\n", base.sweep.out_dir.c_str());
     return 1;
   }
+  // One merge at a time writes a summary, and the pair (summary, CSV) is never mixed: the old
+  // CSV is removed first, so an interruption leaves a missing CSV, never one of another merge.
+  const io::OutputLock lock(target.h5, "--merged " + target.h5);
+  {
+    std::error_code ec;
+    fs::remove(target.csv, ec);
+    if (ec) fs_fail("cannot replace", target.csv, ec);
+  }
   io::write_atomically(target.h5, [&](io::H5File& f) {
     f.write("summary/run", run);
     f.write("summary/condition", cond);
@@ -624,7 +639,7 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
   }
   std::fprintf(stderr, "merged %zu runs into %s and %s%s\n", run.size(), target.h5.c_str(),
                target.csv.c_str(), note.c_str());
-  return 0;
+  return failed.empty() ? 0 : 1;  // a failed point is a failure of the sweep, merged or not
 }
 
 // ---- --local ---------------------------------------------------------------------------------

@@ -477,14 +477,51 @@ void check_path(const std::string& path, const Context& ctx, const YAML::Node& a
 // Overrides
 
 /// Set `value` at `path` in the tree; mappings are merged key by key.
-void merge_into(YAML::Node parent, const std::string& key, const YAML::Node& value) {
+/// Set `value` under `key` of `parent` (whose key path is `path`); mappings are merged key by
+/// key. A section is only ever merged into: replacing it by a non-mapping (null, say, from
+/// --set 'network={circuit: ~}') would silently reset every key in it.
+void merge_into(YAML::Node parent, const std::string& key, const YAML::Node& value,
+                const std::string& path) {
   YAML::Node existing = parent[key];
+  if (Schema::get().is_group(path) && !value.IsMap()) {
+    std::string example = path + ".<key>";
+    for (const auto& leaf : Schema::get().leaves)
+      if (is_within(leaf, path)) {
+        example = leaf;
+        break;
+      }
+    throw config_error(path, "'" + path + "' is a section: setting it to " + describe_node(value) +
+                                 " would reset every key in it; set the keys inside it instead "
+                                 "(e.g. '" +
+                                 example + "=...') or give a mapping ('" + path +
+                                 "={key: value}')");
+  }
   if (value.IsMap() && existing.IsMap()) {
     for (auto it = value.begin(); it != value.end(); ++it)
-      merge_into(existing, it->first.Scalar(), it->second);
+      merge_into(existing, it->first.Scalar(), it->second, join_path(path, it->first.Scalar()));
     return;
   }
   parent[key] = value;
+}
+
+/// True if setting `value` at `key` sets the key path `target` (at it, or inside a mapping).
+bool sets_path(const std::string& key, const std::string& value_text, const std::string& target) {
+  if (is_within(key, target)) return true;
+  if (!is_within(target, key)) return false;
+  YAML::Node v;
+  try {
+    v = YAML::Load(value_text);
+  } catch (const YAML::Exception&) {
+    return false;  // reported when the value is applied
+  }
+  for (const auto& part : split_path(target.substr(key.size() + 1))) {
+    if (!v.IsMap()) return false;
+    const YAML::Node& cv = v;
+    const YAML::Node next = cv[part];
+    if (!next.IsDefined()) return false;
+    v.reset(next);
+  }
+  return true;
 }
 
 void set_path(YAML::Node& root, const std::string& path, const YAML::Node& value) {
@@ -496,7 +533,7 @@ void set_path(YAML::Node& root, const std::string& path, const YAML::Node& value
     if (!next.IsMap()) next = YAML::Node(YAML::NodeType::Map);  // replaces null / absent
     cur.reset(next);
   }
-  merge_into(cur, keys.back(), value);
+  merge_into(cur, keys.back(), value, path);
 }
 
 void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
@@ -515,18 +552,6 @@ void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
     value = YAML::Load(value_text);
   } catch (const YAML::Exception& e) {
     throw config_error(path, "cannot parse the value of " + label + " as YAML: " + e.msg);
-  }
-  if (Schema::get().is_group(path) && !value.IsMap()) {
-    std::string example = path + ".<key>";
-    for (const auto& leaf : Schema::get().leaves)
-      if (is_within(leaf, path)) {
-        example = leaf;
-        break;
-      }
-    throw config_error(path, "'" + path + "' is a section: " + label +
-                                 " would replace every key in it with " + describe_node(value) +
-                                 "; set the keys inside it instead (e.g. --set '" + example +
-                                 "=...') or give a mapping ('" + path + "={key: value}')");
   }
   set_path(root, path, value);
 }
@@ -898,6 +923,15 @@ Config build(const YAML::Node& root, const Context& ctx, bool check_conditions) 
     YAML::Node tree = YAML::Clone(root);
     Context sub = ctx;
     for (const auto& [key, value] : cond.set) {
+      // The grid sets these for every point after the condition's own keys: a condition that
+      // set them would be silently overridden.
+      for (const char* grid_key : {"seed", "data.train_eps", "sweep"})
+        if (sets_path(key, value, grid_key))
+          throw config_error(cpath + ".set." + key,
+                             "sweep condition '" + cond.name + "' sets '" + key +
+                                 "', which the grid sets for every point (sweep.seeds, "
+                                 "sweep.eps); a condition cannot set seed, data.train_eps or "
+                                 "sweep.*");
       sub.overrides.push_back({key, cpath + " '" + cond.name + "'"});
       YAML::Node parsed;
       try {

@@ -182,6 +182,12 @@ void remove_temporaries_on_signal() {
 void check_output_path(const std::string& path, bool may_replace, const std::string& what,
                        bool create_dirs) {
   if (path.empty()) throw error(what + ": the output path is empty");
+  for (const char* reserved : {".lock", ".tmp"}) {
+    const std::string r = reserved;
+    if (path.size() >= r.size() && path.compare(path.size() - r.size(), r.size(), r) == 0)
+      throw error(what + " " + path + ": names ending in " + r +
+                  " are reserved for eisim's lock and temporary files; choose another name");
+  }
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode))
@@ -226,6 +232,16 @@ std::string lock_holder(int fd) {
   return s.empty() ? "" : ", held by " + s;
 }
 
+/// True if the file is empty or holds one line "pid N on HOST" (what OutputLock writes).
+bool is_lock_text(int fd) {
+  char buf[300] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return n == 0;
+  const std::string s(buf, std::size_t(n));
+  return s.rfind("pid ", 0) == 0 && s.find(" on ") != std::string::npos && s.back() == '\n' &&
+         s.find('\n') == s.size() - 1;
+}
+
 }  // namespace
 
 std::string lock_path(const std::string& output) {
@@ -235,10 +251,23 @@ std::string lock_path(const std::string& output) {
 OutputLock::OutputLock(const std::string& output, const std::string& what)
     : path_(lock_path(output)) {
   for (int attempt = 0;; ++attempt) {
-    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    // Never follow a link, and never take over a file that is not an eisim lock: the lock file
+    // is truncated, rewritten and removed, so it must be ours.
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd_ < 0) {
       const int err = errno;
+      if (err == ELOOP)
+        throw error(what + ": its lock file " + path_ +
+                    " is a symbolic link; eisim does not write through it (remove it)");
       throw error(what + ": cannot create the lock file " + path_ + ": " + std::strerror(err));
+    }
+    struct stat own {};
+    if (::fstat(fd_, &own) != 0 || !S_ISREG(own.st_mode) || !is_lock_text(fd_)) {
+      ::close(fd_);
+      fd_ = -1;
+      throw error(what + ": " + path_ +
+                  " exists and is not an eisim lock file; eisim keeps its lock there while it "
+                  "writes the output: move that file away");
     }
     struct flock fl {};
     fl.l_type = F_WRLCK;
@@ -297,11 +326,18 @@ bool output_locked(const std::string& output, std::string* holder) {
 }
 
 std::string resolve_output(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_symlink(fs::symlink_status(path, ec))) return path;
-  const fs::path target = fs::weakly_canonical(path, ec);
-  if (ec) throw error("cannot follow the symbolic link " + path + ": " + ec.message());
-  return target.string();
+  // Follow the chain of links by hand: weakly_canonical stops at a link whose target does not
+  // exist yet, and the output is to be created at that target.
+  fs::path p = path;
+  for (int hops = 0;; ++hops) {
+    std::error_code ec;
+    if (!fs::is_symlink(fs::symlink_status(p, ec))) break;
+    if (hops == 40) throw error("cannot follow the symbolic link " + path + ": too many levels");
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) throw error("cannot follow the symbolic link " + p.string() + ": " + ec.message());
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  return p == fs::path(path) ? path : p.lexically_normal().string();
 }
 
 const char* describe_file_type(unsigned mode) {
