@@ -48,15 +48,21 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets;
   bool resume = false, overwrite = false;
 
+  // An empty value (an unset "$SLURM_ARRAY_TASK_ID", say) is an error, not grid point 0.
+  const CLI::Validator non_empty(
+      [](std::string& v) { return v.empty() ? std::string("an empty value is not allowed") : ""; },
+      "NON-EMPTY");
   auto* sim = app.add_subcommand("simulate", "circuit traces and equilibria of test images");
   sim->add_option("--config", config, "YAML configuration")->required()->check(CLI::ExistingFile);
-  sim->add_option("--out", out, "output HDF5 file")->required();
+  sim->add_option("--out", out, "output HDF5 file")->required()->check(non_empty);
   sim->add_option("--set", sets, "override a config key: path.to.key=value");
   sim->add_flag("--overwrite", overwrite, "replace an existing --out file");
 
   auto* train = app.add_subcommand("train", "train a network and record everything in HDF5");
   train->add_option("--config", config, "YAML configuration")->required()->check(CLI::ExistingFile);
-  train->add_option("--out", out, "output HDF5 file (also the checkpoint)")->required();
+  train->add_option("--out", out, "output HDF5 file (also the checkpoint)")
+      ->required()
+      ->check(non_empty);
   train->add_option("--set", sets, "override a config key: path.to.key=value");
   train->add_flag("--resume", resume, "continue from the checkpoint in --out");
   train->add_flag("--overwrite", overwrite, "replace an existing --out file with a new run");
@@ -67,8 +73,10 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   sweep->add_option("--set", so.overrides, "override a config key for every grid point");
-  auto* task_id = sweep->add_option("--task-id", so.task_id,
-                                    "run grid point N >= 0 (e.g. $SLURM_ARRAY_TASK_ID)");
+  auto* task_id =
+      sweep
+          ->add_option("--task-id", so.task_id, "run grid point N >= 0 (e.g. $SLURM_ARRAY_TASK_ID)")
+          ->check(non_empty);
   auto* local =
       sweep->add_flag("--local", so.local, "run every incomplete grid point on this machine");
   sweep->add_option("--jobs", so.jobs, "parallel processes for --local")
@@ -80,7 +88,8 @@ int main(int argc, char** argv) {
       ->add_option("--merged", so.merged_path,
                    "summary file, ending in .h5 (default <out_dir>/summary.h5); an existing "
                    "file there is replaced only if it is an earlier summary")
-      ->needs(merge);
+      ->needs(merge)
+      ->check(non_empty);
   sweep->add_flag("--list", so.list, "print the grid with each point's state");
   sweep->add_flag("--rerun", so.rerun,
                   "train again from scratch the points whose file was made with another "

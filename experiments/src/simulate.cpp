@@ -139,12 +139,25 @@ void run_simulate(const io::Config& config, const std::string& out_path, const s
   if (!config.simulate.weights.empty()) {
     // A run file of eisim train is verified like a checkpoint (checksum, shapes, finite values).
     const io::H5File wf = io::H5File::open_read(config.simulate.weights);
-    if (wf.exists("checkpoint")) {
-      verify_run_file(wf);
-      if (wf.attr_string("/", "status") == "failed")
-        std::fprintf(stderr, "warning: %s is a run marked failed: %s\n",
-                     config.simulate.weights.c_str(), wf.attr_string("/", "failure").c_str());
+    verify_run_file(wf);
+    // The weights belong to the network the run trained: every network key and the precision
+    // must be the run's (a shape check alone would accept another circuit of the same size).
+    const io::Config trained = io::parse_config(wf.attr_string("/", "config"), {},
+                                                config.simulate.weights + " (stored config)");
+    std::vector<std::string> diff;
+    for (const auto& d : io::config_differences(trained, config))
+      if (d.rfind("network.", 0) == 0 || d.rfind("precision ", 0) == 0) diff.push_back(d);
+    if (!diff.empty()) {
+      std::string keys;
+      for (const auto& d : diff) keys += "\n  " + d;
+      throw config_error(diff.front().substr(0, diff.front().find(' ')),
+                         "simulate.weights = " + config.simulate.weights +
+                             " was trained with another network (trained vs this config):" + keys +
+                             "\nuse the run's network and precision keys");
     }
+    if (wf.attr_string("/", "status") == "failed")
+      std::fprintf(stderr, "warning: %s is a run marked failed: %s\n",
+                   config.simulate.weights.c_str(), wf.attr_string("/", "failure").c_str());
     load_network(wf, net);
   }
   int failures = 0;

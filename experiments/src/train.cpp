@@ -202,8 +202,8 @@ Checkpoint<S> read_checkpoint(const io::H5File& f, const io::Config& cfg) {
   for (const char* d : {"checkpoint/epoch", "checkpoint/rng", "checkpoint/checksum"})
     if (!f.exists(d))
       throw data_error(file, 0,
-                       std::string("no checkpoint to resume from (missing /") + d +
-                           "; written by an older eisim, or not a run file of eisim train)");
+                       std::string("not a complete run file of eisim train (missing /") + d +
+                           "; written by another command, or by an older eisim)");
   const auto ep = f.read_vector("checkpoint/epoch");
   if (ep.size() != 1 || !(ep[0] >= 1 && ep[0] <= 1e9) || ep[0] != std::floor(ep[0]))
     throw data_error(file, 0, "/checkpoint/epoch must hold one epoch number >= 1");
@@ -335,6 +335,9 @@ class Trainer {
  private:
   int resume() {
     const io::H5File f = io::H5File::open_read(opt_.out);
+    if (!f.exists("checkpoint"))
+      throw data_error(opt_.out, 0,
+                       "not a run file of eisim train (no /checkpoint): nothing to resume");
     const io::Config old =
         io::parse_config(f.attr_string("/", "config"), {}, opt_.out + " (stored config)");
     const auto diff = io::config_differences(old, cfg_, kMayChangeOnResume);
@@ -362,6 +365,16 @@ class Trainer {
     hist_ = std::move(ck.hist);
     owns_file_ = true;
     stored_status_ = f.attr_string("/", "status");
+    // Sums over threads round differently: a resume is bit-identical to an uninterrupted run
+    // only with the thread count the run used.
+    const std::int64_t threads = io::compute_threads();
+    if (f.attr_int("/", "threads") != threads)
+      std::fprintf(stderr,
+                   "warning: %s was trained with %lld thread(s) and resumes with %lld: the result "
+                   "will not be bit-identical to an uninterrupted run (use --threads %lld)\n",
+                   opt_.out.c_str(), static_cast<long long>(f.attr_int("/", "threads")),
+                   static_cast<long long>(threads),
+                   static_cast<long long>(f.attr_int("/", "threads")));
     if (!opt_.quiet)
       std::fprintf(stderr, "resuming %s after epoch %lld\n", opt_.out.c_str(),
                    static_cast<long long>(ck.epoch));

@@ -504,26 +504,6 @@ void merge_into(YAML::Node parent, const std::string& key, const YAML::Node& val
   parent[key] = value;
 }
 
-/// True if setting `value` at `key` sets the key path `target` (at it, or inside a mapping).
-bool sets_path(const std::string& key, const std::string& value_text, const std::string& target) {
-  if (is_within(key, target)) return true;
-  if (!is_within(target, key)) return false;
-  YAML::Node v;
-  try {
-    v = YAML::Load(value_text);
-  } catch (const YAML::Exception&) {
-    return false;  // reported when the value is applied
-  }
-  for (const auto& part : split_path(target.substr(key.size() + 1))) {
-    if (!v.IsMap()) return false;
-    const YAML::Node& cv = v;
-    const YAML::Node next = cv[part];
-    if (!next.IsDefined()) return false;
-    v.reset(next);
-  }
-  return true;
-}
-
 void set_path(YAML::Node& root, const std::string& path, const YAML::Node& value) {
   const auto keys = split_path(path);
   YAML::Node cur;
@@ -890,6 +870,13 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
     fail(
         ctx, "network.circuit.n_D", node_at("network.circuit.n_D"),
         "network.circuit.n_D = " + std::to_string(ci.n_D) + " must be <= network.width = " + width);
+  for (std::size_t i = 0; i < c.data.eval_eps.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (c.data.eval_eps[i] == c.data.eval_eps[j])
+        fail(ctx, "data.eval_eps", node_at("data.eval_eps"),
+             "data.eval_eps lists " + format_yaml_double(c.data.eval_eps[i]) + " twice (entries " +
+                 std::to_string(j) + " and " + std::to_string(i) +
+                 "); each value is one column of the results");
   // The recorded traces are held in memory and written in one file: refuse sizes that would
   // run out of memory or disk at the end of a run rather than at its start.
   const double trace_bytes = 4.0 * c.simulate.record_points * double(c.simulate.images.size()) *
@@ -923,10 +910,10 @@ Config build(const YAML::Node& root, const Context& ctx, bool check_conditions) 
     YAML::Node tree = YAML::Clone(root);
     Context sub = ctx;
     for (const auto& [key, value] : cond.set) {
-      // The grid sets these for every point after the condition's own keys: a condition that
-      // set them would be silently overridden.
+      // The grid sets these for every point after the condition's own keys (leaf keys): a
+      // condition that set them would be silently overridden.
       for (const char* grid_key : {"seed", "data.train_eps", "sweep"})
-        if (sets_path(key, value, grid_key))
+        if (is_within(key, grid_key))
           throw config_error(cpath + ".set." + key,
                              "sweep condition '" + cond.name + "' sets '" + key +
                                  "', which the grid sets for every point (sweep.seeds, "

@@ -283,7 +283,18 @@ H5File H5File::create(const std::string& path) {
 
 H5File H5File::open_read(const std::string& path) {
   init_hdf5();
-  if (!std::filesystem::exists(path)) throw data_error(path, 0, "file not found");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    throw data_error(
+        path, 0,
+        err == ENOENT ? "file not found" : std::string("cannot access: ") + std::strerror(err));
+  }
+  // HDF5 would block forever opening a FIFO, and read a device without end.
+  if (!S_ISREG(st.st_mode))
+    throw data_error(path, 0,
+                     std::string("is ") + describe_file_type(st.st_mode) +
+                         ", not a regular file (an HDF5 file was expected)");
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     H5Eclear2(H5E_DEFAULT);
     throw data_error(path, 0, "not an HDF5 file");

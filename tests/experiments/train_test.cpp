@@ -12,6 +12,7 @@
 #include "test_support.hpp"
 
 using namespace eisim;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -310,4 +311,25 @@ TEST_CASE("a task id outside the grid is a config error naming the grid size") {
   o.task_id = 99;
   CHECK_THROWS_WITH_AS(experiments::run_sweep(o), doctest::Contains("4 points"),
                        eisim::config_error);
+}
+
+TEST_CASE("simulate uses only verified weights of the network it simulates") {
+  const auto dir = test::scratch_dir("simulate_weights");
+  const std::string run = (dir / "run.h5").string(), out = (dir / "sim.h5").string();
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(run));
+  const std::string w = "simulate.weights=" + run;
+  experiments::run_simulate(tiny({w}), out, "test");
+  CHECK(io::H5File::open_read(out).exists("simulate/layer_0/v"));
+  CHECK_THROWS_WITH_AS(experiments::run_simulate(tiny({w, "network.circuit.theta=5"}),
+                                                 (dir / "b.h5").string(), "test"),
+                       doctest::Contains("network.circuit.theta (1.0 vs 5.0)"),
+                       eisim::config_error);
+  const std::string nock = (dir / "nock.h5").string();
+  fs::copy_file(run, nock);
+  io::update_atomically(nock, [](io::H5File& f) { f.remove("checkpoint"); });
+  CHECK_THROWS_WITH_AS(experiments::run_simulate(tiny({"simulate.weights=" + nock}),
+                                                 (dir / "c.h5").string(), "test"),
+                       doctest::Contains("not a run file"), eisim::data_error);
+  CHECK_THROWS_WITH_AS(experiments::run_simulate(tiny({w}), out, "test"),
+                       doctest::Contains("--overwrite"), eisim::error);
 }

@@ -438,3 +438,18 @@ TEST_CASE("a text that starts with a stray comma is refused at once (yaml-cpp's 
     CHECK_THROWS_AS(parse_config(text), config_error);
   }
 }
+
+TEST_CASE("duplicate eval_eps and conditions that set what the grid sets are refused") {
+  CHECK_THROWS_WITH_AS(parse_config("data: {eval_eps: [0.5, 0.5]}\n"),
+                       doctest::Contains("lists 0.5 twice"), config_error);
+  for (const char* cond : {"{name: a, set: {seed: 7}}", "{name: a, set: {data.train_eps: 0.1}}"}) {
+    CAPTURE(cond);
+    CHECK_THROWS_WITH_AS(parse_config(std::string("sweep: {conditions: [") + cond + "]}\n"),
+                         doctest::Contains("the grid sets for every point"), config_error);
+  }
+  CHECK(parse_config("sweep: {conditions: [{name: a, set: {data.eval_eps: [0.1]}}]}\n")
+            .sweep.conditions.size() == 1);
+  // A section nested in a mapping override cannot be nulled either.
+  CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {theta: 5}}\n", {"network={circuit: ~}"}),
+                       doctest::Contains("is a section"), config_error);
+}
