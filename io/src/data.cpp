@@ -134,6 +134,35 @@ class GzReader {
     return out;
   }
 
+  /// Read the `rest` bytes of data that remain after what was used (the images past a limit),
+  /// then the end of the stream: this makes zlib check the gzip trailer (CRC-32 and length of the
+  /// whole file), so a corrupted or truncated file is refused even when only a prefix is used,
+  /// and data after the declared items is refused too.
+  void finish(std::uint64_t rest, const std::string& what) {
+    std::vector<unsigned char> scratch(std::size_t(1) << 20);
+    const std::uint64_t start = offset_;
+    while (rest > 0) {
+      const auto chunk = static_cast<unsigned>(std::min<std::uint64_t>(rest, scratch.size()));
+      const int r = gzread(file_, scratch.data(), chunk);
+      if (r < 0) throw corrupt(offset_);
+      if (r == 0)
+        throw data_error(path_, offset_,
+                         "truncated file: " + std::to_string(rest) + " more bytes of " + what +
+                             " expected after offset " + std::to_string(start));
+      rest -= std::uint64_t(r);
+      offset_ += std::uint64_t(r);
+    }
+    unsigned char extra = 0;
+    const int r = gzread(file_, &extra, 1);
+    if (r < 0) throw corrupt(offset_);
+    if (r > 0)
+      throw data_error(path_, offset_,
+                       "unexpected data after the " + what + " that the header declares");
+    int code = Z_OK;
+    const char* msg = gzerror(file_, &code);
+    if (code != Z_OK) throw corrupt(offset_, msg);
+  }
+
   std::uint32_t read_u32(const std::string& what) {
     std::array<unsigned char, 4> b{};
     read(b.data(), 4, what);
@@ -142,6 +171,15 @@ class GzReader {
   }
 
  private:
+  data_error corrupt(std::uint64_t at, const char* msg = nullptr) {
+    int code = 0;
+    if (msg == nullptr) msg = gzerror(file_, &code);
+    return data_error(path_, at,
+                      std::string("corrupt or truncated gzip stream (") + msg +
+                          "); the file does not match its own checksum: reinstall "
+                          "dataset-fashion-mnist or copy the file again");
+  }
+
   std::string path_;
   gzFile file_ = nullptr;
   std::uint64_t offset_ = 0;
@@ -242,14 +280,20 @@ Mat<float> read_idx_images(const std::string& gz_path, int limit) {
   check_limit(gz_path, limit);
   GzReader in(gz_path);
   const ImagesHeader h = read_images_header(in);
-  return read_pixels(in, count_to_read(h.count, limit));
+  const int n = count_to_read(h.count, limit);
+  Mat<float> x = read_pixels(in, n);
+  in.finish(std::uint64_t(h.count - std::uint32_t(n)) * kRows * kCols, "pixel data");
+  return x;
 }
 
 std::vector<std::uint8_t> read_idx_labels(const std::string& gz_path, int limit) {
   check_limit(gz_path, limit);
   GzReader in(gz_path);
   const std::uint32_t count = read_labels_header(in);
-  return read_label_bytes(in, count_to_read(count, limit));
+  const int n = count_to_read(count, limit);
+  std::vector<std::uint8_t> y = read_label_bytes(in, n);
+  in.finish(count - std::uint32_t(n), "labels");
+  return y;
 }
 
 Dataset load_fashion_mnist(const std::string& dir, bool train, int limit) {
@@ -269,6 +313,8 @@ Dataset load_fashion_mnist(const std::string& dir, bool train, int limit) {
   Dataset d;
   d.images = read_pixels(images, n);
   d.labels = read_label_bytes(labels, n);
+  images.finish(std::uint64_t(h.count - std::uint32_t(n)) * kRows * kCols, "pixel data");
+  labels.finish(n_labels - std::uint32_t(n), "labels");
   d.rows = int(kRows);
   d.cols = int(kCols);
   return d;

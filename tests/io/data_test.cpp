@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <random>
 #include <set>
 #include <string>
@@ -177,8 +178,9 @@ TEST_CASE("a truncated file reports the bytes expected and the bytes found") {
     CHECK(e.file() == path);
     CHECK(e.offset() == 16 + 1568);
   }
-  // A limit within the data present reads fine.
-  CHECK(eisim::io::read_idx_images(path, 2).cols() == 2);
+  // A limit within the data present does not hide the truncation: the whole file is checked.
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(path, 2),
+                       doctest::Contains("2352 more bytes of pixel data"), data_error);
   // A header cut short is truncated too.
   write_gz(path, {0, 0, 8});
   CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(path), doctest::Contains("truncated"),
@@ -279,7 +281,8 @@ TEST_CASE("a header claiming billions of items costs only the bytes the file hol
   }
   CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(images),
                        doctest::Contains("expected 1568000000 bytes of pixel data"), data_error);
-  CHECK(eisim::io::read_idx_images(images, 1).cols() == 1);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(images, 1), doctest::Contains("truncated"),
+                       data_error);  // checked to its end without reading 1.5 GB into memory
   // Labels: a count above INT_MAX used to overflow to a negative size (std::length_error).
   const auto labels = (dir / "lab.gz").string();
   write_gz(labels, idx_labels(0x80000000u, {1, 2}));
@@ -359,4 +362,36 @@ TEST_CASE_TEMPLATE("jitter adds one shift per column, within +-eps, then clips t
     CHECK_THROWS_AS(eisim::io::apply_jitter<S>(x, -0.1, rng), eisim::error);
     CHECK_THROWS_AS(eisim::io::apply_jitter<S>(x, std::nan(""), rng), eisim::error);
   }
+}
+
+TEST_CASE("a gzip file whose data or trailer is damaged is refused, even when a prefix is used") {
+  const auto dir = eisim::test::scratch_dir("idx_gzip_damage");
+  const auto path = (dir / "img.gz").string();
+  write_gz(path, idx_images(0x803, 5, 28, 28, ramp_pixels(5)));
+  CHECK(eisim::io::read_idx_images(path, 2).cols() == 2);
+  std::vector<char> gz;
+  {
+    std::ifstream in(path, std::ios::binary);
+    gz.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  REQUIRE(gz.size() > 30);
+  auto rewrite = [&](const std::vector<char>& bytes) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), std::streamsize(bytes.size()));
+  };
+  // The trailer (CRC-32 and length) cut off: the data still decompresses.
+  rewrite(std::vector<char>(gz.begin(), gz.end() - 8));
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(path, 2), doctest::Contains("gzip"), data_error);
+  // One bit of the stored CRC-32 flipped: the data are intact but do not match it.
+  auto flipped = gz;
+  flipped[flipped.size() - 6] ^= 1;
+  rewrite(flipped);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(path, 2), doctest::Contains("gzip"), data_error);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(path), doctest::Contains("gzip"), data_error);
+  // Data after the declared images.
+  auto longer = idx_images(0x803, 5, 28, 28, ramp_pixels(5));
+  longer.push_back(7);
+  write_gz(path, longer);
+  CHECK_THROWS_WITH_AS(eisim::io::read_idx_images(path), doctest::Contains("unexpected data after"),
+                       data_error);
 }
