@@ -700,6 +700,10 @@ void verify_run_file(const std::string& path) {
 
 void verify_run_file(const io::H5File& f) {
   const std::string& path = f.path();
+  if (!f.has_file_checksum())
+    throw data_error(path, 0,
+                     "no whole-file checksum: not written by this eisim (an older version, or "
+                     "rewritten by another tool); eisim does not resume from or reuse it");
   if (!f.exists("checkpoint"))
     throw data_error(path, 0, "not a run file of eisim train (no /checkpoint)");
   const io::Config cfg =

@@ -33,10 +33,15 @@ class H5File {
   /// An in-memory, writable copy of an existing file (its bytes are read once); the file on
   /// disk is not touched. update_atomically uses it.
   static H5File open_in_memory_copy(const std::string& path);
-  /// Open an existing file read-only; data_error if it is missing or not an HDF5 file.
+  /// Open an existing file read-only; data_error if it is missing, not a regular file, not an
+  /// HDF5 file, or carries eisim's whole-file checksum and does not match it (the file is then
+  /// read into memory, checked, and opened from those bytes).
   static H5File open_read(const std::string& path);
 
   bool is_open() const { return id_ >= 0; }
+  /// True if the file carries eisim's whole-file checksum (every file eisim writes does), which
+  /// open_read verified on the raw bytes before HDF5 parsed them.
+  bool has_file_checksum() const { return checksummed_; }
   const std::string& path() const { return path_; }
 
   // Datasets. Shape (rows, cols) for matrices, (n) for vectors.
@@ -103,6 +108,7 @@ class H5File {
   std::int64_t id_ = -1;  ///< hid_t
   std::string path_;
   bool writable_ = false;
+  bool checksummed_ = false;
 };
 
 /// Write a file atomically and durably. `fill` writes into an in-memory HDF5 file; its bytes are
