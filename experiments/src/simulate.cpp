@@ -138,7 +138,7 @@ void run_simulate(const io::Config& config, const std::string& out_path, const s
   auto net = models::initialise<double>(io::network_spec(config), config.seed);
   if (!config.simulate.weights.empty()) {
     // A run file of eisim train is verified like a checkpoint (checksum, shapes, finite values).
-    const io::H5File wf = io::H5File::open_read(config.simulate.weights);
+    const io::H5File wf = io::H5File::open_read(config.simulate.weights, /*require_checksum=*/true);
     verify_run_file(wf);
     // The weights belong to the network the run trained: every network key and the precision
     // must be the run's (a shape check alone would accept another circuit of the same size).

@@ -243,20 +243,17 @@ PointFile inspect(const std::string& path, const io::Config& cfg, bool probe_loc
     r.why = "it exists and is not a regular file";
     return r;
   }
-  bool checksummed = false;
   try {
-    const io::H5File f = io::H5File::open_read(path);
+    const io::H5File f = io::H5File::open_read(path, /*require_checksum=*/true);
     r = inspect_open(f, cfg);
-    checksummed = f.exists("checkpoint/checksum");
   } catch (const error& e) {
     r.state = State::unusable;
     r.why = std::string("it is not a readable HDF5 run file (") + e.what() + ")";
     return r;
   }
   // What a merge reads (history, accuracies, times) and a resume restores is covered by the
-  // checkpoint's checksum: verify it before the file is reused (files of an eisim from before
-  // checksums have none).
-  if ((r.state == State::complete || r.state == State::partial) && checksummed) {
+  // checkpoint's checksum: verify it before the file is reused.
+  if (r.state == State::complete || r.state == State::partial) {
     try {
       verify_run_file(path);
     } catch (const error& e) {
@@ -453,7 +450,7 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
       continue;
     }
     // Read from the file whose state was just checked (inspect again on the open file).
-    const io::H5File f = io::H5File::open_read(path);
+    const io::H5File f = io::H5File::open_read(path, /*require_checksum=*/true);
     pf = inspect_open(f, cfg);
     if (pf.state != State::complete) {
       ++missing;
@@ -557,7 +554,7 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     f.set_attr("/", "file_kind", kSummaryKind);
     for (std::size_t i = 0; i < run.size(); ++i) {
       const std::string& name = run[i];
-      const io::H5File src = io::H5File::open_read(paths[i]);
+      const io::H5File src = io::H5File::open_read(paths[i], /*require_checksum=*/true);
       f.copy_from(src, "train", "runs/" + name + "/train");
       if (src.exists("simulate")) f.copy_from(src, "simulate", "runs/" + name + "/simulate");
       for (const char* a :

@@ -334,7 +334,7 @@ class Trainer {
 
  private:
   int resume() {
-    const io::H5File f = io::H5File::open_read(opt_.out);
+    const io::H5File f = io::H5File::open_read(opt_.out, /*require_checksum=*/true);
     if (!f.exists("checkpoint"))
       throw data_error(opt_.out, 0,
                        "not a run file of eisim train (no /checkpoint): nothing to resume");
@@ -695,7 +695,7 @@ class Trainer {
 }  // namespace
 
 void verify_run_file(const std::string& path) {
-  verify_run_file(io::H5File::open_read(path));
+  verify_run_file(io::H5File::open_read(path, /*require_checksum=*/true));
 }
 
 void verify_run_file(const io::H5File& f) {

@@ -373,7 +373,7 @@ H5File H5File::create(const std::string& path) {
   return H5File(id, path, true);
 }
 
-H5File H5File::open_read(const std::string& path) {
+H5File H5File::open_read(const std::string& path, bool require_checksum) {
   init_hdf5();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
@@ -415,6 +415,10 @@ H5File H5File::open_read(const std::string& path) {
     f.checksummed_ = true;
     return f;
   }
+  if (require_checksum)  // refused before libhdf5 parses a byte of it
+    throw data_error(path, 0,
+                     "no whole-file checksum: not written by this eisim (an older version, or "
+                     "rewritten by another tool); eisim does not resume from or reuse it");
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     H5Eclear2(H5E_DEFAULT);
     throw data_error(path, 0, "not an HDF5 file");

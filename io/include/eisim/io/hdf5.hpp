@@ -36,7 +36,9 @@ class H5File {
   /// Open an existing file read-only; data_error if it is missing, not a regular file, not an
   /// HDF5 file, or carries eisim's whole-file checksum and does not match it (the file is then
   /// read into memory, checked, and opened from those bytes).
-  static H5File open_read(const std::string& path);
+  /// With `require_checksum`, a file without eisim's whole-file checksum is refused before
+  /// libhdf5 opens it (libhdf5 can crash on a corrupted file).
+  static H5File open_read(const std::string& path, bool require_checksum = false);
 
   bool is_open() const { return id_ >= 0; }
   /// True if the file carries eisim's whole-file checksum (every file eisim writes does), which
