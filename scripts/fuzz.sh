@@ -24,20 +24,8 @@ build=${EISIM_FUZZ_BUILD_DIR:-build-fuzz}
 out=${EISIM_FUZZ_OUT:-$build/out}
 jobs=${EISIM_FUZZ_JOBS:-1}
 
-./scripts/install_deps.sh
-# clang and libFuzzer (Debian: clang, libclang-rt-14-dev), installed if missing like install_deps.
-missing=()
-for p in clang libclang-rt-14-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "fuzz: installing ${missing[*]}"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# eisim's packages plus clang and libFuzzer (Debian: clang, libclang-rt-14-dev).
+./scripts/install_deps.sh clang libclang-rt-14-dev
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" \

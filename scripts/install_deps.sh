@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs eisim's Debian dependencies if any is missing (needs root or sudo). Fast when all
-# are present: it checks with dpkg first and only then runs apt-get.
+# are present: it checks with dpkg first and only then runs apt-get. Extra package names given as
+# arguments are checked and installed the same way (scripts/fuzz.sh adds clang and libFuzzer).
 set -euo pipefail
 packages=(build-essential cmake clang-format libboost-dev libeigen3-dev libhdf5-dev
           libyaml-cpp-dev doctest-dev libcli11-dev libbenchmark-dev zlib1g-dev dataset-fashion-mnist
-          python3-h5py python3-matplotlib python3-numpy)
+          python3-h5py python3-matplotlib python3-numpy "$@")
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
