@@ -6,9 +6,7 @@
 // at a point's path (another configuration, a file that is not a readable run) is refused before
 // any training starts, unless --rerun asks to retrain those points from scratch. One process at
 // a time runs a point: it holds an OFD lock on <point>.h5.lock while it does.
-#include <fcntl.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
