@@ -11,32 +11,36 @@ template <class S>
 void Sgd<S>::plan(models::Network<S>& net) {
   // Velocities restored from a checkpoint (same shapes as the weights) are kept.
   bool fresh = velocity_.size() != net.layers.size();
-  for (std::size_t l = 0; !fresh && l < net.layers.size(); ++l)
-    for (const auto& [name, m] : models::LayerWeights<S>::entries())
-      if ((velocity_[l].*m).rows() != (net.layers[l].w.*m).rows() ||
-          (velocity_[l].*m).cols() != (net.layers[l].w.*m).cols())
+  for (std::size_t l = 0; !fresh && l < net.layers.size(); ++l) {
+    if (velocity_[l].count() != net.layers[l].w.count()) {
+      fresh = true;
+      break;
+    }
+    for (int k = 0; k < net.layers[l].w.count(); ++k)
+      if (velocity_[l].at(k).rows() != net.layers[l].w.at(k).rows() ||
+          velocity_[l].at(k).cols() != net.layers[l].w.at(k).cols())
         fresh = true;
+  }
   planned_for_ = &net;
   if (fresh) velocity_.clear();
   plan_.assign(net.layers.size(), {});
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     auto& layer = net.layers[l];
     if (fresh) {
-      velocity_.push_back(layer.w);
-      velocity_.back().for_each([](const std::string&, Mat<S>& m) { m.setZero(); });
+      velocity_.emplace_back();
+      velocity_.back().zero_like(layer.w);
     }
-    for (const auto& [name, m] : models::LayerWeights<S>::entries()) {
-      Mat<S>& w = layer.w.*m;
+    for (int k = 0; k < layer.w.count(); ++k) {
+      Mat<S>& w = layer.w.at(k);
       if (w.size() == 0) continue;
-      const bool dale = models::is_dale_constrained(name);
-      if (!is_trained(layer.spec, name, spec_.train_inhibitory)) {
+      const models::WeightInfo& info = layer.spec.weights[k];
+      if (!is_trained(layer.spec, k, spec_.train_inhibitory)) {
         // Fixed weights never change; project them once so that Dale's law holds from here on.
-        if (dale) w = w.cwiseMax(S(0));
+        if (info.dale) w = w.cwiseMax(S(0));
         continue;
       }
-      const bool exc = std::string(name) == "W_EX" || std::string(name) == "b";
-      const bool decay = std::string(name) == "W_EX" && spec_.weight_decay > 0;
-      plan_[l].push_back({name, m, S(exc ? spec_.lr_E : spec_.lr_I), dale, decay});
+      const bool decay = info.decay && spec_.weight_decay > 0;
+      plan_[l].push_back({k, S(info.excitatory ? spec_.lr_E : spec_.lr_I), info.dale, decay});
     }
   }
 }
@@ -50,11 +54,12 @@ void Sgd<S>::step(models::Network<S>& net, const Gradients<S>& g) {
   const S mu = S(spec_.momentum), wd = S(spec_.weight_decay);
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     for (const Entry& en : plan_[l]) {
-      Mat<S>& w = net.layers[l].w.*en.member;
-      Mat<S>& v = velocity_[l].*en.member;
-      const Mat<S>& gk = g.layers[l].*en.member;
+      Mat<S>& w = net.layers[l].w.at(en.k);
+      Mat<S>& v = velocity_[l].at(en.k);
+      const Mat<S>& gk = g.layers[l].at(en.k);
       if (gk.rows() != w.rows() || gk.cols() != w.cols() || v.size() != w.size())
-        throw internal_error(std::string("Sgd::step: gradient shape mismatch for ") + en.name);
+        throw internal_error("Sgd::step: gradient shape mismatch for " +
+                             net.layers[l].w.name(en.k));
       if (mu == S(0) && !en.decay) {
         // One pass: w <- w - lr g, projected onto w >= 0 (Dale's law); the velocity stays 0.
         if (en.dale)

@@ -1,143 +1,221 @@
-// The circuit's equations: drive, right-hand side, residual. See docs/concepts.md.
+// The circuit's equations: drives, conductances, right-hand side, residual and the
+// vector-Jacobian product, for any populations and projections. See docs/concepts.md.
+#include "eisim/sim/circuit.hpp"
+
 #include <cmath>
-#include <sstream>
 
 #include "eisim/models/error.hpp"
-#include "eisim/sim/solver.hpp"
+#include "eisim/models/nonlinearity.hpp"
 
 namespace eisim::sim {
 
-using models::InhibitionDrive;
 using models::Layer;
-using models::LayerKind;
 
-const char* to_string(SolverStatus s) {
-  switch (s) {
-    case SolverStatus::converged:
-      return "converged";
-    case SolverStatus::max_iterations:
-      return "max_iterations";
-    case SolverStatus::diverged:
-      return "diverged";
-    case SolverStatus::non_finite:
-      return "non_finite";
+template <class Z, class Out>
+void population_rate(const models::Population& p, const Z& z, Out& r, Out* dr) {
+  using S = typename Z::Scalar;
+  if (p.dynamics == models::Dynamics::leaky) {
+    models::apply_phi(p.phi, z, r);
+    if (dr) models::phi_prime(p.phi, z, *dr);
+  } else {
+    r = z.cwiseMax(S(0));
+    if (dr) *dr = (z.array() >= S(0)).template cast<S>().matrix();
   }
-  return "unknown";
-}
-
-std::string SolveResult::describe() const {
-  std::ostringstream os;
-  os << to_string(status) << " after " << iterations << " iterations, residual " << residual
-     << " (scaled " << scaled_residual << "), " << failed_samples << "/" << sample_status.size()
-     << " samples not converged";
-  if (t_final > 0) os << ", t = " << t_final << " ms";
-  return os.str();
-}
-
-template <class S>
-void CircuitState<S>::resize(int n_E, int n_I, int n_D, int batch) {
-  v.resize(n_E, batch);
-  r_I.resize(n_I, batch);
-  r_D.resize(n_D, batch);
-}
-
-template <class S>
-void excitatory_drive(const models::LayerWeights<S>& w, const Mat<S>& x, Mat<S>& e) {
-  e.noalias() = w.W_EX * x;
-  e.colwise() += w.b.col(0);
 }
 
 template <class S>
 void initial_state(const Layer<S>& layer, int batch, CircuitState<S>& z) {
-  const auto& c = layer.spec.circuit;
-  z.resize(layer.spec.n_E, c.n_I, c.n_D, batch);
-  z.v.setZero();
-  z.r_I.setZero();
-  z.r_D.setOnes();
+  const auto& pops = layer.spec.circuit.populations;
+  z.z.resize(pops.size());
+  for (std::size_t p = 0; p < pops.size(); ++p)
+    z.z[p].setConstant(pops[p].size, batch, S(pops[p].initial));
 }
 
-namespace {
-
-// Targets of the feed-forward interneurons: r_I* = W_IX x, r_D* = sqrt(W_DE (U x)^2 + eps).
 template <class S>
-void feedforward_targets(const Layer<S>& layer, const Mat<S>& x, Mat<S>& rI, Mat<S>& rD) {
-  const auto& w = layer.w;
-  rI.noalias() = w.W_IX * x;
-  Mat<S> ux = w.U * x;
-  rD.noalias() = w.W_DE * ux.cwiseAbs2();
-  rD = (rD.array() + S(layer.spec.circuit.ff_epsilon)).sqrt().matrix();
-}
-
-}  // namespace
-
-template <class S>
-void circuit_rhs(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x, const CircuitState<S>& z,
-                 CircuitState<S>& d) {
-  if (layer.spec.kind != LayerKind::circuit)
-    throw internal_error("circuit_rhs called on a layer that is not a circuit");
-  const auto& c = layer.spec.circuit;
-  const auto& w = layer.w;
-  d.resize(layer.spec.n_E, c.n_I, c.n_D, int(e.cols()));
-  // Shunting gain g = sigma0 + W_ED [r_D]_+, subtractive input W_EI [r_I]_+.
-  Mat<S> g = w.W_ED * z.r_D.cwiseMax(S(0));
-  g.array() += S(c.sigma0);
-  Mat<S> u = e;
-  u.noalias() -= w.W_EI * z.r_I.cwiseMax(S(0));
-  d.v = ((u.array() / g.array() - z.v.array()) / S(c.tau_E)).matrix();
-  if (c.drive == InhibitionDrive::feedback) {
-    d.r_I.noalias() = S(c.k_I) * (w.W_IE * z.v);
-    d.r_I -= S(c.lambda_I) * z.r_I;
-    // Rectified interneurons: the rate stays at 0 while its drive is negative.
-    d.r_I = (z.r_I.array() <= S(0) && d.r_I.array() < S(0)).select(S(0), d.r_I.array()).matrix();
-    d.r_I /= S(c.tau_I);
-    Mat<S> q = w.W_DE * z.v.cwiseAbs2();
-    d.r_D = (S(c.k_D) * z.r_D.array() * (q.array() - S(c.theta)) -
-             S(c.lambda_D) * (z.r_D.array() - S(1))) /
-            S(c.tau_D);
-  } else {
-    Mat<S> rI, rD;
-    feedforward_targets(layer, x, rI, rD);
-    d.r_I = (rI - z.r_I) / S(c.tau_I);
-    d.r_D = (rD - z.r_D) / S(c.tau_D);
+void circuit_input(const Layer<S>& layer, const Mat<S>& x, CircuitInput<S>& in) {
+  const auto& spec = layer.spec;
+  const auto& c = spec.circuit;
+  in.x = x;
+  in.ext.resize(c.populations.size());
+  in.ux.resize(c.projections.size());
+  for (auto& m : in.ext) m.resize(0, 0);
+  in.ext[0].noalias() = layer.w.W_EX * x;
+  in.ext[0].colwise() += layer.w.b.col(0);
+  for (std::size_t k = 0; k < c.projections.size(); ++k) {
+    const auto& pr = c.projections[k];
+    in.ux[k].resize(0, 0);
+    if (pr.src >= 0) continue;
+    const Mat<S>& W = layer.w.at(spec.projection_weight[k]);
+    Mat<S>& ext = in.ext[pr.tgt];
+    if (ext.size() == 0) ext.setZero(W.rows(), x.cols());
+    if (pr.signal == models::Signal::input) {
+      ext.noalias() += W * x;
+    } else {  // input_energy: W (U x)^2
+      in.ux[k].noalias() = layer.w.at(spec.energy_weight[k]) * x;
+      ext.noalias() += W * in.ux[k].cwiseAbs2();
+    }
   }
 }
 
 template <class S>
-void circuit_residual(const Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
-                      const CircuitState<S>& z, const Tolerance& tol, std::vector<double>& residual,
+void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
+              CircuitTerms<S>& t, bool partials) {
+  const auto& spec = layer.spec;
+  const auto& c = spec.circuit;
+  const std::size_t P = c.populations.size(), K = c.projections.size();
+  if (z.z.size() != P) throw internal_error("evaluate: state does not match the circuit");
+  const int B = int(z.v().cols());
+  for (auto* v : {&t.rate, &t.drate, &t.q, &t.g, &t.F, &t.dF_dz, &t.dF_dq, &t.dF_dg}) v->resize(P);
+  t.signal.resize(K);
+  t.dsignal.resize(K);
+  for (std::size_t p = 0; p < P; ++p)
+    population_rate(c.populations[p], z.z[p], t.rate[p], partials ? &t.drate[p] : nullptr);
+  for (std::size_t p = 0; p < P; ++p) {
+    if (in.ext[p].size() > 0)
+      t.q[p] = in.ext[p];
+    else
+      t.q[p].setZero(c.populations[p].size, B);
+    t.g[p].resize(0, 0);
+  }
+  for (std::size_t k = 0; k < K; ++k) {
+    const auto& pr = c.projections[k];
+    if (pr.src < 0) continue;  // input projections are in the external drive
+    projection_signal(pr, z.z[pr.src], t.rate[pr.src], t.drate[pr.src], t.signal[k],
+                      partials ? &t.dsignal[k] : nullptr);
+    const Mat<S>& W = layer.w.at(spec.projection_weight[k]);
+    if (pr.action == models::Action::subtractive) {
+      if (models::source_sign(pr) > 0)
+        t.q[pr.tgt].noalias() += W * t.signal[k];
+      else
+        t.q[pr.tgt].noalias() -= W * t.signal[k];
+    } else {
+      Mat<S>& g = t.g[pr.tgt];
+      if (g.size() == 0) g.setConstant(c.populations[pr.tgt].size, B, S(c.populations[pr.tgt].conductance));
+      g.noalias() += W * t.signal[k];
+    }
+  }
+  for (std::size_t p = 0; p < P; ++p) {
+    const Mat<S>* g = t.g[p].size() > 0 ? &t.g[p] : nullptr;
+    if (partials)
+      population_terms(c.populations[p], z.z[p], t.q[p], g, t.F[p], t.dF_dz[p], t.dF_dq[p],
+                       &t.dF_dg[p]);
+    else
+      population_terms(c.populations[p], z.z[p], t.q[p], g, t.F[p], t.dF_dz[p], t.dF_dq[p],
+                       static_cast<Mat<S>*>(nullptr));
+  }
+}
+
+template <class S>
+void circuit_rhs(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
+                 CircuitState<S>& d) {
+  CircuitTerms<S> t;
+  evaluate(layer, in, z, t, false);
+  const auto& pops = layer.spec.circuit.populations;
+  d.z.resize(pops.size());
+  for (std::size_t p = 0; p < pops.size(); ++p) d.z[p] = t.F[p] / S(pops[p].tau);
+}
+
+template <class S>
+void circuit_residual(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
+                      const Tolerance& tol, std::vector<double>& residual,
                       std::vector<double>& scaled) {
-  CircuitState<S> d;
-  circuit_rhs(layer, e, x, z, d);
-  const auto& c = layer.spec.circuit;
-  const int B = int(e.cols());
+  CircuitTerms<S> t;
+  evaluate(layer, in, z, t, false);
+  const int B = int(z.v().cols());
   residual.assign(B, 0.0);
   scaled.assign(B, 0.0);
-  auto acc = [&](const Mat<S>& dz, const Mat<S>& zz, double tau) {
+  for (std::size_t p = 0; p < t.F.size(); ++p) {
+    const Mat<S>& F = t.F[p];
+    const Mat<S>& zz = z.z[p];
     for (int j = 0; j < B; ++j)
-      for (int i = 0; i < dz.rows(); ++i) {
-        const double r = std::abs(double(dz(i, j)) * tau);
+      for (int i = 0; i < F.rows(); ++i) {
+        const double r = std::abs(double(F(i, j)));
         const double s = r / (tol.abs_tol + tol.rel_tol * std::abs(double(zz(i, j))));
         // NaN propagates: max with NaN must report NaN.
         if (!(r <= residual[j])) residual[j] = r;
         if (!(s <= scaled[j])) scaled[j] = s;
       }
-  };
-  acc(d.v, z.v, c.tau_E);
-  acc(d.r_I, z.r_I, c.tau_I);
-  acc(d.r_D, z.r_D, c.tau_D);
+  }
 }
 
-#define EISIM_INSTANTIATE(S)                                                                 \
-  template struct CircuitState<S>;                                                           \
-  template void excitatory_drive<S>(const models::LayerWeights<S>&, const Mat<S>&, Mat<S>&); \
-  template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                    \
-  template void circuit_rhs<S>(const Layer<S>&, const Mat<S>&, const Mat<S>&,                \
-                               const CircuitState<S>&, CircuitState<S>&);                    \
-  template void circuit_residual<S>(const Layer<S>&, const Mat<S>&, const Mat<S>&,           \
-                                    const CircuitState<S>&, const Tolerance&,                \
-                                    std::vector<double>&, std::vector<double>&);
+template <class S>
+void vjp(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>& t,
+         const std::vector<Mat<S>>& w, models::LayerWeights<S>* grads, std::vector<Mat<S>>* dz,
+         std::vector<Mat<S>>* dext, Mat<S>* dx) {
+  const auto& spec = layer.spec;
+  const auto& c = spec.circuit;
+  const std::size_t P = c.populations.size();
+  std::vector<Mat<S>> uq(P), ug(P);  // w * dF/dq, w * dF/dg
+  for (std::size_t p = 0; p < P; ++p) {
+    if (p >= w.size() || w[p].size() == 0) continue;
+    uq[p] = w[p].cwiseProduct(t.dF_dq[p]);
+    if (t.g[p].size() > 0) ug[p] = w[p].cwiseProduct(t.dF_dg[p]);
+    if (dz) {
+      Mat<S>& d = (*dz)[p];
+      if (d.size() == 0)
+        d = w[p].cwiseProduct(t.dF_dz[p]);
+      else
+        d += w[p].cwiseProduct(t.dF_dz[p]);
+    }
+  }
+  if (dext) {
+    dext->resize(P);
+    for (std::size_t p = 0; p < P; ++p) (*dext)[p] = uq[p];
+  }
+  Mat<S> coef, back;
+  for (std::size_t k = 0; k < c.projections.size(); ++k) {
+    const auto& pr = c.projections[k];
+    if (uq[pr.tgt].size() == 0) continue;
+    const int wi = spec.projection_weight[k];
+    const Mat<S>& W = layer.w.at(wi);
+    if (pr.src >= 0) {
+      if (pr.action == models::Action::subtractive)
+        coef = S(models::source_sign(pr)) * uq[pr.tgt];
+      else
+        coef = ug[pr.tgt];
+      if (grads) grads->at(wi).noalias() += coef * t.signal[k].transpose();
+      if (dz) {
+        back.noalias() = W.transpose() * coef;
+        Mat<S>& d = (*dz)[pr.src];
+        if (d.size() == 0)
+          d = back.cwiseProduct(t.dsignal[k]);
+        else
+          d += back.cwiseProduct(t.dsignal[k]);
+      }
+    } else if (pr.signal == models::Signal::input) {
+      if (grads) grads->at(wi).noalias() += uq[pr.tgt] * in.x.transpose();
+      if (dx) dx->noalias() += W.transpose() * uq[pr.tgt];
+    } else {  // input_energy: ext += W (U x)^2
+      const int ui = spec.energy_weight[k];
+      if (grads) grads->at(wi).noalias() += uq[pr.tgt] * in.ux[k].cwiseAbs2().transpose();
+      back.noalias() = W.transpose() * uq[pr.tgt];
+      const Mat<S> d_ux = (S(2) * in.ux[k].array() * back.array()).matrix();
+      if (grads) grads->at(ui).noalias() += d_ux * in.x.transpose();
+      if (dx) dx->noalias() += layer.w.at(ui).transpose() * d_ux;
+    }
+  }
+}
+
+#define EISIM_INSTANTIATE(S)                                                                     \
+  template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                        \
+  template void circuit_input<S>(const Layer<S>&, const Mat<S>&, CircuitInput<S>&);              \
+  template void evaluate<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,     \
+                            CircuitTerms<S>&, bool);                                             \
+  template void circuit_rhs<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,  \
+                               CircuitState<S>&);                                                \
+  template void circuit_residual<S>(const Layer<S>&, const CircuitInput<S>&,                     \
+                                    const CircuitState<S>&, const Tolerance&,                    \
+                                    std::vector<double>&, std::vector<double>&);                 \
+  template void vjp<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitTerms<S>&,          \
+                       const std::vector<Mat<S>>&, models::LayerWeights<S>*,                     \
+                       std::vector<Mat<S>>*, std::vector<Mat<S>>*, Mat<S>*);                     \
+  template void population_rate<Mat<S>, Mat<S>>(const models::Population&, const Mat<S>&,        \
+                                                Mat<S>&, Mat<S>*);
 EISIM_INSTANTIATE(float)
 EISIM_INSTANTIATE(double)
 #undef EISIM_INSTANTIATE
+template void population_rate<Vec<double>, Vec<double>>(const models::Population&,
+                                                        const Vec<double>&, Vec<double>&,
+                                                        Vec<double>*);
 
 }  // namespace eisim::sim

@@ -17,79 +17,67 @@ using State = std::vector<double>;
 namespace {
 
 void pack(const CircuitState<double>& z, State& y) {
-  const auto nv = z.v.size(), ni = z.r_I.size(), nd = z.r_D.size();
-  y.resize(nv + ni + nd);
-  std::copy_n(z.v.data(), nv, y.data());
-  std::copy_n(z.r_I.data(), ni, y.data() + nv);
-  std::copy_n(z.r_D.data(), nd, y.data() + nv + ni);
+  std::size_t n = 0;
+  for (const auto& m : z.z) n += std::size_t(m.size());
+  y.resize(n);
+  std::size_t at = 0;
+  for (const auto& m : z.z) {
+    std::copy_n(m.data(), m.size(), y.data() + at);
+    at += std::size_t(m.size());
+  }
 }
 
 void unpack(const State& y, CircuitState<double>& z) {
-  const auto nv = z.v.size(), ni = z.r_I.size(), nd = z.r_D.size();
-  std::copy_n(y.data(), nv, z.v.data());
-  std::copy_n(y.data() + nv, ni, z.r_I.data());
-  std::copy_n(y.data() + nv + ni, nd, z.r_D.data());
+  std::size_t at = 0;
+  for (auto& m : z.z) {
+    std::copy_n(y.data() + at, m.size(), m.data());
+    at += std::size_t(m.size());
+  }
 }
 
 // The ODE system in odeint's form; reuses its buffers between calls.
 struct System {
   const Layer<double>& layer;
-  const Mat<double>& e;
-  const Mat<double>& x;
+  const CircuitInput<double>& in;
   CircuitState<double> z, d;
   void operator()(const State& y, State& dydt, double /*t*/) {
     unpack(y, z);
-    circuit_rhs(layer, e, x, z, d);
+    circuit_rhs(layer, in, z, d);
     pack(d, dydt);
   }
 };
 
 template <class S>
-Layer<double> as_double(const Layer<S>& l) {
-  if constexpr (std::is_same_v<S, double>) {
-    return l;
-  } else {
-    Layer<double> out;
-    out.spec = l.spec;
-    auto& w = out.w;
-    w.W_EX = l.w.W_EX.template cast<double>();
-    w.b = l.w.b.template cast<double>();
-    w.W_EI = l.w.W_EI.template cast<double>();
-    w.W_ED = l.w.W_ED.template cast<double>();
-    w.W_IE = l.w.W_IE.template cast<double>();
-    w.W_DE = l.w.W_DE.template cast<double>();
-    w.W_IX = l.w.W_IX.template cast<double>();
-    w.U = l.w.U.template cast<double>();
-    return out;
-  }
+CircuitInput<double> input_as_double(const CircuitInput<S>& in) {
+  CircuitInput<double> out;
+  out.x = in.x.template cast<double>();
+  for (const auto& m : in.ext) out.ext.push_back(m.template cast<double>());
+  for (const auto& m : in.ux) out.ux.push_back(m.template cast<double>());
+  return out;
 }
 
-template <class S>
-CircuitState<S> cast_state(const CircuitState<double>& z) {
-  CircuitState<S> out;
-  out.v = z.v.template cast<S>();
-  out.r_I = z.r_I.template cast<S>();
-  out.r_D = z.r_D.template cast<S>();
+template <class To, class From>
+CircuitState<To> cast_state(const CircuitState<From>& z) {
+  CircuitState<To> out;
+  for (const auto& m : z.z) out.z.push_back(m.template cast<To>());
   return out;
 }
 
 }  // namespace
 
 template <class S>
-SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>& x_in,
+SolveResult integrate(const Layer<S>& layer_in, const CircuitInput<S>& in_s,
                       const OdeParameters& p, CircuitState<S>& z_io,
                       const std::vector<double>& observe_times, const TraceObserver<S>& observe) {
   if (layer_in.spec.kind != models::LayerKind::circuit)
     throw internal_error("integrate called on a layer that is not a circuit");
-  const int B = int(e_in.cols());
-  if (z_io.v.cols() != B) initial_state(layer_in, B, z_io);
-  const Layer<double> layer = as_double(layer_in);
-  const Mat<double> e = e_in.template cast<double>();
-  const Mat<double> x = x_in.template cast<double>();
-  System sys{layer, e, x, {}, {}};
-  sys.z.v = z_io.v.template cast<double>();
-  sys.z.r_I = z_io.r_I.template cast<double>();
-  sys.z.r_D = z_io.r_D.template cast<double>();
+  const int B = int(in_s.ext[0].cols());
+  if (z_io.z.size() != layer_in.spec.circuit.populations.size() || z_io.v().cols() != B)
+    initial_state(layer_in, B, z_io);
+  const Layer<double> layer = models::cast_layer<double>(layer_in);
+  const CircuitInput<double> in = input_as_double(in_s);
+  System sys{layer, in, {}, {}};
+  sys.z = cast_state<double>(z_io);
   CircuitState<double> zc = sys.z;  // for residual checks and observation
   State y;
   pack(sys.z, y);
@@ -142,7 +130,7 @@ SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>
     }
     if (steps % p.check_every == 0) {
       unpack(cur, zc);
-      circuit_residual(layer, e, x, zc, p.tol, resid, scaled);
+      circuit_residual(layer, in, zc, p.tol, resid, scaled);
       double worst = 0.0;
       bool all = true;
       for (int j = 0; j < B; ++j) {
@@ -160,7 +148,7 @@ SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>
     if (!done && (t >= p.t_max || steps >= p.max_steps)) break;
   }
   unpack(stepper.current_state(), zc);
-  circuit_residual(layer, e, x, zc, p.tol, resid, scaled);
+  circuit_residual(layer, in, zc, p.tol, resid, scaled);
   res.iterations = steps;
   res.t_final = t;
   res.residual = 0.0;
@@ -191,10 +179,10 @@ SolveResult integrate(const Layer<S>& layer_in, const Mat<S>& e_in, const Mat<S>
   return res;
 }
 
-template SolveResult integrate<float>(const Layer<float>&, const Mat<float>&, const Mat<float>&,
+template SolveResult integrate<float>(const Layer<float>&, const CircuitInput<float>&,
                                       const OdeParameters&, CircuitState<float>&,
                                       const std::vector<double>&, const TraceObserver<float>&);
-template SolveResult integrate<double>(const Layer<double>&, const Mat<double>&, const Mat<double>&,
+template SolveResult integrate<double>(const Layer<double>&, const CircuitInput<double>&,
                                        const OdeParameters&, CircuitState<double>&,
                                        const std::vector<double>&, const TraceObserver<double>&);
 

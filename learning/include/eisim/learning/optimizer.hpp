@@ -25,8 +25,7 @@ class Sgd {
 
  private:
   struct Entry {
-    const char* name;
-    typename models::LayerWeights<S>::Member member;
+    int k;  // index in the layer's weights (models::LayerSpec::weights)
     S lr;
     bool dale, decay;
   };

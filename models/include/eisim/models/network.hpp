@@ -1,119 +1,117 @@
 #pragma once
 // What the network is: plain data (specifications and weights), no solver code.
-#include <array>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "eisim/models/circuit.hpp"
 #include "eisim/models/types.hpp"
 
 namespace eisim::models {
 
-/// How a hidden layer computes its output.
+/// How a hidden layer computes its output. Each kind is a type in sim/ (forward) and learning/
+/// (backward); this enum is only the configuration's and the files' spelling.
 enum class LayerKind {
   circuit,    ///< E/I circuit integrated to its fixed point (see docs/concepts.md)
   layernorm,  ///< hard-coded sqrt(theta) * LayerNorm(W_EX x + b), exact backward
   none,       ///< plain E/I layer: W_EX x - W_EI (W_IX x) + b, no normalisation
 };
 
-/// Where the circuit's interneurons take their input from.
-enum class InhibitionDrive {
-  feedback,     ///< from the E potentials (homeostatic circuit, eisim's default)
-  feedforward,  ///< from the layer input (the reference study's circuit)
-};
+/// The layer kinds as types: sim/ (forward) and learning/ (backward) overload on them, and
+/// visit() is the one place that turns the configured LayerKind into a type.
+struct CircuitKind {};
+struct LayerNormKind {};
+struct PlainKind {};
 
-/// Pooling weights of the interneurons.
-enum class Pooling {
-  pooled,         ///< uniform: rows of W_IE, W_DE are 1/n_E, rows of W_EI, W_ED are 1/n
-  heterogeneous,  ///< random positive rows, normalised to the same sums
-};
+template <class F>
+decltype(auto) visit(LayerKind kind, F&& f) {
+  switch (kind) {
+    case LayerKind::circuit:
+      return f(CircuitKind{});
+    case LayerKind::layernorm:
+      return f(LayerNormKind{});
+    case LayerKind::none:
+      break;
+  }
+  return f(PlainKind{});
+}
 
-enum class Nonlinearity { relu, softplus, power, identity };
-
-struct NonlinearitySpec {
-  Nonlinearity kind = Nonlinearity::relu;
-  double power = 2.0;  ///< exponent of the rectified power law [v]_+^power
-  double beta = 1.0;   ///< sharpness of softplus: log(1 + exp(beta v)) / beta
-};
-
-/// Parameters of the dynamical circuit (units: time constants in ms, rates dimensionless).
-struct CircuitParams {
-  InhibitionDrive drive = InhibitionDrive::feedback;
-  Pooling pooling = Pooling::pooled;
-  int n_I = 1;                 ///< subtractive interneurons
-  int n_D = 1;                 ///< divisive (shunting) interneurons
-  double tau_E = 10.0;         ///< ms
-  double tau_I = 10.0;         ///< ms
-  double tau_D = 20.0;         ///< ms
-  double k_I = 1.0;            ///< gain of the subtractive interneurons
-  double k_D = 1.0;            ///< gain of the divisive interneurons
-  double lambda_I = 0.0;       ///< leak of the subtractive interneurons (0 = integral control)
-  double lambda_D = 0.0;       ///< leak of the divisive interneurons (0 = integral control)
-  double theta = 1.0;          ///< set point of the mean squared E potential
-  double sigma0 = 1e-6;        ///< baseline shunting conductance
-  double heterogeneity = 0.5;  ///< lognormal sigma of heterogeneous pooling weights
-  double ff_epsilon = 1e-5;    ///< feed-forward divisive unit: sqrt(mean((U x)^2) + ff_epsilon)
+/// A weight matrix of a layer and its role, declared once (LayerSpec::weights) and read by the
+/// initialisation, the optimiser, gradient clipping and checkpoints.
+struct WeightInfo {
+  std::string name;
+  int rows = 0, cols = 0;
+  Learns learns = Learns::fixed;
+  bool dale = true;         ///< constrained to be non-negative (Dale's law)
+  bool excitatory = false;  ///< learning rate learning.lr_E (else lr_I)
+  bool decay = false;       ///< learning.weight_decay applies
+  int projection = -1;      ///< circuit projection it belongs to (-1: none)
+  bool energy = false;      ///< the signed matrix U of an input_energy projection
 };
 
 struct LayerSpec {
   LayerKind kind = LayerKind::circuit;
   int n_in = 0;
   int n_E = 0;
-  int n_I_plain = 1;  ///< inhibitory units of a `none` layer (feed-forward, subtractive)
-  NonlinearitySpec phi;
-  CircuitParams circuit;
-  double ln_epsilon = 1e-5;  ///< epsilon of the hard-coded LayerNorm
+  NonlinearitySpec phi;       ///< output rate function r_E = phi(v)
+  CircuitSpec circuit;        ///< kind circuit: populations and projections (E first)
+  int n_I_plain = 1;          ///< inhibitory units of a `none` layer (feed-forward, subtractive)
+  double theta = 1.0;         ///< layernorm and the frozen rule's `scale`: target mean of v^2
+  double ln_epsilon = 1e-5;   ///< epsilon of the hard-coded LayerNorm
+  int lateral_units = 0;      ///< fixed lateral error-pooling units (0: none)
+  /// Every weight of the layer (W_EX and b first), filled by finalise().
+  std::vector<WeightInfo> weights;
+  /// Index into `weights` of each circuit projection's matrix and of its U (-1 if none).
+  std::vector<int> projection_weight, energy_weight;
+  /// Index of a weight by name, -1 if the layer has none.
+  int weight_index(const std::string& name) const;
 };
+
+/// Fill LayerSpec::weights (and the projection indices) from the kind and the circuit; resolves
+/// and checks the circuit. E's size and rate function are the layer's.
+void finalise(LayerSpec& spec);
 
 /// A network: hidden layers followed by a linear E/I readout (a `none` layer, identity output).
 struct NetworkSpec {
   std::vector<LayerSpec> layers;  ///< hidden layers then the readout
   double init_gain = 1.0;         ///< scales the lognormal excitatory weights
-  int lateral_units = 0;          ///< lateral error-pooling units per layer (0 = n_E / 10)
 };
 
-/// Parameter groups get separate learning rates.
-enum class ParamGroup { excitatory, inhibitory, fixed };
-
-/// Weights of one layer. Every entry is non-negative except b and U (see docs/concepts.md).
-/// Matrices a layer kind does not use are empty (0 x 0).
+/// Weights of one layer, in the order of LayerSpec::weights: W_EX and b (members, used in the
+/// hot paths), then the others by index. Every entry is non-negative except b and U.
 template <class S>
 struct LayerWeights {
-  Mat<S> W_EX;    ///< n_E x n_in, excitatory input
-  Mat<S> b;       ///< n_E x 1, bias of the excitatory drive
-  Mat<S> W_EI;    ///< n_E x n_I, subtractive inhibition onto E
-  Mat<S> W_ED;    ///< n_E x n_D, shunting inhibition onto E
-  Mat<S> W_IE;    ///< n_I x n_E, E -> subtractive interneurons (feedback)
-  Mat<S> W_DE;    ///< n_D x n_E, squared E -> divisive interneurons (feedback)
-  Mat<S> W_IX;    ///< n_I x n_in, input -> subtractive interneurons (feed-forward and `none`)
-  Mat<S> U;       ///< n_U x n_in, input -> divisive interneuron dendrites (feed-forward)
-  Mat<S> L_pool;  ///< n_L x n_E, fixed lateral error pooling (frozen + lateral rule)
-  Mat<S> L_back;  ///< n_E x n_L, fixed lateral error feedback (rows sum to 1)
+  Mat<S> W_EX;  ///< n_E x n_in, excitatory input
+  Mat<S> b;     ///< n_E x 1, bias of the excitatory drive
+  std::vector<std::string> names;  ///< names of `other`
+  std::vector<Mat<S>> other;       ///< LayerSpec::weights[2 ...]
 
-  /// Every entry with its name, in a fixed order (for_each visits the non-empty ones in it).
-  using Member = Mat<S> LayerWeights::*;
-  static const std::array<std::pair<const char*, Member>, 10>& entries() {
-    static const std::array<std::pair<const char*, Member>, 10> all{
-        {{"W_EX", &LayerWeights::W_EX},
-         {"b", &LayerWeights::b},
-         {"W_EI", &LayerWeights::W_EI},
-         {"W_ED", &LayerWeights::W_ED},
-         {"W_IE", &LayerWeights::W_IE},
-         {"W_DE", &LayerWeights::W_DE},
-         {"W_IX", &LayerWeights::W_IX},
-         {"U", &LayerWeights::U},
-         {"L_pool", &LayerWeights::L_pool},
-         {"L_back", &LayerWeights::L_back}}};
-    return all;
+  /// Weight k of LayerSpec::weights (0 = W_EX, 1 = b).
+  Mat<S>& at(int k) { return k == 0 ? W_EX : k == 1 ? b : other[k - 2]; }
+  const Mat<S>& at(int k) const { return k == 0 ? W_EX : k == 1 ? b : other[k - 2]; }
+  int count() const { return 2 + int(other.size()); }
+  const std::string& name(int k) const;
+  /// By name; throws internal_error if the layer has no such weight.
+  Mat<S>& operator[](const std::string& name);
+  const Mat<S>& operator[](const std::string& name) const;
+  bool has(const std::string& name) const;
+
+  /// Same names and shapes as `w`, every entry zero.
+  template <class T>
+  void zero_like(const LayerWeights<T>& w);
+
+  /// Visit every non-empty matrix with its name, in order.
+  template <class F>
+  void for_each(F&& f) {
+    for (int k = 0; k < count(); ++k)
+      if (at(k).size() > 0) f(name(k), at(k));
   }
-
-  /// Visit every non-empty matrix with its name.
   template <class F>
-  void for_each(F&& f);
-  template <class F>
-  void for_each(F&& f) const;
+  void for_each(F&& f) const {
+    for (int k = 0; k < count(); ++k)
+      if (at(k).size() > 0) f(name(k), at(k));
+  }
 };
 
 template <class S>
@@ -133,21 +131,21 @@ struct Network {
 /// "circuit", "layernorm" or "none" (the config's spelling).
 const char* to_string(LayerKind kind);
 
-/// Group of a weight matrix by name, given the layer (W_IX and U are inhibitory).
-ParamGroup group_of(const LayerSpec& spec, const std::string& name);
-
-/// Build a network spec: `hidden` layers of the given template, then a 10-way E/I readout.
+/// Build a network spec: the `hidden` layers (n_in chained), then a 10-way E/I readout with
+/// `readout_inhibitory` inhibitory units. Every layer is finalised. The one network builder.
 NetworkSpec make_network_spec(int n_in, int n_out, const std::vector<LayerSpec>& hidden,
-                              double init_gain, int readout_inhibitory, int lateral_units);
+                              double init_gain, int readout_inhibitory);
 
-/// Initialise weights (lognormal Dale-respecting excitatory weights, pooled or heterogeneous
-/// inhibition; see docs/concepts.md). Deterministic for a given seed.
+/// Initialise weights (lognormal Dale-respecting excitatory weights, each projection as its
+/// `init` says; see docs/concepts.md). Deterministic for a given seed.
 template <class S>
 Network<S> initialise(const NetworkSpec& spec, std::uint64_t seed);
 
 /// Convert precision (float <-> double).
 template <class To, class From>
 Network<To> cast_network(const Network<From>& net);
+template <class To, class From>
+Layer<To> cast_layer(const Layer<From>& layer);
 
 /// Smallest entry among the weights that must be non-negative (Dale's law); +inf if none.
 template <class S>
@@ -157,25 +155,15 @@ double min_dale_weight(const Network<S>& net);
 template <class S>
 void clamp_dale(Network<S>& net);
 
-/// True for weights that Dale's law constrains to be non-negative.
-bool is_dale_constrained(const std::string& name);
-
-// ---------------------------------------------------------------------------------------------
-
 template <class S>
-template <class F>
-void LayerWeights<S>::for_each(F&& f) {
-  for (const auto& [name, member] : entries()) {
-    Mat<S>& m = this->*member;
-    if (m.size() > 0) f(std::string(name), m);
-  }
-}
-
-template <class S>
-template <class F>
-void LayerWeights<S>::for_each(F&& f) const {
-  const_cast<LayerWeights<S>*>(this)->for_each(
-      [&](const std::string& name, Mat<S>& m) { f(name, static_cast<const Mat<S>&>(m)); });
+template <class T>
+void LayerWeights<S>::zero_like(const LayerWeights<T>& w) {
+  W_EX.setZero(w.W_EX.rows(), w.W_EX.cols());
+  b.setZero(w.b.rows(), w.b.cols());
+  names = w.names;
+  other.resize(w.other.size());
+  for (std::size_t k = 0; k < other.size(); ++k)
+    other[k].setZero(w.other[k].rows(), w.other[k].cols());
 }
 
 }  // namespace eisim::models

@@ -1,12 +1,18 @@
 #pragma once
-// Output nonlinearities r = phi(v), applied to whole matrices. The choice is dispatched once
-// per call; the element loops are Eigen expressions.
-#include "eisim/models/network.hpp"
+// Rate functions r = phi(v) and their derivatives, applied to whole matrices or arrays. The
+// choice is dispatched once per call; the element loops are Eigen expressions. The one
+// definition of every rate function in eisim.
+#include <cmath>
+
+#include "eisim/models/circuit.hpp"
+#include "eisim/models/types.hpp"
 
 namespace eisim::models {
 
-template <class S>
-void apply_phi(const NonlinearitySpec& spec, const Mat<S>& v, Mat<S>& r) {
+template <class In, class Out>
+void apply_phi(const NonlinearitySpec& spec, const In& v_in, Out& r) {
+  using S = typename In::Scalar;
+  const auto v = v_in.array();
   switch (spec.kind) {
     case Nonlinearity::relu:
       r = v.cwiseMax(S(0));
@@ -15,7 +21,10 @@ void apply_phi(const NonlinearitySpec& spec, const Mat<S>& v, Mat<S>& r) {
       r = v;
       break;
     case Nonlinearity::power:
-      r = v.cwiseMax(S(0)).array().pow(S(spec.power)).matrix();
+      r = S(spec.gain) * (v - S(spec.threshold)).cwiseMax(S(0)).pow(S(spec.power));
+      break;
+    case Nonlinearity::sqrt:
+      r = v.cwiseMax(S(0)).sqrt();
       break;
     case Nonlinearity::softplus: {
       const S beta = S(spec.beta);
@@ -30,20 +39,25 @@ void apply_phi(const NonlinearitySpec& spec, const Mat<S>& v, Mat<S>& r) {
 }
 
 /// d phi / d v evaluated at v.
-template <class S>
-void phi_prime(const NonlinearitySpec& spec, const Mat<S>& v, Mat<S>& d) {
+template <class In, class Out>
+void phi_prime(const NonlinearitySpec& spec, const In& v_in, Out& d) {
+  using S = typename In::Scalar;
+  const auto v = v_in.array();
   switch (spec.kind) {
     case Nonlinearity::relu:
-      d = (v.array() > S(0)).template cast<S>().matrix();
+      d = (v > S(0)).template cast<S>();
       break;
     case Nonlinearity::identity:
       d.setOnes(v.rows(), v.cols());
       break;
     case Nonlinearity::power: {
       const S p = S(spec.power);
-      d = (p * v.cwiseMax(S(0)).array().pow(p - S(1))).matrix();
+      d = S(spec.gain) * p * (v - S(spec.threshold)).cwiseMax(S(0)).pow(p - S(1));
       break;
     }
+    case Nonlinearity::sqrt:
+      d = (v > S(0)).select(S(0.5) / v.cwiseMax(S(0)).sqrt(), S(0));
+      break;
     case Nonlinearity::softplus: {
       const S beta = S(spec.beta);
       d = v.unaryExpr([beta](S x) { return S(1) / (S(1) + std::exp(-beta * x)); });

@@ -7,38 +7,24 @@
 #include <vector>
 
 #include "eisim/models/network.hpp"
+#include "eisim/sim/circuit.hpp"
 
 namespace eisim::sim {
 
 enum class SolverStatus { converged, max_iterations, diverged, non_finite };
 const char* to_string(SolverStatus s);
 
-/// State of one circuit layer for a batch (one sample per column).
-template <class S>
-struct CircuitState {
-  Mat<S> v;    ///< n_E x B, E potentials
-  Mat<S> r_I;  ///< n_I x B, subtractive interneuron rates
-  Mat<S> r_D;  ///< n_D x B, divisive interneuron rates
-  void resize(int n_E, int n_I, int n_D, int batch);
-};
-
-/// Convergence test shared by both solvers: a sample has converged when every component's
-/// displacement rate |tau_k dz_k/dt| <= abs_tol + rel_tol * |z_k|.
-struct Tolerance {
-  double abs_tol = 1e-6;
-  double rel_tol = 1e-6;
-};
-
 struct FixedPointParameters {
   Tolerance tol;
   int max_iterations = 50;
-  double max_log_step = 4.0;    ///< cap on |change of log r_D| per Newton step
+  double max_log_step = 4.0;    ///< cap on |change of log r| of multiplicative units per step
   int max_backtracks = 30;      ///< line-search halvings per iteration
   bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
   double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
   int fallback_max_steps = 100000;  ///< step cap of the fallback integration
-  /// One subtractive and one divisive interneuron (the default): scalar code with fused passes
-  /// over the E units. false forces the general matrix code (same iterates; for verification).
+  /// Circuits whose Newton unknowns are one unit per population (the default circuit) use the
+  /// compile-time fixed-size instantiation of the solver. false forces the dynamic-size one
+  /// (same source and iterates; for verification).
   bool pooled_fast_path = true;
 };
 
@@ -74,38 +60,51 @@ struct OdeParameters {
 template <class S>
 using TraceObserver = std::function<void(double t, const CircuitState<S>&)>;
 
-/// Compute the excitatory drive e = W_EX x + b for a batch.
+/// The circuit's equilibrium: populations driven only by the input are computed explicitly, then
+/// Newton's method with a backtracking line search runs on the rest (the E potentials are
+/// eliminated exactly when E has no recurrent input), per sample, in double precision. z holds
+/// the initial guess and receives the equilibrium.
 template <class S>
-void excitatory_drive(const models::LayerWeights<S>& w, const Mat<S>& x, Mat<S>& e);
-
-/// Right-hand side dz/dt of the circuit at state z for drive e and input x.
-template <class S>
-void circuit_rhs(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
-                 const CircuitState<S>& z, CircuitState<S>& dzdt);
-
-/// Per-sample residual max_k |tau_k dz_k/dt| and scaled residual (see Tolerance).
-template <class S>
-void circuit_residual(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
-                      const CircuitState<S>& z, const Tolerance& tol, std::vector<double>& residual,
-                      std::vector<double>& scaled);
-
-/// Initial state used by both solvers: v = 0, r_I = 0, r_D = 1.
-template <class S>
-void initial_state(const models::Layer<S>& layer, int batch, CircuitState<S>& z);
-
-/// Newton's method on the interneuron rates (the E potentials are eliminated exactly), with a
-/// backtracking line search. z holds the initial guess and receives the equilibrium.
-template <class S>
-SolveResult solve_fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
+SolveResult solve_fixed_point(const models::Layer<S>& layer, const CircuitInput<S>& in,
                               const FixedPointParameters& params, CircuitState<S>& z);
 
 /// Integrate the circuit ODE with Boost.Odeint's controlled Dormand-Prince stepper (dense
 /// output) until every sample meets the tolerance, or t_max / max_steps is hit. If `observe`
 /// is set it is called at each of `observe_times` (ms, ascending) reached before stopping.
 template <class S>
-SolveResult integrate(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
+SolveResult integrate(const models::Layer<S>& layer, const CircuitInput<S>& in,
                       const OdeParameters& params, CircuitState<S>& z,
                       const std::vector<double>& observe_times = {},
                       const TraceObserver<S>& observe = {});
+
+/// Outcome of the adjoint (implicit-gradient) linear solves of a batch.
+struct AdjointStats {
+  SolverStatus status = SolverStatus::converged;
+  int solves = 0;             ///< per-sample solves performed
+  int failed = 0;             ///< singular or non-finite solves
+  double worst_residual = 0;  ///< max ||J^T w - rhs|| / ||rhs|| over samples
+  double worst_rcond = 1;     ///< smallest reciprocal condition estimate seen
+  bool ok() const { return status == SolverStatus::converged; }
+  /// Merge another batch's (or layer's) statistics.
+  void add(const AdjointStats& o);
+};
+
+struct AdjointParameters {
+  /// true: through every population (the implicit rule); false: the inhibitory populations held
+  /// constant at the equilibrium (the frozen rule), so only E's own block is solved.
+  bool through_inhibition = true;
+  bool pooled_fast_path = true;  ///< as FixedPointParameters::pooled_fast_path
+};
+
+/// The adjoint of a circuit's equilibrium: the cotangents w (one n_P x B matrix per population)
+/// with J^T w = -dL/dz, where dL/dz is g_v = dL/dv on E and 0 elsewhere, and J = dF/dz at the
+/// equilibrium z (terms `t` from evaluate(..., partials = true)). Then dL/dparams = w^T dF/dparams:
+/// pass w to vjp(). Per-sample dense solves in double over the populations Newton solves for (E
+/// eliminated when it has no recurrent input); populations with explicit equilibria by
+/// back-substitution. Failed solves (singular, non-finite) are counted in the returned stats.
+template <class S>
+AdjointStats solve_adjoint(const models::Layer<S>& layer, const CircuitInput<S>& in,
+                           const CircuitState<S>& z, const CircuitTerms<S>& t, const Mat<S>& g_v,
+                           const AdjointParameters& params, std::vector<Mat<S>>& w);
 
 }  // namespace eisim::sim

@@ -1,0 +1,152 @@
+// The adjoint linear solve of a circuit's equilibrium (the implicit and frozen rules).
+// Derivation: docs/concepts.md, "Learning rules". The Jacobian is the fixed-point solver's
+// (sample_system.hpp), in raw coordinates.
+#include <Eigen/LU>
+#include <cmath>
+
+#include "eisim/models/error.hpp"
+#include "eisim/sim/solver.hpp"
+#include "sample_system.hpp"
+
+namespace eisim::sim {
+
+using models::Layer;
+
+namespace {
+
+template <bool Pooled, class S>
+void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
+                   const CircuitState<S>& z, const Mat<S>& g_v, bool through, AdjointStats& st,
+                   std::vector<Mat<S>>& w) {
+  using detail::Md;
+  using detail::Vd;
+  const int B = int(g_v.cols()), n = model.n, n_E = int(g_v.rows());
+  const bool elim = model.st.eliminate_E;
+  // E's block among the unknowns when it is not eliminated.
+  const int oE = elim ? -1 : model.offset[0];
+  std::vector<double> resid(B, 0.0), rcond(B, 1.0);
+  std::vector<char> bad(B, 0);
+#pragma omp parallel if (B >= 128)
+  {
+    detail::SampleSystem<Pooled> sys(model, Tolerance{});
+    typename detail::SampleSystem<Pooled>::State x;
+    Md M;
+    Vd rhs, a, gv;
+    Eigen::PartialPivLU<Md> lu;
+#pragma omp for schedule(static)
+    for (int j = 0; j < B; ++j) {
+      sys.load(in, z, j, x);
+      sys.evaluate(x);
+      sys.jacobian();
+      M = sys.J;
+      sys.add_local_terms(M);
+      gv = g_v.col(j).template cast<double>();
+      if (!through) {
+        // Inhibition held constant: E's own block only (E excites itself here).
+        const Md ME = M.block(oE, oE, n_E, n_E);
+        lu.compute(ME.transpose());
+        a = lu.solve(-gv);
+        rcond[j] = lu.rcond();
+        resid[j] = (ME.transpose() * a + gv).norm() / std::max(gv.norm(), 1e-300);
+        if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
+        w[0].col(j) = a.cast<S>();
+        continue;
+      }
+      if (elim) {
+        rhs.noalias() = -(sys.A.transpose() * gv);
+      } else {
+        rhs.setZero(n);
+        rhs.segment(oE, n_E) = -gv;
+      }
+      // A clamped integrator unit is a constant: identity row and column, zero cotangent.
+      for (int i = 0; i < n; ++i)
+        if (sys.clamped[i]) {
+          M.row(i).setZero();
+          M.col(i).setZero();
+          M(i, i) = 1.0;
+          rhs(i) = 0.0;
+        }
+      lu.compute(M.transpose());
+      a = lu.solve(rhs);
+      rcond[j] = lu.rcond();
+      const double rn = rhs.norm();
+      resid[j] = (M.transpose() * a - rhs).norm() / (rn > 0 ? rn : 1.0);
+      if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
+      for (int p : model.st.core)
+        w[p].col(j) = a.segment(model.offset[p], w[p].rows()).template cast<S>();
+      if (elim) w[0].col(j) = (gv + sys.C.transpose() * a).template cast<S>();
+    }
+  }
+  for (int j = 0; j < B; ++j) {
+    ++st.solves;
+    if (bad[j]) ++st.failed;
+    if (!(resid[j] <= st.worst_residual)) st.worst_residual = resid[j];
+    st.worst_rcond = std::min(st.worst_rcond, rcond[j]);
+  }
+  if (st.failed > 0) st.status = SolverStatus::non_finite;
+}
+
+}  // namespace
+
+template <class S>
+AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
+                           const CircuitState<S>& z, const CircuitTerms<S>& t, const Mat<S>& g_v,
+                           const AdjointParameters& params, std::vector<Mat<S>>& w) {
+  if (layer.spec.kind != models::LayerKind::circuit)
+    throw internal_error("solve_adjoint called on a layer that is not a circuit");
+  const auto& pops = layer.spec.circuit.populations;
+  const int B = int(g_v.cols());
+  w.resize(pops.size());
+  for (std::size_t p = 0; p < pops.size(); ++p) w[p].setZero(pops[p].size, B);
+  AdjointStats st;
+  const detail::SampleModel model(layer);
+  const bool e_explicit = model.st.is_explicit(0);
+  if (!params.through_inhibition && model.offset[0] < 0) {
+    w[0] = g_v;  // inhibition held constant and E without recurrent input: dF_E/dv = -1
+    return st;
+  }
+  if (e_explicit || (model.n == 0)) {
+    w[0] = g_v;  // F_E = -v + rest + q / g with every source fixed: dF/dv = -1
+  } else if (model.pooled && params.pooled_fast_path) {
+    solve_samples<true>(model, in, z, g_v, params.through_inhibition, st, w);
+  } else {
+    solve_samples<false>(model, in, z, g_v, params.through_inhibition, st, w);
+  }
+  if (!params.through_inhibition || model.st.explicit_order.empty()) return st;
+  // Explicit populations (leaky, dF/dv = -1): w_x is what the populations they drive send back,
+  // collected in reverse dependency order.
+  std::vector<Mat<S>> dz(pops.size());
+  vjp(layer, in, t, w, static_cast<models::LayerWeights<S>*>(nullptr), &dz,
+      static_cast<std::vector<Mat<S>>*>(nullptr), static_cast<Mat<S>*>(nullptr));
+  std::vector<Mat<S>> only(pops.size());
+  for (auto it = model.st.explicit_order.rbegin(); it != model.st.explicit_order.rend(); ++it) {
+    const int x = *it;
+    if (x == 0) continue;
+    if (dz[x].size() == 0) continue;  // drives nothing that matters
+    w[x] = dz[x];
+    for (auto& m : only) m.resize(0, 0);
+    only[x] = w[x];
+    std::vector<Mat<S>> more(pops.size());
+    vjp(layer, in, t, only, static_cast<models::LayerWeights<S>*>(nullptr), &more,
+        static_cast<std::vector<Mat<S>>*>(nullptr), static_cast<Mat<S>*>(nullptr));
+    for (std::size_t p = 0; p < pops.size(); ++p)
+      if (more[p].size() > 0 && int(p) != x) {
+        if (dz[p].size() == 0)
+          dz[p] = more[p];
+        else
+          dz[p] += more[p];
+      }
+  }
+  return st;
+}
+
+template AdjointStats solve_adjoint<float>(const Layer<float>&, const CircuitInput<float>&,
+                                           const CircuitState<float>&, const CircuitTerms<float>&,
+                                           const Mat<float>&, const AdjointParameters&,
+                                           std::vector<Mat<float>>&);
+template AdjointStats solve_adjoint<double>(const Layer<double>&, const CircuitInput<double>&,
+                                            const CircuitState<double>&,
+                                            const CircuitTerms<double>&, const Mat<double>&,
+                                            const AdjointParameters&, std::vector<Mat<double>>&);
+
+}  // namespace eisim::sim

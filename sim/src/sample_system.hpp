@@ -1,0 +1,447 @@
+#pragma once
+// One sample of a circuit as Newton's method and the adjoint solve see it (private to sim/).
+//
+// The populations whose equilibrium is explicit (driven only by the input) are constants here;
+// the E potentials are eliminated exactly when E has no recurrent input (v = rest + q / g);
+// the unknowns are the remaining ("core") populations' states. Every F and partial derivative
+// comes from population_terms / population_rate / projection_signal (sim/circuit.hpp), the one
+// definition of the equations. Multiplicative populations are solved in u = log r with the
+// residual log(gain q + leak / r) - log(gain setpoint + leak): the same positive roots as F,
+// no spurious root at r = 0, nearly linear in u for the homeostatic divisive unit.
+//
+// `Pooled` is the compile-time specialisation for core populations of one unit each (the default
+// circuit): every projection between E and the core is then a vector, and its products are
+// dot products and scaled copies instead of general matrix-vector products. Same source, same
+// iterates (tests/sim/fixed_point_test.cpp checks both instantiations against each other).
+#include <Eigen/LU>
+#include <cmath>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "eisim/models/error.hpp"
+#include "eisim/sim/circuit.hpp"
+#include "eisim/sim/solver.hpp"
+
+namespace eisim::sim::detail {
+
+using Md = Eigen::MatrixXd;
+using Vd = Eigen::VectorXd;
+constexpr double kTinyRate = 1e-300;
+
+/// The circuit's structure and weights in double, shared read-only by every thread.
+struct SampleModel {
+  const models::LayerSpec* spec = nullptr;
+  const models::CircuitSpec* c = nullptr;
+  models::CircuitStructure st;
+  std::vector<Md> W;        ///< per projection from a population (empty for input projections)
+  std::vector<int> offset;  ///< per population: offset among the unknowns, -1 if not core
+  std::vector<int> links;   ///< projections between dynamic populations (core or eliminated E)
+  std::vector<int> fixed_in;  ///< projections from explicit populations into dynamic ones
+  int n = 0;                ///< unknowns
+  bool pooled = false;      ///< every core population has one unit, E is eliminated
+
+  bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
+
+  template <class S>
+  explicit SampleModel(const models::Layer<S>& layer)
+      : spec(&layer.spec), c(&layer.spec.circuit), st(models::analyse(layer.spec.circuit)) {
+    const auto& pops = c->populations;
+    offset.assign(pops.size(), -1);
+    for (int p : st.core) {
+      offset[p] = n;
+      n += pops[p].size;
+    }
+    W.resize(c->projections.size());
+    for (std::size_t k = 0; k < c->projections.size(); ++k) {
+      const auto& pr = c->projections[k];
+      if (pr.src < 0) continue;
+      W[k] = layer.w.at(spec->projection_weight[k]).template cast<double>();
+      if (dynamic(pr.tgt)) (dynamic(pr.src) ? links : fixed_in).push_back(int(k));
+    }
+    pooled = st.eliminate_E && !st.core.empty();
+    for (int p : st.core) pooled = pooled && pops[p].size == 1;
+  }
+};
+
+/// out += sign * W s, with the product kernel chosen at compile time for pooled circuits.
+template <bool Pooled>
+inline void accumulate(const Md& W, const Vd& s, double sign, Vd& out) {
+  if constexpr (Pooled) {
+    if (W.rows() == 1) {
+      out(0) += sign * W.row(0).dot(s);
+      return;
+    }
+    if (W.cols() == 1) {
+      out += (sign * s(0)) * W.col(0);
+      return;
+    }
+  }
+  if (sign > 0)
+    out.noalias() += W * s;
+  else
+    out.noalias() -= W * s;
+}
+
+template <bool Pooled>
+class SampleSystem {
+ public:
+  const SampleModel& m;
+  const Tolerance tol;
+  // Per population (index as in the circuit): state, rate, drive, conductance, F, partials.
+  std::vector<Vd> z, r, dr, q, g, F, dF_dz, dF_dq, dF_dg, q0, g0;
+  std::vector<char> has_g;
+  std::vector<Vd> s, ds;  // per projection from a population: signal and derivative
+  Vd G;                   // Newton residual over the unknowns
+  Md J;                   // Jacobian of F over the unknowns (raw coordinates), see jacobian()
+  Md A, C;                // E eliminated: dv_E / dz_core and dF_core / dv_E
+  std::vector<char> clamped;    // per unknown: integrator unit held at 0
+  std::vector<char> degenerate_unit;  // per unknown: multiplicative unit with h <= floor
+  bool degenerate = false, finite = true;
+
+  SampleSystem(const SampleModel& model, const Tolerance& t) : m(model), tol(t) {
+    const auto& pops = m.c->populations;
+    const std::size_t P = pops.size();
+    for (auto* v : {&z, &r, &dr, &q, &g, &F, &dF_dz, &dF_dq, &dF_dg, &q0, &g0}) v->resize(P);
+    has_g.assign(P, 0);
+    for (const auto& pr : m.c->projections)
+      if (pr.action == models::Action::divisive) has_g[pr.tgt] = 1;
+    for (std::size_t p = 0; p < P; ++p) {
+      const int n = pops[p].size;
+      for (auto* v : {&z, &r, &dr, &q, &g, &F, &dF_dz, &dF_dq, &dF_dg, &q0, &g0})
+        (*v)[p].setZero(n);
+    }
+    s.resize(m.c->projections.size());
+    ds.resize(m.c->projections.size());
+    G.resize(m.n);
+    J.resize(m.n, m.n);
+    if (m.st.eliminate_E) {
+      A.resize(pops[0].size, m.n);
+      C.resize(m.n, pops[0].size);
+    }
+    clamped.assign(m.n, 0);
+    degenerate_unit.assign(m.n, 0);
+  }
+
+  /// Unknowns of a state (u = log r for multiplicative populations).
+  struct State {
+    Vd u;
+  };
+
+  /// Sample j of the batch: the constants (external drives and explicit populations) and the
+  /// current state of the core populations as the unknowns.
+  template <class S>
+  void load(const CircuitInput<S>& in, const CircuitState<S>& zs, int j, State& x) {
+    const auto& pops = m.c->populations;
+    for (std::size_t p = 0; p < pops.size(); ++p) {
+      if (in.ext[p].size() > 0)
+        q0[p] = in.ext[p].col(j).template cast<double>();
+      else
+        q0[p].setZero();
+      if (has_g[p]) g0[p].setConstant(pops[p].conductance);
+      if (!m.dynamic(int(p))) {
+        z[p] = zs.z[p].col(j).template cast<double>();
+        population_rate(pops[p], z[p], r[p], &dr[p]);
+      }
+    }
+    for (int k : m.fixed_in) {
+      const auto& pr = m.c->projections[k];
+      projection_signal(pr, z[pr.src], r[pr.src], dr[pr.src], s[k], static_cast<Vd*>(nullptr));
+      if (pr.action == models::Action::subtractive)
+        accumulate<false>(m.W[k], s[k], models::source_sign(pr), q0[pr.tgt]);
+      else
+        accumulate<false>(m.W[k], s[k], 1.0, g0[pr.tgt]);
+    }
+    x.u.resize(m.n);
+    for (int p : m.st.core) {
+      const auto col = zs.z[p].col(j).template cast<double>();
+      auto u = x.u.segment(m.offset[p], pops[p].size);
+      switch (pops[p].dynamics) {
+        case models::Dynamics::multiplicative:
+          u = col.cwiseMax(kTinyRate).array().log().matrix();
+          break;
+        case models::Dynamics::integrator:
+          u = col.cwiseMax(0.0);
+          break;
+        case models::Dynamics::leaky:
+          u = col;
+          break;
+      }
+    }
+  }
+
+  template <class S>
+  void store(const State& x, int j, CircuitState<S>& zs) {
+    set_state(x);
+    for (std::size_t p = 0; p < z.size(); ++p)
+      if (m.dynamic(int(p))) zs.z[p].col(j) = z[p].template cast<S>();
+  }
+
+  bool drive_finite() const {
+    for (const auto& v : q0)
+      if (!v.allFinite()) return false;
+    return true;
+  }
+
+  /// Evaluate every dynamic population at the unknowns u: F, partials and the Newton residual.
+  void evaluate(const State& x) {
+    const auto& pops = m.c->populations;
+    set_state(x);
+    for (int p : m.st.core) population_rate(pops[p], z[p], r[p], &dr[p]);
+    signals_from_core();
+    if (m.st.eliminate_E) {
+      // v = rest + q / g exactly.
+      drives(0);
+      if (has_g[0])
+        z[0] = (pops[0].rest + q[0].array() / g[0].array()).matrix();
+      else
+        z[0] = (pops[0].rest + q[0].array() / pops[0].conductance).matrix();
+      population_rate(pops[0], z[0], r[0], &dr[0]);
+      for (int k : m.links)
+        if (m.c->projections[k].src == 0) signal(k);
+    }
+    finite = z[0].allFinite();
+    degenerate = false;
+    for (int p : m.st.core) {
+      drives(p);
+      population_terms(pops[p], z[p], q[p], has_g[p] ? &g[p] : static_cast<Vd*>(nullptr), F[p],
+                       dF_dz[p], dF_dq[p], &dF_dg[p]);
+      auto Gp = G.segment(m.offset[p], pops[p].size);
+      if (pops[p].dynamics == models::Dynamics::multiplicative) {
+        const auto& P = pops[p];
+        const double c = P.gain * P.setpoint + P.leak, floor = 1e-30 * c;
+        for (int i = 0; i < P.size; ++i) {
+          const double h = P.gain * q[p](i) + P.leak / r[p](i);
+          degenerate_unit[m.offset[p] + i] = !(h > floor);
+          degenerate = degenerate || !(h > floor);
+          Gp(i) = std::log(std::max(h, floor)) - std::log(c);
+        }
+      } else {
+        Gp = F[p];
+        if (pops[p].dynamics == models::Dynamics::integrator)
+          for (int i = 0; i < pops[p].size; ++i)
+            clamped[m.offset[p] + i] = z[p](i) <= 0.0 && dF_dq[p](i) == 0.0;
+      }
+      finite = finite && F[p].allFinite();
+    }
+  }
+
+  /// Worst |F| over the dynamic populations and the scaled residual (<= 1: converged). With E
+  /// eliminated its F is 0 by construction.
+  std::pair<double, double> ode_residual() const {
+    double res = 0, sc = 0;
+    for (int p : m.st.core)
+      for (int i = 0; i < F[p].size(); ++i) {
+        const double a = std::abs(F[p](i));
+        res = std::max(res, a);
+        sc = std::max(sc, a / (tol.abs_tol + tol.rel_tol * std::abs(z[p](i))));
+      }
+    if (!std::isfinite(res) || !finite)
+      return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
+    return {res, sc};
+  }
+
+  /// J = dF/dz over the unknowns in raw coordinates (z, not log r), at the last evaluation,
+  /// without the populations' local terms dF_dz (added by callers: Newton and the adjoint use
+  /// them differently). With E eliminated also A = dv_E/dz and C = dF/dv_E, and J includes C A.
+  void jacobian() {
+    if (m.st.eliminate_E) {
+      // The partials of the eliminated E's F at the current point.
+      const auto& E = m.c->populations[0];
+      if (has_g[0]) {
+        dF_dq[0] = g[0].cwiseInverse();
+        dF_dg[0] = (-(z[0].array() - E.rest) / g[0].array()).matrix();
+      } else {
+        dF_dq[0].setConstant(1.0 / E.conductance);
+      }
+    }
+    J.setZero();
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      const Vd coef = coefficient(pr);
+      if (pr.tgt == 0 || pr.src == 0) continue;  // through E: below
+      J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), ds[k].size()) +=
+          coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
+    }
+    if (!m.st.eliminate_E) {
+      // E among the unknowns: its links are ordinary blocks.
+      for (int k : m.links) {
+        const auto& pr = m.c->projections[k];
+        if (pr.tgt != 0 && pr.src != 0) continue;
+        const Vd coef = coefficient(pr);
+        J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), ds[k].size()) +=
+            coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
+      }
+      return;
+    }
+    A.setZero();
+    C.setZero();
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.tgt == 0) {
+        const Vd coef = coefficient(pr);
+        A.middleCols(m.offset[pr.src], ds[k].size()) +=
+            coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
+      } else if (pr.src == 0) {
+        const Vd coef = coefficient(pr);
+        C.middleRows(m.offset[pr.tgt], coef.size()) +=
+            coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
+      }
+    }
+    if constexpr (Pooled)
+      J.noalias() += C.lazyProduct(A);
+    else
+      J.noalias() += C * A;
+  }
+
+  /// The populations' local derivatives dF/dz on the diagonal (raw coordinates).
+  void add_local_terms(Md& M) const {
+    for (int p : m.st.core)
+      M.diagonal().segment(m.offset[p], dF_dz[p].size()) += dF_dz[p];
+  }
+
+  // --- Newton ---------------------------------------------------------------------------------
+
+  Vd delta;
+  Md JG;
+  Eigen::PartialPivLU<Md> lu;
+
+  double merit() const {
+    double s2 = 0;
+    for (int i = 0; i < m.n; ++i)
+      if (!clamped[i]) s2 += G(i) * G(i);
+    return s2;
+  }
+
+  /// Newton direction at the last evaluation (multiplicative steps capped); false if not finite.
+  bool direction(double max_log_step) {
+    newton_jacobian();
+    lu.compute(JG);
+    delta = -lu.solve(G);
+    if (!delta.allFinite()) return false;
+    for (int p : m.st.core)
+      if (m.c->populations[p].dynamics == models::Dynamics::multiplicative) {
+        auto d = delta.segment(m.offset[p], m.c->populations[p].size);
+        d = d.cwiseMax(-max_log_step).cwiseMin(max_log_step);
+      }
+    return true;
+  }
+
+  /// Start with the integrator populations balanced at the current conductances: one Newton
+  /// step on their block alone (exact when their drive is linear in their rates).
+  void block_start(State& x) {
+    std::vector<int> idx;
+    for (int p : m.st.core)
+      if (m.c->populations[p].dynamics == models::Dynamics::integrator)
+        for (int i = 0; i < m.c->populations[p].size; ++i) idx.push_back(m.offset[p] + i);
+    if (idx.empty()) return;
+    newton_jacobian();
+    const int k = int(idx.size());
+    Md Jb(k, k);
+    Vd Gb(k);
+    for (int a = 0; a < k; ++a) {
+      Gb(a) = G(idx[a]);
+      for (int b = 0; b < k; ++b) Jb(a, b) = JG(idx[a], idx[b]);
+    }
+    const Vd d = Eigen::FullPivLU<Md>(Jb).solve(-Gb);
+    if (!d.allFinite()) return;
+    for (int a = 0; a < k; ++a) x.u(idx[a]) = std::max(x.u(idx[a]) + d(a), 0.0);
+  }
+
+  void trial(const State& x, double t, State& out) const {
+    out.u = x.u + t * delta;
+    for (int p : m.st.core)
+      if (m.c->populations[p].dynamics == models::Dynamics::integrator) {
+        auto u = out.u.segment(m.offset[p], m.c->populations[p].size);
+        u = u.cwiseMax(0.0);
+      }
+  }
+
+  bool diverging(const State& x) const {
+    for (int p : m.st.core)
+      if (m.c->populations[p].dynamics == models::Dynamics::multiplicative &&
+          x.u.segment(m.offset[p], m.c->populations[p].size).cwiseAbs().maxCoeff() > 700.0)
+        return true;
+    return false;
+  }
+
+ private:
+  void set_state(const State& x) {
+    for (int p : m.st.core) {
+      const auto u = x.u.segment(m.offset[p], m.c->populations[p].size);
+      if (m.c->populations[p].dynamics == models::Dynamics::multiplicative)
+        z[p] = u.array().exp().matrix();
+      else
+        z[p] = u;
+    }
+  }
+
+  void signal(int k) {
+    const auto& pr = m.c->projections[k];
+    projection_signal(pr, z[pr.src], r[pr.src], dr[pr.src], s[k], &ds[k]);
+  }
+
+  void signals_from_core() {
+    for (int k : m.links)
+      if (m.c->projections[k].src != 0 || !m.st.eliminate_E) signal(k);
+  }
+
+  // Drive and conductance of dynamic population p from the constants and the dynamic sources.
+  void drives(int p) {
+    q[p] = q0[p];
+    if (has_g[p]) g[p] = g0[p];
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.tgt != p) continue;
+      if (pr.action == models::Action::subtractive)
+        accumulate<Pooled>(m.W[k], s[k], models::source_sign(pr), q[p]);
+      else
+        accumulate<Pooled>(m.W[k], s[k], 1.0, g[p]);
+    }
+  }
+
+  // d F_target / d signal of a projection, per target unit.
+  Vd coefficient(const models::Projection& pr) const {
+    if (pr.action == models::Action::subtractive) return models::source_sign(pr) * dF_dq[pr.tgt];
+    return dF_dg[pr.tgt];
+  }
+
+  // Jacobian of the Newton residual G over u: rows of multiplicative populations divided by
+  // r h (the derivative of the log residual), their columns times r (u = log r), local terms,
+  // and identity rows for degenerate or clamped units.
+  void newton_jacobian() {
+    jacobian();
+    JG = J;
+    const auto& pops = m.c->populations;
+    for (int p : m.st.core) {
+      const int o = m.offset[p], n = pops[p].size;
+      if (pops[p].dynamics == models::Dynamics::multiplicative) {
+        for (int i = 0; i < n; ++i) {
+          const double h = std::max(pops[p].gain * q[p](i) + pops[p].leak / r[p](i), 1e-300);
+          JG.row(o + i) /= r[p](i) * h;
+          JG(o + i, o + i) -= pops[p].leak / (r[p](i) * h);
+        }
+        for (int i = 0; i < n; ++i) JG.col(o + i) *= r[p](i);
+      } else {
+        JG.diagonal().segment(o, n) += dF_dz[p];
+      }
+    }
+    for (int i = 0; i < m.n; ++i) {
+      if (degenerate_unit[i]) {
+        // No E activity reaches this divisive unit (e.g. a constant drive): it has no positive
+        // fixed point and decays towards 0, as in the ODE: step log r down (capped).
+        JG.row(i).setZero();
+        JG(i, i) = 1.0;
+        G(i) = 1e300;
+      }
+      if (clamped[i]) {
+        JG.row(i).setZero();
+        JG.col(i).setZero();
+        JG(i, i) = 1.0;
+        G(i) = 0.0;
+      }
+    }
+  }
+};
+
+}  // namespace eisim::sim::detail
