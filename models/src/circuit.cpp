@@ -235,11 +235,16 @@ void resolve(CircuitSpec& c, const std::string& key) {
   }
   if (c.populations.front().dynamics != Dynamics::leaky)
     throw config_error(pk + ".E.dynamics", "E must be leaky (its potentials are the layer's)");
+  for (const auto& p : c.populations)
+    if (p.dynamics == Dynamics::multiplicative && !(p.gain * p.setpoint + p.leak > 0))
+      throw config_error(pk + "." + p.name,
+                         "a multiplicative population needs gain * setpoint + leak > 0 (its "
+                         "equilibrium balances the drive against the setpoint)");
   std::set<std::string> wnames{"W_EX", "b", "L_pool", "L_back"};
   std::vector<int> inputs(c.populations.size(), 0);
   for (std::size_t k = 0; k < c.projections.size(); ++k) {
     Projection& p = c.projections[k];
-    const std::string pre = jk + "[" + std::to_string(k) + "]";
+    const std::string pre = jk + "." + (p.name.empty() ? std::to_string(k) : p.name);
     if (p.name.empty()) throw config_error(pre + ".name", "a projection needs a name");
     if (!wnames.insert(p.name).second)
       throw config_error(pre + ".name", "weight name '" + p.name + "' is used twice in the layer");
@@ -284,6 +289,8 @@ void resolve(CircuitSpec& c, const std::string& key) {
       throw config_error(pre + ".init", "mean_drive initialises input projections only");
     if (!(p.scale >= 0)) throw config_error(pre + ".scale", "must be >= 0");
     if (!(p.heterogeneity >= 0)) throw config_error(pre + ".heterogeneity", "must be >= 0");
+    if (p.action == Action::divisive && p.signal != Signal::rate)
+      throw config_error(pre + ".signal", "a divisive projection carries its source's rates");
     ++inputs[p.tgt];
   }
   for (std::size_t k = 1; k < c.populations.size(); ++k)

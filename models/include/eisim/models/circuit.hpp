@@ -130,7 +130,7 @@ CircuitSpec make_preset(const std::string& name, const CircuitParams& p, int n_E
                         const NonlinearitySpec& phi);
 
 /// Check a circuit and resolve its projections' population indices. Errors are config_error
-/// naming the key under `key` (e.g. "network.circuit.projections[2].source").
+/// naming the key under `key` (e.g. "network.circuit.projections.W_EI.source").
 void resolve(CircuitSpec& c, const std::string& key = "network.circuit");
 
 /// Index of a population by name, -1 if none (and for "input").
