@@ -192,8 +192,19 @@ void circuit_gradients(const Layer<S>& layer, const sim::CircuitInput<S>& in,
                        const sim::CircuitState<S>& z, const Mat<S>& g_v, Rule rule,
                        ErrorTransform transform, bool pooled_fast_path, bool need_dx,
                        sim::AdjointStats& stats, LayerWeights<S>& g, Mat<S>& delta_e, Mat<S>& dx) {
+  // Only what the vector-Jacobian product below reads: partials of the populations that get a
+  // cotangent (E alone under the frozen rule), signal derivatives only for the back-substitution
+  // of explicit populations.
   sim::CircuitTerms<S> t;
-  sim::evaluate(layer, in, z, t, true);
+  sim::EvalNeeds needs;
+  needs.partials = true;
+  const bool frozen = rule != Rule::implicit;
+  needs.dsignal = !frozen && !models::analyse(layer.spec.circuit).explicit_order.empty();
+  if (frozen) {
+    needs.targets.assign(layer.spec.circuit.populations.size(), 0);
+    needs.targets[0] = 1;
+  }
+  sim::evaluate(layer, in, z, t, needs);
   std::vector<Mat<S>> w;
   sim::AdjointParameters ap;
   ap.pooled_fast_path = pooled_fast_path;
@@ -218,9 +229,12 @@ void circuit_gradients(const Layer<S>& layer, const sim::CircuitInput<S>& in,
     w.resize(1);  // inhibition held constant: no cotangent on the interneurons
   }
   std::vector<Mat<S>> dext;
-  if (need_dx) dx.setZero(in.x.rows(), in.x.cols());
+  bool input_projections = false;
+  for (const auto& pr : layer.spec.circuit.projections) input_projections |= pr.src < 0;
+  const bool dx_here = need_dx && input_projections;
+  if (dx_here) dx.setZero(in.x.rows(), in.x.cols());
   sim::vjp(layer, in, t, w, &g, static_cast<std::vector<Mat<S>>*>(nullptr), &dext,
-           need_dx ? &dx : static_cast<Mat<S>*>(nullptr));
+           dx_here ? &dx : static_cast<Mat<S>*>(nullptr));
   delta_e.swap(dext[0]);
 }
 

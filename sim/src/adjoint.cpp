@@ -31,7 +31,7 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
     detail::SampleSystem<Pooled> sys(model, Tolerance{});
     typename detail::SampleSystem<Pooled>::State x;
     Md M;
-    Vd rhs, a, gv;
+    Vd rhs, a, gv, back;
     Eigen::PartialPivLU<Md> lu;
 #pragma omp for schedule(static)
     for (int j = 0; j < B; ++j) {
@@ -53,7 +53,8 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
         continue;
       }
       if (elim) {
-        rhs.noalias() = -(sys.A.transpose() * gv);
+        sys.At_times(gv, rhs);
+        rhs = -rhs;
       } else {
         rhs.setZero(n);
         rhs.segment(oE, n_E) = -gv;
@@ -74,7 +75,10 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
       if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
       for (int p : model.st.core)
         w[p].col(j) = a.segment(model.offset[p], w[p].rows()).template cast<S>();
-      if (elim) w[0].col(j) = (gv + sys.C.transpose() * a).template cast<S>();
+      if (elim) {
+        sys.Ct_times(a, back);
+        w[0].col(j) = (gv + back).template cast<S>();
+      }
     }
   }
   for (int j = 0; j < B; ++j) {

@@ -59,7 +59,7 @@ void circuit_input(const Layer<S>& layer, const Mat<S>& x, CircuitInput<S>& in) 
 
 template <class S>
 void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
-              CircuitTerms<S>& t, bool partials) {
+              CircuitTerms<S>& t, const EvalNeeds& needs) {
   const auto& spec = layer.spec;
   const auto& c = spec.circuit;
   const std::size_t P = c.populations.size(), K = c.projections.size();
@@ -68,9 +68,16 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
   for (auto* v : {&t.rate, &t.drate, &t.q, &t.g, &t.F, &t.dF_dz, &t.dF_dq, &t.dF_dg}) v->resize(P);
   t.signal.resize(K);
   t.dsignal.resize(K);
+  auto wanted = [&](int p) { return needs.targets.empty() || needs.targets[p]; };
+  // Rates of the sources that carry them into a wanted target.
+  std::vector<char> rate(P, 0);
+  for (const auto& pr : c.projections)
+    if (pr.src >= 0 && wanted(pr.tgt) && pr.signal == models::Signal::rate) rate[pr.src] = 1;
   for (std::size_t p = 0; p < P; ++p)
-    population_rate(c.populations[p], z.z[p], t.rate[p], partials ? &t.drate[p] : nullptr);
+    if (rate[p])
+      population_rate(c.populations[p], z.z[p], t.rate[p], needs.dsignal ? &t.drate[p] : nullptr);
   for (std::size_t p = 0; p < P; ++p) {
+    if (!wanted(int(p))) continue;
     if (in.ext[p].size() > 0)
       t.q[p] = in.ext[p];
     else
@@ -79,9 +86,9 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
   }
   for (std::size_t k = 0; k < K; ++k) {
     const auto& pr = c.projections[k];
-    if (pr.src < 0) continue;  // input projections are in the external drive
+    if (pr.src < 0 || !wanted(pr.tgt)) continue;  // input projections are in the drive
     projection_signal(pr, z.z[pr.src], t.rate[pr.src], t.drate[pr.src], t.signal[k],
-                      partials ? &t.dsignal[k] : nullptr);
+                      needs.dsignal ? &t.dsignal[k] : nullptr);
     const Mat<S>& W = layer.w.at(spec.projection_weight[k]);
     if (pr.action == models::Action::subtractive) {
       if (models::source_sign(pr) > 0)
@@ -90,13 +97,15 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
         t.q[pr.tgt].noalias() -= W * t.signal[k];
     } else {
       Mat<S>& g = t.g[pr.tgt];
-      if (g.size() == 0) g.setConstant(c.populations[pr.tgt].size, B, S(c.populations[pr.tgt].conductance));
+      if (g.size() == 0)
+        g.setConstant(c.populations[pr.tgt].size, B, S(c.populations[pr.tgt].conductance));
       g.noalias() += W * t.signal[k];
     }
   }
   for (std::size_t p = 0; p < P; ++p) {
+    if (!wanted(int(p))) continue;
     const Mat<S>* g = t.g[p].size() > 0 ? &t.g[p] : nullptr;
-    if (partials)
+    if (needs.partials)
       population_terms(c.populations[p], z.z[p], t.q[p], g, t.F[p], t.dF_dz[p], t.dF_dq[p],
                        &t.dF_dg[p]);
     else
@@ -200,7 +209,7 @@ void vjp(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>
   template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                        \
   template void circuit_input<S>(const Layer<S>&, const Mat<S>&, CircuitInput<S>&);              \
   template void evaluate<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,     \
-                            CircuitTerms<S>&, bool);                                             \
+                            CircuitTerms<S>&, const EvalNeeds&);                                 \
   template void circuit_rhs<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,  \
                                CircuitState<S>&);                                                \
   template void circuit_residual<S>(const Layer<S>&, const CircuitInput<S>&,                     \

@@ -35,11 +35,18 @@ struct SampleModel {
   const models::CircuitSpec* c = nullptr;
   models::CircuitStructure st;
   std::vector<Md> W;        ///< per projection from a population (empty for input projections)
+  /// Projections with one row or one column, as contiguous vectors (the pooled kernels).
+  std::vector<Vd> Wv;
   std::vector<int> offset;  ///< per population: offset among the unknowns, -1 if not core
   std::vector<int> links;   ///< projections between dynamic populations (core or eliminated E)
   std::vector<int> fixed_in;  ///< projections from explicit populations into dynamic ones
   int n = 0;                ///< unknowns
   bool pooled = false;      ///< every core population has one unit, E is eliminated
+  std::vector<char> rate_used;  ///< per population: some projection carries its rate
+  /// Pooled and E eliminated with exactly one subtractive and at most one divisive link: E is
+  /// computed in two fused passes (e_sub, e_div: those links, -1 if none).
+  bool e_fused = false;
+  int e_sub = -1, e_div = -1;
 
   bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
 
@@ -53,27 +60,48 @@ struct SampleModel {
       n += pops[p].size;
     }
     W.resize(c->projections.size());
+    Wv.resize(c->projections.size());
     for (std::size_t k = 0; k < c->projections.size(); ++k) {
       const auto& pr = c->projections[k];
       if (pr.src < 0) continue;
       W[k] = layer.w.at(spec->projection_weight[k]).template cast<double>();
+      if (W[k].rows() == 1) Wv[k] = W[k].row(0).transpose();
+      if (W[k].cols() == 1) Wv[k] = W[k].col(0);
       if (dynamic(pr.tgt)) (dynamic(pr.src) ? links : fixed_in).push_back(int(k));
     }
+    rate_used.assign(pops.size(), 0);
+    for (const auto& pr : c->projections)
+      if (pr.src >= 0 && pr.signal == models::Signal::rate) rate_used[pr.src] = 1;
     pooled = st.eliminate_E && !st.core.empty();
     for (int p : st.core) pooled = pooled && pops[p].size == 1;
+    int n_sub = 0, n_div = 0;
+    for (int k : links)
+      if (c->projections[k].tgt == 0) {
+        if (c->projections[k].action == models::Action::subtractive) {
+          e_sub = k;
+          ++n_sub;
+        } else {
+          e_div = k;
+          ++n_div;
+        }
+      }
+    e_fused = pooled && n_sub == 1 && n_div <= 1;
+    if (!e_fused) e_sub = e_div = -1;
   }
 };
 
-/// out += sign * W s, with the product kernel chosen at compile time for pooled circuits.
+/// out += sign * W s for projection k, with the product kernel chosen at compile time for pooled
+/// circuits (a dot product or a scaled copy of a contiguous vector).
 template <bool Pooled>
-inline void accumulate(const Md& W, const Vd& s, double sign, Vd& out) {
+inline void accumulate(const SampleModel& m, int k, const Vd& s, double sign, Vd& out) {
+  const Md& W = m.W[k];
   if constexpr (Pooled) {
     if (W.rows() == 1) {
-      out(0) += sign * W.row(0).dot(s);
+      out(0) += sign * m.Wv[k].dot(s);
       return;
     }
     if (W.cols() == 1) {
-      out += (sign * s(0)) * W.col(0);
+      out += (sign * s(0)) * m.Wv[k];
       return;
     }
   }
@@ -94,7 +122,7 @@ class SampleSystem {
   std::vector<Vd> s, ds;  // per projection from a population: signal and derivative
   Vd G;                   // Newton residual over the unknowns
   Md J;                   // Jacobian of F over the unknowns (raw coordinates), see jacobian()
-  Md A, C;                // E eliminated: dv_E / dz_core and dF_core / dv_E
+  Md A, C;  // E eliminated, not Pooled: dv_E / dz_core and dF_core / dv_E
   std::vector<char> clamped;    // per unknown: integrator unit held at 0
   std::vector<char> degenerate_unit;  // per unknown: multiplicative unit with h <= floor
   bool degenerate = false, finite = true;
@@ -115,12 +143,15 @@ class SampleSystem {
     ds.resize(m.c->projections.size());
     G.resize(m.n);
     J.resize(m.n, m.n);
-    if (m.st.eliminate_E) {
+    if (m.st.eliminate_E && !Pooled) {
       A.resize(pops[0].size, m.n);
       C.resize(m.n, pops[0].size);
     }
     clamped.assign(m.n, 0);
     degenerate_unit.assign(m.n, 0);
+    for (int p : m.st.core)
+      if (pops[p].dynamics == models::Dynamics::integrator)
+        for (int i = 0; i < pops[p].size; ++i) block_idx_.push_back(m.offset[p] + i);
   }
 
   /// Unknowns of a state (u = log r for multiplicative populations).
@@ -148,9 +179,9 @@ class SampleSystem {
       const auto& pr = m.c->projections[k];
       projection_signal(pr, z[pr.src], r[pr.src], dr[pr.src], s[k], static_cast<Vd*>(nullptr));
       if (pr.action == models::Action::subtractive)
-        accumulate<false>(m.W[k], s[k], models::source_sign(pr), q0[pr.tgt]);
+        accumulate<false>(m, k, s[k], models::source_sign(pr), q0[pr.tgt]);
       else
-        accumulate<false>(m.W[k], s[k], 1.0, g0[pr.tgt]);
+        accumulate<false>(m, k, s[k], 1.0, g0[pr.tgt]);
     }
     x.u.resize(m.n);
     for (int p : m.st.core) {
@@ -191,16 +222,32 @@ class SampleSystem {
     signals_from_core();
     if (m.st.eliminate_E) {
       // v = rest + q / g exactly.
-      drives(0);
-      if (has_g[0])
-        z[0] = (pops[0].rest + q[0].array() / g[0].array()).matrix();
-      else
-        z[0] = (pops[0].rest + q[0].array() / pops[0].conductance).matrix();
-      population_rate(pops[0], z[0], r[0], &dr[0]);
-      for (int k : m.links)
-        if (m.c->projections[k].src == 0) signal(k);
+      if (Pooled && m.e_fused) {
+        // One subtractive and at most one divisive link into E, each a vector (the default
+        // circuit): 1/g and v in two fused passes; q and g are not materialised.
+        const auto& E = pops[0];
+        const int ks = m.e_sub, kd = m.e_div;
+        const double a = models::source_sign(m.c->projections[ks]) * r[m.c->projections[ks].src](0);
+        if (kd >= 0)
+          dF_dq[0] = (g0[0] + m.Wv[kd] * r[m.c->projections[kd].src](0)).cwiseInverse();
+        else
+          dF_dq[0].setConstant(1.0 / E.conductance);
+        z[0] = (E.rest + (q0[0] + a * m.Wv[ks]).array() * dF_dq[0].array()).matrix();
+      } else {
+        drives(0);
+        if (has_g[0])
+          z[0] = (pops[0].rest + q[0].array() / g[0].array()).matrix();
+        else
+          z[0] = (pops[0].rest + q[0].array() / pops[0].conductance).matrix();
+      }
+      if (m.rate_used[0]) population_rate(pops[0], z[0], r[0], &dr[0]);
+      if (!Pooled)
+        for (int k : m.links)
+          if (m.c->projections[k].src == 0) signal(k);
     }
-    finite = z[0].allFinite();
+    // Pooled with E eliminated: a non-finite potential makes the drives of the core
+    // populations non-finite (checked below through F), so E needs no pass of its own.
+    finite = (Pooled && m.st.eliminate_E) || all_finite(z[0]);
     degenerate = false;
     for (int p : m.st.core) {
       drives(p);
@@ -222,7 +269,7 @@ class SampleSystem {
           for (int i = 0; i < pops[p].size; ++i)
             clamped[m.offset[p] + i] = z[p](i) <= 0.0 && dF_dq[p](i) == 0.0;
       }
-      finite = finite && F[p].allFinite();
+      finite = finite && all_finite(F[p]);
     }
   }
 
@@ -248,7 +295,9 @@ class SampleSystem {
     if (m.st.eliminate_E) {
       // The partials of the eliminated E's F at the current point.
       const auto& E = m.c->populations[0];
-      if (has_g[0]) {
+      if (Pooled && m.e_fused) {
+        if (has_g[0]) dF_dg[0] = (-(z[0].array() - E.rest) * dF_dq[0].array()).matrix();
+      } else if (has_g[0]) {
         dF_dq[0] = g[0].cwiseInverse();
         dF_dg[0] = (-(z[0].array() - E.rest) / g[0].array()).matrix();
       } else {
@@ -256,42 +305,101 @@ class SampleSystem {
       }
     }
     J.setZero();
-    for (int k : m.links) {
-      const auto& pr = m.c->projections[k];
-      const Vd coef = coefficient(pr);
-      if (pr.tgt == 0 || pr.src == 0) continue;  // through E: below
-      J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), ds[k].size()) +=
-          coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
-    }
-    if (!m.st.eliminate_E) {
-      // E among the unknowns: its links are ordinary blocks.
+    if (Pooled) {
+      // One unit per core population: J += C A as one fused sum over E per pair of links
+      // (population <- E, E <- population); A and C are never formed (see At_times, Ct_times).
       for (int k : m.links) {
         const auto& pr = m.c->projections[k];
-        if (pr.tgt != 0 && pr.src != 0) continue;
-        const Vd coef = coefficient(pr);
-        J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), ds[k].size()) +=
-            coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
+        if (pr.tgt != 0 && pr.src != 0)
+          J(m.offset[pr.tgt], m.offset[pr.src]) += coefficient(pr)(0) * m.W[k](0, 0) * ds[k](0);
+      }
+      for (int kp : m.links) {
+        const auto& pp = m.c->projections[kp];
+        if (pp.src != 0) continue;  // population <- E
+        const double cp = coefficient(pp)(0);
+        for (int kq : m.links) {
+          const auto& pq = m.c->projections[kq];
+          if (pq.tgt != 0) continue;  // E <- population
+          const Vd& ce = coefficient(pq);
+          const auto wq = m.Wv[kq].array() * ce.array();
+          const auto wp = m.Wv[kp].array();
+          double sum = 0;
+          switch (pp.signal) {
+            case models::Signal::rate:
+              sum = (wp * dr[0].array() * wq).sum();
+              break;
+            case models::Signal::potential:
+              sum = (wp * wq).sum();
+              break;
+            default:  // squared_potential: d(v^2) = 2 v
+              sum = 2.0 * (wp * z[0].array() * wq).sum();
+              break;
+          }
+          J(m.offset[pp.tgt], m.offset[pq.src]) += cp * ds[kq](0) * sum;
+        }
       }
       return;
     }
-    A.setZero();
-    C.setZero();
+    if (m.st.eliminate_E) {
+      A.setZero();
+      C.setZero();
+    }
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
-      if (pr.tgt == 0) {
-        const Vd coef = coefficient(pr);
-        A.middleCols(m.offset[pr.src], ds[k].size()) +=
-            coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
-      } else if (pr.src == 0) {
-        const Vd coef = coefficient(pr);
-        C.middleRows(m.offset[pr.tgt], coef.size()) +=
-            coef.asDiagonal() * m.W[k] * ds[k].asDiagonal();
+      const Vd& coef = coefficient(pr);
+      const Md& W = m.W[k];
+      const Vd& d = ds[k];
+      auto term = [&] {
+        return (W.array().colwise() * coef.array()).rowwise() * d.transpose().array();
+      };
+      if (m.st.eliminate_E && pr.tgt == 0)
+        A.middleCols(m.offset[pr.src], d.size()).array() += term();  // dv_E / dz_source
+      else if (m.st.eliminate_E && pr.src == 0)
+        C.middleRows(m.offset[pr.tgt], coef.size()).array() += term();  // dF_target / dv_E
+      else
+        J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), d.size()).array() += term();
+    }
+    if (m.st.eliminate_E) J.noalias() += C * A;
+  }
+
+  /// E eliminated: A^T y with A = dv_E / dz_core (after jacobian()).
+  void At_times(const Vd& y, Vd& out) {
+    if (!Pooled) {
+      out.noalias() = A.transpose() * y;
+      return;
+    }
+    out.setZero(m.n);
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.tgt == 0)
+        out(m.offset[pr.src]) +=
+            ds[k](0) * (coefficient(pr).array() * m.Wv[k].array() * y.array()).sum();
+    }
+  }
+
+  /// E eliminated: C^T a with C = dF_core / dv_E (after jacobian()).
+  void Ct_times(const Vd& a, Vd& out) {
+    if (!Pooled) {
+      out.noalias() = C.transpose() * a;
+      return;
+    }
+    out.setZero(m.c->populations[0].size);
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.src != 0) continue;
+      const double f = a(m.offset[pr.tgt]) * coefficient(pr)(0);
+      switch (pr.signal) {
+        case models::Signal::rate:
+          out.array() += f * m.Wv[k].array() * dr[0].array();
+          break;
+        case models::Signal::potential:
+          out += f * m.Wv[k];
+          break;
+        default:
+          out.array() += (2.0 * f) * m.Wv[k].array() * z[0].array();
+          break;
       }
     }
-    if constexpr (Pooled)
-      J.noalias() += C.lazyProduct(A);
-    else
-      J.noalias() += C * A;
   }
 
   /// The populations' local derivatives dF/dz on the diagonal (raw coordinates).
@@ -330,22 +438,25 @@ class SampleSystem {
   /// Start with the integrator populations balanced at the current conductances: one Newton
   /// step on their block alone (exact when their drive is linear in their rates).
   void block_start(State& x) {
-    std::vector<int> idx;
-    for (int p : m.st.core)
-      if (m.c->populations[p].dynamics == models::Dynamics::integrator)
-        for (int i = 0; i < m.c->populations[p].size; ++i) idx.push_back(m.offset[p] + i);
-    if (idx.empty()) return;
+    if (block_idx_.empty()) return;
     newton_jacobian();
-    const int k = int(idx.size());
+    const int k = int(block_idx_.size());
+    if (k == 1) {
+      const int i = block_idx_[0];
+      // A singular 1 x 1 block has the minimum-norm step 0 (as FullPivLU gives).
+      const double d = JG(i, i) != 0.0 ? -G(i) / JG(i, i) : 0.0;
+      if (std::isfinite(d)) x.u(i) = std::max(x.u(i) + d, 0.0);
+      return;
+    }
     Md Jb(k, k);
     Vd Gb(k);
     for (int a = 0; a < k; ++a) {
-      Gb(a) = G(idx[a]);
-      for (int b = 0; b < k; ++b) Jb(a, b) = JG(idx[a], idx[b]);
+      Gb(a) = G(block_idx_[a]);
+      for (int b = 0; b < k; ++b) Jb(a, b) = JG(block_idx_[a], block_idx_[b]);
     }
     const Vd d = Eigen::FullPivLU<Md>(Jb).solve(-Gb);
     if (!d.allFinite()) return;
-    for (int a = 0; a < k; ++a) x.u(idx[a]) = std::max(x.u(idx[a]) + d(a), 0.0);
+    for (int a = 0; a < k; ++a) x.u(block_idx_[a]) = std::max(x.u(block_idx_[a]) + d(a), 0.0);
   }
 
   void trial(const State& x, double t, State& out) const {
@@ -393,17 +504,44 @@ class SampleSystem {
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
       if (pr.tgt != p) continue;
+      if (Pooled && pr.src == 0 && m.st.eliminate_E) {
+        // A one-unit population driven by E: the signal is folded into one dot product.
+        const auto& v = z[0];
+        double d = 0;
+        switch (pr.signal) {
+          case models::Signal::rate:
+            d = m.Wv[k].dot(r[0]);
+            break;
+          case models::Signal::potential:
+            d = m.Wv[k].dot(v);
+            break;
+          default:  // squared_potential
+            d = (m.Wv[k].array() * v.array().square()).sum();
+            break;
+        }
+        if (pr.action == models::Action::subtractive)
+          q[p](0) += models::source_sign(pr) * d;
+        else
+          g[p](0) += d;
+        continue;
+      }
       if (pr.action == models::Action::subtractive)
-        accumulate<Pooled>(m.W[k], s[k], models::source_sign(pr), q[p]);
+        accumulate<Pooled>(m, k, s[k], models::source_sign(pr), q[p]);
       else
-        accumulate<Pooled>(m.W[k], s[k], 1.0, g[p]);
+        accumulate<Pooled>(m, k, s[k], 1.0, g[p]);
     }
   }
 
+  static bool all_finite(const Vd& v) { return (v.array() * 0.0).sum() == 0.0; }
+
   // d F_target / d signal of a projection, per target unit.
-  Vd coefficient(const models::Projection& pr) const {
-    if (pr.action == models::Action::subtractive) return models::source_sign(pr) * dF_dq[pr.tgt];
-    return dF_dg[pr.tgt];
+  Vd coef_;
+  std::vector<int> block_idx_;  // unknowns of the integrator populations (block_start)
+  const Vd& coefficient(const models::Projection& pr) {
+    if (pr.action == models::Action::divisive) return dF_dg[pr.tgt];
+    if (models::source_sign(pr) > 0) return dF_dq[pr.tgt];
+    coef_ = -dF_dq[pr.tgt];
+    return coef_;
   }
 
   // Jacobian of the Newton residual G over u: rows of multiplicative populations divided by

@@ -124,11 +124,31 @@ void initial_state(const models::Layer<S>& layer, int batch, CircuitState<S>& z)
 template <class S>
 void circuit_input(const models::Layer<S>& layer, const Mat<S>& x, CircuitInput<S>& in);
 
+/// What evaluate() computes. By default everything; the backward passes ask only for what
+/// their vector-Jacobian product reads.
+struct EvalNeeds {
+  bool partials = false;  ///< dF_dz, dF_dq, dF_dg
+  bool dsignal = false;   ///< d signal / d z_source (vjp with dz)
+  /// Populations whose F (and partials) are needed; empty = all. Only the projections into
+  /// them are evaluated, and only their sources' rates.
+  std::vector<char> targets;
+};
+
 /// Evaluate the circuit at state z: rates, signals, drives, conductances and F (with partials
-/// if `partials`).
+/// if asked). Entries of populations outside needs.targets are left untouched.
 template <class S>
 void evaluate(const models::Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
-              CircuitTerms<S>& t, bool partials);
+              CircuitTerms<S>& t, const EvalNeeds& needs);
+
+/// Everything, with partials and signal derivatives if `partials`.
+template <class S>
+void evaluate(const models::Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
+              CircuitTerms<S>& t, bool partials) {
+  EvalNeeds n;
+  n.partials = partials;
+  n.dsignal = partials;
+  evaluate(layer, in, z, t, n);
+}
 
 /// Right-hand side dz/dt = F / tau.
 template <class S>
