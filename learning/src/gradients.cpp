@@ -195,7 +195,7 @@ void circuit_gradients(const Layer<S>& layer, const sim::CircuitInput<S>& in,
   // Only what the vector-Jacobian product below reads: partials of the populations that get a
   // cotangent (E alone under the frozen rule), signal derivatives only for the back-substitution
   // of explicit populations.
-  sim::CircuitTerms<S> t;
+  thread_local sim::CircuitTerms<S> t;  // buffers reused from batch to batch
   sim::EvalNeeds needs;
   needs.partials = true;
   const bool frozen = rule != Rule::implicit;

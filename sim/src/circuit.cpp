@@ -38,16 +38,27 @@ void circuit_input(const Layer<S>& layer, const Mat<S>& x, CircuitInput<S>& in) 
   in.x = x;
   in.ext.resize(c.populations.size());
   in.ux.resize(c.projections.size());
-  for (auto& m : in.ext) m.resize(0, 0);
+  // Which populations have an external drive (the others keep an empty matrix); buffers are
+  // reused from batch to batch.
+  std::vector<char> driven(c.populations.size(), 0);
+  driven[0] = 1;
+  for (const auto& pr : c.projections)
+    if (pr.src < 0) driven[pr.tgt] = 1;
+  for (std::size_t p = 1; p < driven.size(); ++p)
+    if (driven[p])
+      in.ext[p].setZero(c.populations[p].size, x.cols());
+    else
+      in.ext[p].resize(0, 0);
   in.ext[0].noalias() = layer.w.W_EX * x;
   in.ext[0].colwise() += layer.w.b.col(0);
   for (std::size_t k = 0; k < c.projections.size(); ++k) {
     const auto& pr = c.projections[k];
-    in.ux[k].resize(0, 0);
-    if (pr.src >= 0) continue;
+    if (pr.src >= 0) {
+      in.ux[k].resize(0, 0);
+      continue;
+    }
     const Mat<S>& W = layer.w.at(spec.projection_weight[k]);
     Mat<S>& ext = in.ext[pr.tgt];
-    if (ext.size() == 0) ext.setZero(W.rows(), x.cols());
     if (pr.signal == models::Signal::input) {
       ext.noalias() += W * x;
     } else {  // input_energy: W (U x)^2

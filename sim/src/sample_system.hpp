@@ -296,7 +296,7 @@ class SampleSystem {
       // The partials of the eliminated E's F at the current point.
       const auto& E = m.c->populations[0];
       if (Pooled && m.e_fused) {
-        if (has_g[0]) dF_dg[0] = (-(z[0].array() - E.rest) * dF_dq[0].array()).matrix();
+        // dF_dq = 1 / g is already there; dF_dg = -(v - rest) / g is folded into the sums.
       } else if (has_g[0]) {
         dF_dq[0] = g[0].cwiseInverse();
         dF_dg[0] = (-(z[0].array() - E.rest) / g[0].array()).matrix();
@@ -320,22 +320,7 @@ class SampleSystem {
         for (int kq : m.links) {
           const auto& pq = m.c->projections[kq];
           if (pq.tgt != 0) continue;  // E <- population
-          const Vd& ce = coefficient(pq);
-          const auto wq = m.Wv[kq].array() * ce.array();
-          const auto wp = m.Wv[kp].array();
-          double sum = 0;
-          switch (pp.signal) {
-            case models::Signal::rate:
-              sum = (wp * dr[0].array() * wq).sum();
-              break;
-            case models::Signal::potential:
-              sum = (wp * wq).sum();
-              break;
-            default:  // squared_potential: d(v^2) = 2 v
-              sum = 2.0 * (wp * z[0].array() * wq).sum();
-              break;
-          }
-          J(m.offset[pp.tgt], m.offset[pq.src]) += cp * ds[kq](0) * sum;
+          J(m.offset[pp.tgt], m.offset[pq.src]) += cp * ds[kq](0) * e_pair_sum(pp, kp, pq, kq);
         }
       }
       return;
@@ -362,6 +347,34 @@ class SampleSystem {
     if (m.st.eliminate_E) J.noalias() += C * A;
   }
 
+  // Pooled, E eliminated: sum over E of (population <- E weights * d signal / dv) times
+  // (E <- population weights * dF_E / d drive or conductance), without forming either vector.
+  double e_pair_sum(const models::Projection& pp, int kp, const models::Projection& pq, int kq) {
+    const auto wp = m.Wv[kp].array();
+    const double rest = m.c->populations[0].rest;
+    if (pq.action == models::Action::subtractive) {
+      const auto wq = (models::source_sign(pq) * m.Wv[kq].array()) * dF_dq[0].array();
+      return signal_sum(pp, wp, wq);
+    }
+    if (m.e_fused) {  // dF_dg = -(v - rest) / g, with 1 / g in dF_dq
+      const auto wq = -m.Wv[kq].array() * (z[0].array() - rest) * dF_dq[0].array();
+      return signal_sum(pp, wp, wq);
+    }
+    return signal_sum(pp, wp, m.Wv[kq].array() * dF_dg[0].array());
+  }
+
+  template <class P, class Q>
+  double signal_sum(const models::Projection& pp, const P& wp, const Q& wq) const {
+    switch (pp.signal) {
+      case models::Signal::rate:
+        return (wp * dr[0].array() * wq).sum();
+      case models::Signal::potential:
+        return (wp * wq).sum();
+      default:  // squared_potential: d(v^2) = 2 v
+        return 2.0 * (wp * z[0].array() * wq).sum();
+    }
+  }
+
   /// E eliminated: A^T y with A = dv_E / dz_core (after jacobian()).
   void At_times(const Vd& y, Vd& out) {
     if (!Pooled) {
@@ -371,9 +384,17 @@ class SampleSystem {
     out.setZero(m.n);
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
-      if (pr.tgt == 0)
-        out(m.offset[pr.src]) +=
-            ds[k](0) * (coefficient(pr).array() * m.Wv[k].array() * y.array()).sum();
+      if (pr.tgt != 0) continue;
+      double sum;
+      if (pr.action == models::Action::subtractive)
+        sum = models::source_sign(pr) * (dF_dq[0].array() * m.Wv[k].array() * y.array()).sum();
+      else if (m.e_fused)
+        sum = -((z[0].array() - m.c->populations[0].rest) * dF_dq[0].array() *
+                m.Wv[k].array() * y.array())
+                   .sum();
+      else
+        sum = (dF_dg[0].array() * m.Wv[k].array() * y.array()).sum();
+      out(m.offset[pr.src]) += ds[k](0) * sum;
     }
   }
 
