@@ -557,6 +557,7 @@ class SampleSystem {
 
   // d F_target / d signal of a projection, per target unit.
   Vd coef_;
+  std::vector<double> h_;
   std::vector<int> block_idx_;  // unknowns of the integrator populations (block_start)
   const Vd& coefficient(const models::Projection& pr) {
     if (pr.action == models::Action::divisive) return dF_dg[pr.tgt];
@@ -575,12 +576,15 @@ class SampleSystem {
     for (int p : m.st.core) {
       const int o = m.offset[p], n = pops[p].size;
       if (pops[p].dynamics == models::Dynamics::multiplicative) {
+        std::vector<double>& hs = h_;
+        hs.resize(n);
         for (int i = 0; i < n; ++i) {
-          const double h = std::max(pops[p].gain * q[p](i) + pops[p].leak / r[p](i), 1e-300);
-          JG.row(o + i) /= r[p](i) * h;
-          JG(o + i, o + i) -= pops[p].leak / (r[p](i) * h);
+          hs[i] = std::max(pops[p].gain * q[p](i) + pops[p].leak / r[p](i), 1e-300);
+          JG.row(o + i) /= r[p](i) * hs[i];
         }
         for (int i = 0; i < n; ++i) JG.col(o + i) *= r[p](i);
+        // The local term of G = log(gain q + leak / r) in u = log r: -leak / (r h).
+        for (int i = 0; i < n; ++i) JG(o + i, o + i) -= pops[p].leak / (r[p](i) * hs[i]);
       } else {
         JG.diagonal().segment(o, n) += dF_dz[p];
       }
