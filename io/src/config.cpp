@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -96,6 +97,63 @@ std::string trim(const std::string& s) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The circuit's maps: network.circuit.populations.<name>.* and network.circuit.projections.<name>.*
+
+const std::string kPopulations = "network.circuit.populations";
+const std::string kProjections = "network.circuit.projections";
+/// Stands for any entry name in the schema's key paths.
+const std::string kAnyName = "<name>";
+
+/// The map (kPopulations or kProjections) whose entry `path` names or lies in, or "".
+std::string map_of(const std::string& path) {
+  for (const std::string* m : {&kPopulations, &kProjections})
+    if (path.size() > m->size() && path.compare(0, m->size(), *m) == 0 && path[m->size()] == '.')
+      return *m;
+  return {};
+}
+
+/// `path` with its entry name replaced by <name> (the schema's spelling of map entries).
+std::string canonical(const std::string& path) {
+  const std::string m = map_of(path);
+  if (m.empty()) return path;
+  const auto end = path.find('.', m.size() + 1);
+  return m + "." + kAnyName + (end == std::string::npos ? "" : path.substr(end));
+}
+
+/// The entry name of `path` (under a map), or "".
+std::string entry_name(const std::string& path) {
+  const std::string m = map_of(path);
+  if (m.empty()) return {};
+  const auto end = path.find('.', m.size() + 1);
+  return path.substr(m.size() + 1,
+                     end == std::string::npos ? std::string::npos : end - m.size() - 1);
+}
+
+/// The entry (network.circuit.populations.<name>) that `path` lies in, or "".
+std::string entry_of(const std::string& path) {
+  const std::string m = map_of(path);
+  return m.empty() ? std::string() : m + "." + entry_name(path);
+}
+
+/// A schema path (with <name>) spelt with the entry name of `like`, if both lie in the same map.
+std::string with_name_of(const std::string& schema_path, const std::string& like) {
+  const std::string m = map_of(schema_path);
+  if (m.empty() || map_of(like) != m) return schema_path;
+  const std::string rest = schema_path.substr(m.size() + 1 + kAnyName.size());
+  return m + "." + entry_name(like) + rest;
+}
+
+/// A population or projection name: letters, digits and '_', not starting with a digit (it
+/// becomes part of key paths and of weight names in the output files).
+bool is_entry_name(const std::string& s) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  if (s == "null" || s == "Null" || s == "NULL") return false;  // YAML would read it as nothing
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Ranges
 
 struct Range {
@@ -130,6 +188,9 @@ Range closed(double a, double b) {
 Range half_open(double a, double b) {
   return Range{a, b, false, true};
 }
+Range any_number() {
+  return Range{};
+}
 
 // ---------------------------------------------------------------------------------------------
 // Enumerations (spelled as in the YAML)
@@ -151,11 +212,39 @@ constexpr std::array<EnumName<models::Nonlinearity>, 4> kNonlinearity{
      {"softplus", models::Nonlinearity::softplus},
      {"power", models::Nonlinearity::power},
      {"identity", models::Nonlinearity::identity}}};
-constexpr std::array<EnumName<models::InhibitionDrive>, 2> kDrive{
-    {{"feedback", models::InhibitionDrive::feedback},
-     {"feedforward", models::InhibitionDrive::feedforward}}};
-constexpr std::array<EnumName<models::Pooling>, 2> kPooling{
-    {{"pooled", models::Pooling::pooled}, {"heterogeneous", models::Pooling::heterogeneous}}};
+/// The legacy key network.circuit.drive: feedback is the default preset, feedforward inorm.
+enum class Drive { feedback, feedforward };
+constexpr std::array<EnumName<Drive>, 2> kDrive{
+    {{"feedback", Drive::feedback}, {"feedforward", Drive::feedforward}}};
+/// network.circuit.pooling: params.heterogeneous.
+constexpr std::array<EnumName<bool>, 2> kPooling{{{"pooled", false}, {"heterogeneous", true}}};
+constexpr std::array<EnumName<models::Nonlinearity>, 5> kRate{
+    {{"relu", models::Nonlinearity::relu},
+     {"softplus", models::Nonlinearity::softplus},
+     {"power", models::Nonlinearity::power},
+     {"identity", models::Nonlinearity::identity},
+     {"sqrt", models::Nonlinearity::sqrt}}};
+constexpr std::array<EnumName<models::Dynamics>, 3> kDynamics{
+    {{"leaky", models::Dynamics::leaky},
+     {"integrator", models::Dynamics::integrator},
+     {"multiplicative", models::Dynamics::multiplicative}}};
+constexpr std::array<EnumName<models::Signal>, 5> kSignal{
+    {{"rate", models::Signal::rate},
+     {"potential", models::Signal::potential},
+     {"squared_potential", models::Signal::squared_potential},
+     {"input", models::Signal::input},
+     {"input_energy", models::Signal::input_energy}}};
+constexpr std::array<EnumName<models::Action>, 2> kAction{
+    {{"subtractive", models::Action::subtractive}, {"divisive", models::Action::divisive}}};
+constexpr std::array<EnumName<models::Init>, 5> kInit{
+    {{"pooled", models::Init::pooled},
+     {"heterogeneous", models::Init::heterogeneous},
+     {"lognormal", models::Init::lognormal},
+     {"constant", models::Init::constant},
+     {"mean_drive", models::Init::mean_drive}}};
+constexpr std::array<EnumName<models::Learns>, 3> kLearns{{{"task", models::Learns::task},
+                                                           {"local", models::Learns::local},
+                                                           {"fixed", models::Learns::fixed}}};
 constexpr std::array<EnumName<learning::Rule>, 3> kRule{{{"implicit", learning::Rule::implicit},
                                                          {"frozen", learning::Rule::frozen},
                                                          {"bptt", learning::Rule::bptt}}};
@@ -176,6 +265,81 @@ const char* name_of(E value, const std::array<EnumName<E>, N>& table) {
 
 // ---------------------------------------------------------------------------------------------
 // The schema: every key, in the order of the dump and of docs/config.md.
+
+/// The fields of a population, under `prefix` (network.circuit.populations.<name>). E has no
+/// `size` (it is network.width) and its `rate` is network.nonlinearity unless set here.
+template <class V>
+void visit_population(models::Population& p, V& v, const std::string& prefix, bool with_size,
+                      bool with_rate) {
+  if (with_size) v.integer(prefix + ".size", p.size, closed(1, 65536));
+  v.choice(prefix + ".dynamics", p.dynamics, kDynamics);
+  v.real(prefix + ".tau", p.tau, gt(0));
+  v.real(prefix + ".gain", p.gain, gt(0));
+  v.real(prefix + ".leak", p.leak, ge(0));
+  v.real(prefix + ".setpoint", p.setpoint, any_number());
+  v.real(prefix + ".rest", p.rest, any_number());
+  v.real(prefix + ".conductance", p.conductance, gt(0));
+  v.real(prefix + ".initial", p.initial, any_number());
+  if (with_rate) {
+    v.choice(prefix + ".rate.function", p.phi.kind, kRate);
+    v.real(prefix + ".rate.power", p.phi.power, gt(0));
+    v.real(prefix + ".rate.beta", p.phi.beta, gt(0));
+    v.real(prefix + ".rate.gain", p.phi.gain, gt(0));
+    v.real(prefix + ".rate.threshold", p.phi.threshold, any_number());
+  }
+}
+
+/// The fields of a projection, under `prefix` (network.circuit.projections.<name>).
+template <class V>
+void visit_projection(models::Projection& p, V& v, const std::string& prefix) {
+  v.text(prefix + ".source", p.source, /*non_empty=*/true);
+  v.text(prefix + ".target", p.target, /*non_empty=*/true);
+  v.choice(prefix + ".signal", p.signal, kSignal);
+  v.choice(prefix + ".action", p.action, kAction);
+  v.choice(prefix + ".init", p.init, kInit);
+  v.real(prefix + ".scale", p.scale, ge(0));
+  v.real(prefix + ".heterogeneity", p.heterogeneity, ge(0));
+  v.choice(prefix + ".learns", p.learns, kLearns);
+  v.text(prefix + ".energy_name", p.energy_name, /*non_empty=*/true);
+  v.choice(prefix + ".energy_learns", p.energy_learns, kLearns);
+}
+
+/// The legacy keys that only the default and inorm presets read, and what to set instead with
+/// the other presets.
+struct LegacyKey {
+  const char* key;
+  const char* instead;
+};
+constexpr std::array<LegacyKey, 14> kLegacyKeys{{
+    {"drive", "network.circuit.preset"},
+    {"pooling", "network.circuit.projections.<name>.init"},
+    {"n_I", "network.circuit.populations.<name>.size"},
+    {"n_D", "network.circuit.populations.<name>.size"},
+    {"tau_I", "network.circuit.populations.<name>.tau"},
+    {"tau_D", "network.circuit.populations.<name>.tau"},
+    {"k_I", "network.circuit.populations.<name>.gain"},
+    {"k_D", "network.circuit.populations.<name>.gain"},
+    {"lambda_I", "network.circuit.populations.<name>.leak"},
+    {"lambda_D", "network.circuit.populations.<name>.leak"},
+    {"theta", "network.circuit.populations.<name>.setpoint"},
+    {"sigma0", "network.circuit.populations.E.conductance"},
+    {"heterogeneity", "network.circuit.projections.<name>.heterogeneity"},
+    {"ff_epsilon", "network.circuit.populations.<name>.rest"},
+}};
+
+bool reads_legacy_keys(const std::string& preset) {
+  return preset == "default" || preset == "inorm";
+}
+
+/// The preset circuit before network.circuit.populations / projections change it: E has
+/// network.width units and rate network.nonlinearity (ssn: its own power law); an explicit
+/// tau_E is E's time constant in every preset (ssn's own is 20 ms).
+models::CircuitSpec preset_circuit(const NetworkConfig& n, const models::CircuitParams& params,
+                                   bool tau_E_given) {
+  models::CircuitSpec s = models::make_preset(n.circuit.preset, params, n.width, n.phi);
+  if (tau_E_given) s.populations.front().tau = params.tau_E;
+  return s;
+}
 
 template <class V>
 void visit_schema(Config& c, V& v) {
@@ -200,22 +364,34 @@ void visit_schema(Config& c, V& v) {
   v.integer("network.readout_inhibitory", n.readout_inhibitory, ge(1));
   v.real("network.init_gain", n.init_gain, gt(0));
   v.integer("network.lateral_units", n.lateral_units, closed(0, 65536));
-  auto& ci = n.circuit;
-  v.choice("network.circuit.drive", ci.drive, kDrive);
-  v.choice("network.circuit.pooling", ci.pooling, kPooling);
-  v.integer("network.circuit.n_I", ci.n_I, ge(1));
-  v.integer("network.circuit.n_D", ci.n_D, ge(1));
+  v.real("network.ln_epsilon", n.ln_epsilon, gt(0));
+  v.preset("network.circuit.preset", n.circuit.preset);
+  // The legacy single-motif keys parameterise the default and inorm presets (the writer leaves
+  // them out for the others, where they are errors); tau_E is every preset's E time constant.
+  const bool legacy = v.legacy_keys(n.circuit.preset);
+  auto& ci = n.circuit.params;
+  if (legacy) {
+    v.drive("network.circuit.drive", n.circuit.preset);
+    v.choice("network.circuit.pooling", ci.heterogeneous, kPooling);
+    v.integer("network.circuit.n_I", ci.n_I, ge(1));
+    v.integer("network.circuit.n_D", ci.n_D, ge(1));
+  }
   v.real("network.circuit.tau_E", ci.tau_E, gt(0));
-  v.real("network.circuit.tau_I", ci.tau_I, gt(0));
-  v.real("network.circuit.tau_D", ci.tau_D, gt(0));
-  v.real("network.circuit.k_I", ci.k_I, gt(0));
-  v.real("network.circuit.k_D", ci.k_D, gt(0));
-  v.real("network.circuit.lambda_I", ci.lambda_I, ge(0));
-  v.real("network.circuit.lambda_D", ci.lambda_D, ge(0));
-  v.real("network.circuit.theta", ci.theta, gt(0));
-  v.real("network.circuit.sigma0", ci.sigma0, gt(0));
-  v.real("network.circuit.heterogeneity", ci.heterogeneity, ge(0));
-  v.real("network.circuit.ff_epsilon", ci.ff_epsilon, gt(0));
+  if (legacy) {
+    v.real("network.circuit.tau_I", ci.tau_I, gt(0));
+    v.real("network.circuit.tau_D", ci.tau_D, gt(0));
+    v.real("network.circuit.k_I", ci.k_I, gt(0));
+    v.real("network.circuit.k_D", ci.k_D, gt(0));
+    v.real("network.circuit.lambda_I", ci.lambda_I, ge(0));
+    v.real("network.circuit.lambda_D", ci.lambda_D, ge(0));
+    v.real("network.circuit.theta", ci.theta, gt(0));
+    v.real("network.circuit.sigma0", ci.sigma0, gt(0));
+    v.real("network.circuit.heterogeneity", ci.heterogeneity, ge(0));
+    v.real("network.circuit.ff_epsilon", ci.ff_epsilon, gt(0));
+  }
+  // network.circuit.populations and network.circuit.projections (visit_population and
+  // visit_projection); the reader builds and checks network.circuit.spec here.
+  v.circuit(n);
 
   auto& fp = c.fixed_point;
   v.real("fixed_point.abs_tol", fp.tol.abs_tol, gt(0));
@@ -274,20 +450,33 @@ void visit_schema(Config& c, V& v) {
 /// Collects the key paths.
 struct KeyLister {
   std::vector<std::string> keys;
-  void add(const char* path) { keys.emplace_back(path); }
-  void uinteger(const char* p, std::uint64_t&) { add(p); }
-  void integer(const char* p, int&, const Range&) { add(p); }
-  void real(const char* p, double&, const Range&) { add(p); }
-  void boolean(const char* p, bool&) { add(p); }
-  void text(const char* p, std::string&, bool) { add(p); }
+  void add(const std::string& path) { keys.push_back(path); }
+  void uinteger(const std::string& p, std::uint64_t&) { add(p); }
+  void integer(const std::string& p, int&, const Range&) { add(p); }
+  void real(const std::string& p, double&, const Range&) { add(p); }
+  void boolean(const std::string& p, bool&) { add(p); }
+  void text(const std::string& p, std::string&, bool) { add(p); }
   template <class E, std::size_t N>
-  void choice(const char* p, E&, const std::array<EnumName<E>, N>&) {
+  void choice(const std::string& p, E&, const std::array<EnumName<E>, N>&) {
     add(p);
   }
-  void reals(const char* p, std::vector<double>&, const Range&) { add(p); }
-  void integers(const char* p, std::vector<int>&, const Range&) { add(p); }
-  void uintegers(const char* p, std::vector<std::uint64_t>&) { add(p); }
-  void conditions(const char* p, std::vector<SweepCondition>&) { add(p); }
+  void reals(const std::string& p, std::vector<double>&, const Range&) { add(p); }
+  void integers(const std::string& p, std::vector<int>&, const Range&) { add(p); }
+  void uintegers(const std::string& p, std::vector<std::uint64_t>&) { add(p); }
+  void conditions(const std::string& p, std::vector<SweepCondition>&) { add(p); }
+  void preset(const std::string& p, std::string&) { add(p); }
+  bool legacy_keys(const std::string&) { return true; }
+  void drive(const std::string& p, std::string&) { add(p); }
+  void circuit(NetworkConfig&) {
+    models::Population population;
+    const std::string pp = kPopulations + "." + kAnyName;
+    visit_population(population, *this, pp, true, true);
+    add(pp + ".remove");
+    models::Projection projection;
+    const std::string jp = kProjections + "." + kAnyName;
+    visit_projection(projection, *this, jp);
+    add(jp + ".remove");
+  }
 };
 
 struct Schema {
@@ -313,8 +502,9 @@ struct Schema {
     }();
     return schema;
   }
-  bool is_leaf(const std::string& p) const { return leaf_set.count(p) > 0; }
-  bool is_group(const std::string& p) const { return groups.count(p) > 0; }
+  /// Paths under network.circuit.populations / projections may use any entry name.
+  bool is_leaf(const std::string& p) const { return leaf_set.count(canonical(p)) > 0; }
+  bool is_group(const std::string& p) const { return groups.count(canonical(p)) > 0; }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -347,8 +537,11 @@ int key_score(const std::string& path, const std::string& candidate) {
   return std::min(by_name, edit_distance(path, candidate));
 }
 
-std::string nearest_of(const std::string& path, bool include_groups) {
+std::string nearest_of(const std::string& given, bool include_groups) {
   const Schema& schema = Schema::get();
+  // Under a population or projection, compare with the schema's <name> paths and answer with
+  // the given name.
+  const std::string path = canonical(given);
   std::string best;
   int best_score = INT_MAX;
   auto consider = [&](const std::string& candidate) {
@@ -367,7 +560,7 @@ std::string nearest_of(const std::string& path, bool include_groups) {
   for (const auto& k : schema.leaves) consider(k);
   if (include_groups)
     for (const auto& g : schema.groups_in_order) consider(g);
-  return best;
+  return with_name_of(best, given);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,6 +634,11 @@ void check_known_keys(const YAML::Node& map, const std::string& prefix, const Co
       fail(ctx, prefix, it->first, "keys must be plain names, got " + describe_node(it->first));
     const std::string path = join_path(prefix, it->first.Scalar());
     if (!seen.insert(path).second) fail(ctx, path, it->first, "duplicate key '" + path + "'");
+    if ((prefix == kPopulations || prefix == kProjections) && !is_entry_name(it->first.Scalar()))
+      fail(ctx, path, it->first,
+           "'" + it->first.Scalar() + "' cannot name a " +
+               (prefix == kPopulations ? "population" : "projection") +
+               ": use letters, digits and '_', not starting with a digit");
     if (schema.is_leaf(path)) continue;
     if (!schema.is_group(path)) fail_unknown(ctx, path, it->first, nearest_of(path, true));
     if (it->second.IsNull()) continue;  // an empty section
@@ -476,18 +674,20 @@ void check_path(const std::string& path, const Context& ctx, const YAML::Node& a
 // ---------------------------------------------------------------------------------------------
 // Overrides
 
-/// Set `value` at `path` in the tree; mappings are merged key by key.
 /// Set `value` under `key` of `parent` (whose key path is `path`); mappings are merged key by
 /// key. A section is only ever merged into: replacing it by a non-mapping (null, say, from
 /// --set 'network={circuit: ~}') would silently reset every key in it.
+/// network.circuit.drive is the legacy spelling of network.circuit.preset: setting one replaces
+/// the other (so that --set network.circuit.drive=feedforward works on a file, or a stored
+/// configuration, that names its preset), unless the same value sets both (`both`).
 void merge_into(YAML::Node parent, const std::string& key, const YAML::Node& value,
-                const std::string& path) {
+                const std::string& path, bool both = false) {
   YAML::Node existing = parent[key];
   if (Schema::get().is_group(path) && !value.IsMap()) {
     std::string example = path + ".<key>";
     for (const auto& leaf : Schema::get().leaves)
-      if (is_within(leaf, path)) {
-        example = leaf;
+      if (is_within(leaf, canonical(path))) {
+        example = with_name_of(leaf, path);
         break;
       }
     throw config_error(path, "'" + path + "' is a section: setting it to " + describe_node(value) +
@@ -497,10 +697,15 @@ void merge_into(YAML::Node parent, const std::string& key, const YAML::Node& val
                                  "={key: value}')");
   }
   if (value.IsMap() && existing.IsMap()) {
+    const bool sets_both =
+        path == "network.circuit" && value["preset"].IsDefined() && value["drive"].IsDefined();
     for (auto it = value.begin(); it != value.end(); ++it)
-      merge_into(existing, it->first.Scalar(), it->second, join_path(path, it->first.Scalar()));
+      merge_into(existing, it->first.Scalar(), it->second, join_path(path, it->first.Scalar()),
+                 both || sets_both);
     return;
   }
+  if (!both && (path == "network.circuit.drive" || path == "network.circuit.preset"))
+    parent.remove(path == "network.circuit.drive" ? "preset" : "drive");
   parent[key] = value;
 }
 
@@ -549,30 +754,30 @@ class Reader {
  public:
   Reader(const YAML::Node& root, const Context& ctx) : root_(root), ctx_(ctx) {}
 
-  void uinteger(const char* path, std::uint64_t& v) {
+  void uinteger(const std::string& path, std::uint64_t& v) {
     if (auto n = find_node(root_, path)) v = read_uint(path, *n);
   }
-  void integer(const char* path, int& v, const Range& r) {
+  void integer(const std::string& path, int& v, const Range& r) {
     if (auto n = find_node(root_, path)) v = read_int(path, *n, r);
   }
-  void real(const char* path, double& v, const Range& r) {
+  void real(const std::string& path, double& v, const Range& r) {
     if (auto n = find_node(root_, path)) v = read_real(path, *n, r);
   }
-  void boolean(const char* path, bool& v) {
+  void boolean(const std::string& path, bool& v) {
     auto n = find_node(root_, path);
     if (!n) return;
     expect_scalar(path, *n, "true or false");
     if (!YAML::convert<bool>::decode(*n, v))
       fail(ctx_, path, *n, "expected true or false, got " + describe_node(*n));
   }
-  void text(const char* path, std::string& v, bool non_empty) {
+  void text(const std::string& path, std::string& v, bool non_empty) {
     auto n = find_node(root_, path);
     if (!n) return;
     v = read_text(path, *n);
     if (non_empty && v.empty()) fail(ctx_, path, *n, std::string(path) + " must not be empty");
   }
   template <class E, std::size_t N>
-  void choice(const char* path, E& v, const std::array<EnumName<E>, N>& table) {
+  void choice(const std::string& path, E& v, const std::array<EnumName<E>, N>& table) {
     auto n = find_node(root_, path);
     if (!n) return;
     std::string allowed;
@@ -589,28 +794,28 @@ class Reader {
          std::string(path) + " = '" + n->Scalar() +
              "' is not one of the allowed values: " + allowed);
   }
-  void reals(const char* path, std::vector<double>& v, const Range& r) {
+  void reals(const std::string& path, std::vector<double>& v, const Range& r) {
     auto n = find_node(root_, path);
     if (!n) return;
     std::vector<double> out;
     for (const auto& [p, e] : elements(path, *n)) out.push_back(read_real(p, e, r));
     v = std::move(out);
   }
-  void integers(const char* path, std::vector<int>& v, const Range& r) {
+  void integers(const std::string& path, std::vector<int>& v, const Range& r) {
     auto n = find_node(root_, path);
     if (!n) return;
     std::vector<int> out;
     for (const auto& [p, e] : elements(path, *n)) out.push_back(read_int(p, e, r));
     v = std::move(out);
   }
-  void uintegers(const char* path, std::vector<std::uint64_t>& v) {
+  void uintegers(const std::string& path, std::vector<std::uint64_t>& v) {
     auto n = find_node(root_, path);
     if (!n) return;
     std::vector<std::uint64_t> out;
     for (const auto& [p, e] : elements(path, *n)) out.push_back(read_uint(p, e));
     v = std::move(out);
   }
-  void conditions(const char* path, std::vector<SweepCondition>& v) {
+  void conditions(const std::string& path, std::vector<SweepCondition>& v) {
     auto n = find_node(root_, path);
     if (!n) return;
     v.clear();
@@ -620,7 +825,197 @@ class Reader {
     for (std::size_t i = 0; i < n->size(); ++i) v.push_back(read_condition(path, i, (*n)[i], v));
   }
 
+  void preset(const std::string& path, std::string& v) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    std::string allowed;
+    for (const auto& name : models::preset_names()) allowed += (allowed.empty() ? "" : ", ") + name;
+    expect_scalar(path, *n, "one of: " + allowed);
+    const auto& names = models::preset_names();
+    if (std::find(names.begin(), names.end(), n->Scalar()) == names.end())
+      fail(ctx_, path, *n,
+           path + " = '" + n->Scalar() + "' is not one of the allowed values: " + allowed);
+    v = n->Scalar();
+  }
+  bool legacy_keys(const std::string&) { return true; }
+  /// The legacy key: feedback is the default preset, feedforward inorm.
+  void drive(const std::string& path, std::string& preset) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    Drive d = Drive::feedback;
+    choice(path, d, kDrive);
+    const std::string implied = d == Drive::feedforward ? "inorm" : "default";
+    if (find_node(root_, "network.circuit.preset") && preset != implied) {
+      if (!reads_legacy_keys(preset)) return;  // circuit() refuses every legacy key
+      fail(ctx_, path, *n,
+           "network.circuit.drive = " + n->Scalar() +
+               " contradicts network.circuit.preset = " + preset +
+               " (drive: feedback is the default preset, drive: feedforward the inorm preset); "
+               "remove network.circuit.drive");
+    }
+    preset = implied;
+  }
+  /// Builds network.circuit.spec: the preset, changed by network.circuit.populations and
+  /// network.circuit.projections, then checked (models::resolve).
+  void circuit(NetworkConfig& n) {
+    CircuitConfig& cc = n.circuit;
+    if (!reads_legacy_keys(cc.preset))
+      for (const auto& legacy : kLegacyKeys) {
+        const std::string path = std::string("network.circuit.") + legacy.key;
+        if (auto node = find_node(root_, path))
+          fail(ctx_, path, *node,
+               path +
+                   " is a parameter of the default and inorm presets only; with "
+                   "network.circuit.preset = " +
+                   cc.preset + " set " + legacy.instead + " instead (" + preset_contents(n) + ")");
+      }
+    const bool tau_E_given = find_node(root_, "network.circuit.tau_E").has_value();
+    models::CircuitSpec s = preset_circuit(n, cc.params, tau_E_given);
+    read_populations(s);
+    read_projections(s);
+    models::Population& E = s.populations.front();
+    E.size = n.width;
+    if (!s.own_output_rate) E.phi = n.phi;
+    cc.params.tau_E = E.tau;  // tau_E is E's time constant in every preset
+    for (const auto& p : s.populations) {
+      const std::string path = kPopulations + "." + p.name + ".initial";
+      if (p.dynamics == models::Dynamics::multiplicative && !(p.initial > 0))
+        fail(ctx_, path, node_or_null(path),
+             path + " = " + format_number(p.initial) +
+                 " must be > 0 for a multiplicative population (its rate changes in proportion "
+                 "to itself and would stay at 0)");
+      if (p.dynamics == models::Dynamics::integrator && !(p.initial >= 0))
+        fail(ctx_, path, node_or_null(path),
+             path + " = " + format_number(p.initial) +
+                 " must be >= 0 for an integrator population (its rate is rectified)");
+    }
+    for (const auto& p : s.projections)
+      if (!is_entry_name(p.energy_name)) {
+        const std::string path = kProjections + "." + p.name + ".energy_name";
+        fail(ctx_, path, node_or_null(path),
+             path + " = '" + p.energy_name +
+                 "' cannot name a weight: use letters, digits and '_', not starting with a digit");
+      }
+    try {
+      models::resolve(s, "network.circuit");
+    } catch (const config_error& e) {
+      // Add where the offending entry came from (file and line, or the override).
+      std::string message = e.what();
+      const std::string& key = e.key_path();
+      if (message.rfind(key + ": ", 0) == 0) message = message.substr(key.size() + 2);
+      YAML::Node at;
+      for (std::string p = key; !p.empty() && p != "network.circuit"; p = parent_of(p))
+        if (auto node = find_node(root_, p)) {
+          at = *node;
+          break;
+        }
+      fail(ctx_, key, at, message);
+    }
+    cc.spec = std::move(s);
+  }
+
  private:
+  YAML::Node node_or_null(const std::string& path) const {
+    auto n = find_node(root_, path);
+    return n ? *n : YAML::Node();
+  }
+
+  /// "the preset's populations: E, PV, SST, VIP; projections: W_EPV, ..." for messages.
+  static std::string preset_contents(const NetworkConfig& n) {
+    const models::CircuitSpec s = preset_circuit(n, n.circuit.params, false);
+    return "the preset's populations: " + names(s.populations) +
+           "; projections: " + names(s.projections);
+  }
+
+  template <class T>
+  static std::string names(const std::vector<T>& v) {
+    std::string out;
+    for (const auto& x : v) out += (out.empty() ? "" : ", ") + x.name;
+    return out.empty() ? std::string("none") : out;
+  }
+
+  /// The entries of the map at `map_path`, in order (none if it is absent or empty).
+  std::vector<std::pair<std::string, YAML::Node>> entries(const std::string& map_path) const {
+    std::vector<std::pair<std::string, YAML::Node>> out;
+    auto node = find_node(root_, map_path);
+    if (!node || node->IsNull()) return out;
+    if (!node->IsMap())
+      fail(ctx_, map_path, *node, "expected a mapping of names, got " + describe_node(*node));
+    for (auto it = node->begin(); it != node->end(); ++it)
+      out.emplace_back(it->first.Scalar(), it->second);
+    return out;
+  }
+
+  /// `remove: true` of the entry at `prefix`; refused with other keys beside it.
+  bool read_remove(const std::string& prefix, const YAML::Node& entry, const char* what) {
+    bool remove = false;
+    boolean(prefix + ".remove", remove);
+    if (remove && entry.size() > 1)
+      fail(ctx_, prefix + ".remove", node_or_null(prefix + ".remove"),
+           prefix + ".remove = true deletes the " + what +
+               "; its other keys would be ignored: remove them");
+    return remove;
+  }
+
+  void read_populations(models::CircuitSpec& s) {
+    for (const auto& [name, entry] : entries(kPopulations)) {
+      const std::string prefix = kPopulations + "." + name;
+      int k = models::find_population(s, name);
+      if (read_remove(prefix, entry, "population")) {
+        const std::string path = prefix + ".remove";
+        if (k == 0)
+          fail(ctx_, path, node_or_null(path),
+               path + " = true: E is the layer's output and cannot be removed");
+        if (k < 0)
+          fail(ctx_, path, node_or_null(path),
+               path + " = true: there is no population '" + name + "' to remove (the circuit has " +
+                   names(s.populations) + ")");
+        s.populations.erase(s.populations.begin() + k);
+        continue;
+      }
+      if (k == 0 && find_node(root_, prefix + ".size"))
+        fail(ctx_, prefix + ".size", node_or_null(prefix + ".size"),
+             "E's size is network.width: set network.width instead of " + prefix + ".size");
+      if (k < 0) {
+        models::Population p;
+        p.name = name;
+        s.populations.push_back(p);
+        k = int(s.populations.size()) - 1;
+      }
+      visit_population(s.populations[k], *this, prefix, k != 0, true);
+      if (k == 0 && find_node(root_, prefix + ".rate")) s.own_output_rate = true;
+    }
+  }
+
+  void read_projections(models::CircuitSpec& s) {
+    for (const auto& [name, entry] : entries(kProjections)) {
+      const std::string prefix = kProjections + "." + name;
+      auto it = std::find_if(s.projections.begin(), s.projections.end(),
+                             [&](const models::Projection& p) { return p.name == name; });
+      if (read_remove(prefix, entry, "projection")) {
+        const std::string path = prefix + ".remove";
+        if (it == s.projections.end())
+          fail(ctx_, path, node_or_null(path),
+               path + " = true: there is no projection '" + name + "' to remove (the circuit has " +
+                   names(s.projections) + ")");
+        s.projections.erase(it);
+        continue;
+      }
+      if (it == s.projections.end()) {
+        for (const char* field : {"source", "target"})
+          if (!find_node(root_, prefix + "." + field))
+            fail(ctx_, prefix + "." + field, node_or_null(prefix),
+                 prefix + " is a new projection (the circuit has " + names(s.projections) +
+                     "): it needs a source and a target (" + prefix + "." + field + " is missing)");
+        models::Projection p;
+        p.name = name;
+        s.projections.push_back(p);
+        it = s.projections.end() - 1;
+      }
+      visit_projection(*it, *this, prefix);
+    }
+  }
+
   void expect_scalar(const std::string& path, const YAML::Node& n, const std::string& what) const {
     if (!n.IsScalar()) fail(ctx_, path, n, "expected " + what + ", got " + describe_node(n));
   }
@@ -778,50 +1173,79 @@ class Reader {
 struct Writer {
   std::vector<std::pair<std::string, std::function<void(YAML::Emitter&)>>> entries;
 
-  void add(const char* path, std::function<void(YAML::Emitter&)> f) {
+  void add(const std::string& path, std::function<void(YAML::Emitter&)> f) {
     entries.emplace_back(path, std::move(f));
   }
-  void uinteger(const char* p, std::uint64_t& v) {
+  void uinteger(const std::string& p, std::uint64_t& v) {
     add(p, [x = v](YAML::Emitter& o) { o << std::to_string(x); });
   }
-  void integer(const char* p, int& v, const Range&) {
+  void integer(const std::string& p, int& v, const Range&) {
     add(p, [x = v](YAML::Emitter& o) { o << std::to_string(x); });
   }
-  void real(const char* p, double& v, const Range&) {
+  void real(const std::string& p, double& v, const Range&) {
     add(p, [x = v](YAML::Emitter& o) { o << format_yaml_double(x); });
   }
-  void boolean(const char* p, bool& v) {
+  void boolean(const std::string& p, bool& v) {
     add(p, [x = v](YAML::Emitter& o) { o << (x ? "true" : "false"); });
   }
-  void text(const char* p, std::string& v, bool) {
+  void text(const std::string& p, std::string& v, bool) {
     add(p, [x = v](YAML::Emitter& o) { o << YAML::DoubleQuoted << x; });
   }
   template <class E, std::size_t N>
-  void choice(const char* p, E& v, const std::array<EnumName<E>, N>& table) {
+  void choice(const std::string& p, E& v, const std::array<EnumName<E>, N>& table) {
     add(p, [x = std::string(name_of(v, table))](YAML::Emitter& o) { o << x; });
   }
-  void reals(const char* p, std::vector<double>& v, const Range&) {
+  void reals(const std::string& p, std::vector<double>& v, const Range&) {
     add(p, [x = v](YAML::Emitter& o) {
       o << YAML::Flow << YAML::BeginSeq;
       for (double d : x) o << format_yaml_double(d);
       o << YAML::EndSeq;
     });
   }
-  void integers(const char* p, std::vector<int>& v, const Range&) {
+  void integers(const std::string& p, std::vector<int>& v, const Range&) {
     add(p, [x = v](YAML::Emitter& o) {
       o << YAML::Flow << YAML::BeginSeq;
       for (int i : x) o << std::to_string(i);
       o << YAML::EndSeq;
     });
   }
-  void uintegers(const char* p, std::vector<std::uint64_t>& v) {
+  void uintegers(const std::string& p, std::vector<std::uint64_t>& v) {
     add(p, [x = v](YAML::Emitter& o) {
       o << YAML::Flow << YAML::BeginSeq;
       for (auto i : x) o << std::to_string(i);
       o << YAML::EndSeq;
     });
   }
-  void conditions(const char* p, std::vector<SweepCondition>& v) {
+  void preset(const std::string& p, std::string& v) {
+    add(p, [x = v](YAML::Emitter& o) { o << x; });
+  }
+  /// The legacy keys are written for the presets that read them.
+  bool legacy_keys(const std::string& preset) { return reads_legacy_keys(preset); }
+  void drive(const std::string& p, std::string& preset) {
+    add(p, [x = std::string(preset == "inorm" ? "feedforward" : "feedback")](YAML::Emitter& o) {
+      o << x;
+    });
+  }
+  /// Every field of every population and projection, and `remove: true` for each of the
+  /// preset's that the circuit no longer has: parsing it rebuilds the same circuit.
+  void circuit(NetworkConfig& n) {
+    models::CircuitSpec s = n.circuit.spec;
+    for (auto& p : s.populations)
+      visit_population(p, *this, kPopulations + "." + p.name, &p != &s.populations.front(),
+                       &p != &s.populations.front() || s.own_output_rate);
+    const models::CircuitSpec preset = preset_circuit(n, n.circuit.params, true);
+    for (const auto& p : preset.populations)
+      if (models::find_population(s, p.name) < 0) remove(kPopulations + "." + p.name);
+    for (auto& p : s.projections) visit_projection(p, *this, kProjections + "." + p.name);
+    for (const auto& p : preset.projections)
+      if (std::none_of(s.projections.begin(), s.projections.end(),
+                       [&](const models::Projection& q) { return q.name == p.name; }))
+        remove(kProjections + "." + p.name);
+  }
+  void remove(const std::string& prefix) {
+    add(prefix + ".remove", [](YAML::Emitter& o) { o << "true"; });
+  }
+  void conditions(const std::string& p, std::vector<SweepCondition>& v) {
     add(p, [x = v](YAML::Emitter& o) {
       if (x.empty()) {
         o << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
@@ -852,6 +1276,32 @@ struct Writer {
   }
 };
 
+/// The text of one writer entry.
+std::string emitted(const std::function<void(YAML::Emitter&)>& emit) {
+  YAML::Emitter e;
+  emit(e);
+  return e.c_str();
+}
+
+/// The preset circuit of network.circuit.preset and its legacy parameters, resolved.
+models::CircuitSpec default_circuit(const NetworkConfig& n) {
+  models::CircuitSpec s = preset_circuit(n, n.circuit.params, false);
+  s.populations.front().size = n.width;
+  if (!s.own_output_rate) s.populations.front().phi = n.phi;
+  models::resolve(s, "network.circuit");
+  return s;
+}
+
+/// `config` as the writer sees it: a Config built in code (network.circuit.spec empty) gets its
+/// preset circuit, and tau_E is E's time constant (as after parsing).
+Config normalised(const Config& config) {
+  Config c = config;
+  auto& cc = c.network.circuit;
+  if (cc.spec.populations.empty()) cc.spec = default_circuit(c.network);
+  cc.params.tau_E = cc.spec.populations.front().tau;
+  return c;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cross-checks and the pipeline
 
@@ -860,7 +1310,7 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
     auto n = find_node(root, path);
     return n ? *n : YAML::Node();
   };
-  const auto& ci = c.network.circuit;
+  const auto& ci = c.network.circuit.params;
   const std::string width = std::to_string(c.network.width);
   if (ci.n_I > c.network.width)
     fail(
@@ -879,8 +1329,10 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
                  "); each value is one column of the results");
   // The recorded traces are held in memory and written in one file: refuse sizes that would
   // run out of memory or disk at the end of a run rather than at its start.
+  double units = 0;  // of a hidden layer's circuit, E included
+  for (const auto& p : c.network.circuit.spec.populations) units += p.size;
   const double trace_bytes = 4.0 * c.simulate.record_points * double(c.simulate.images.size()) *
-                             (c.network.width + ci.n_I + ci.n_D) * (c.network.hidden_layers + 1);
+                             units * (c.network.hidden_layers + 1);
   if (trace_bytes > 2.0 * (1 << 30))
     fail(ctx, "simulate.record_points", node_at("simulate.record_points"),
          "the traces of simulate.images (" + std::to_string(c.simulate.images.size()) +
@@ -1037,7 +1489,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 }
 
 std::string to_yaml(const Config& config) {
-  Config c = config;
+  Config c = normalised(config);
   Writer writer;
   visit_schema(c, writer);
   YAML::Emitter out;
@@ -1054,8 +1506,13 @@ std::string to_yaml(const Config& config) {
       open.pop_back();
     }
     while (open.size() < keys.size()) {
-      out << YAML::Key << keys[open.size()] << YAML::Value << YAML::BeginMap;
+      out << YAML::Key << keys[open.size()] << YAML::Value;
       open.push_back(keys[open.size()]);
+      // A population or projection on one line.
+      std::string section;
+      for (const auto& k : open) section = join_path(section, k);
+      if (!map_of(section).empty()) out << YAML::Flow;
+      out << YAML::BeginMap;
     }
     out << YAML::Key << leaf << YAML::Value;
     emit(out);
@@ -1068,28 +1525,55 @@ std::string to_yaml(const Config& config) {
 
 std::vector<std::string> config_differences(const Config& a, const Config& b,
                                             const std::vector<std::string>& ignore) {
-  // Every leaf of both configurations, each emitted on its own, compared as text.
+  // Every leaf of both configurations, each emitted on its own, compared as text. The circuits'
+  // populations and projections, and the legacy keys of some presets, may exist on one side
+  // only.
   auto leaves = [](const Config& config) {
-    Config c = config;
+    Config c = normalised(config);
     Writer writer;
     visit_schema(c, writer);
     std::vector<std::pair<std::string, std::string>> out;
-    for (const auto& [path, emit] : writer.entries) {
-      YAML::Emitter e;
-      emit(e);
-      out.emplace_back(path, e.c_str());
-    }
+    for (const auto& [path, emit] : writer.entries) out.emplace_back(path, emitted(emit));
     return out;
   };
   const auto la = leaves(a), lb = leaves(b);
-  if (la.size() != lb.size()) throw internal_error("config_differences: schemas differ");
+  const std::map<std::string, std::string> ma(la.begin(), la.end()), mb(lb.begin(), lb.end());
+  std::vector<std::string> paths;  // a's order, then b's paths that a lacks
+  for (const auto& [path, _] : la) paths.push_back(path);
+  for (const auto& [path, _] : lb)
+    if (!ma.count(path)) paths.push_back(path);
+  // What a side has of a population or projection that the other side lacks entirely.
+  auto entry_state = [](const std::map<std::string, std::string>& m, const std::string& entry) {
+    const auto it = m.find(entry + ".remove");
+    if (it != m.end() && it->second == "true") return std::string("removed");
+    const auto below = m.lower_bound(entry + ".");
+    const bool present =
+        below != m.end() && below->first.compare(0, entry.size() + 1, entry + ".") == 0;
+    return std::string(present ? "present" : "absent");
+  };
   std::vector<std::string> diff;
-  for (std::size_t i = 0; i < la.size(); ++i) {
-    const std::string& path = la[i].first;
+  std::set<std::string> reported;
+  for (const auto& path : paths) {
     const bool ignored = std::any_of(ignore.begin(), ignore.end(),
                                      [&](const std::string& g) { return is_within(path, g); });
-    if (!ignored && la[i].second != lb[i].second)
-      diff.push_back(path + " (" + la[i].second + " vs " + lb[i].second + ")");
+    if (ignored) continue;
+    const auto ia = ma.find(path), ib = mb.find(path);
+    if (ia != ma.end() && ib != mb.end()) {
+      if (ia->second != ib->second)
+        diff.push_back(path + " (" + ia->second + " vs " + ib->second + ")");
+      continue;
+    }
+    // On one side only: a whole population or projection, or one key.
+    const std::string entry = entry_of(path);
+    if (!entry.empty()) {
+      const std::string sa = entry_state(ma, entry), sb = entry_state(mb, entry);
+      if (sa != "present" || sb != "present") {
+        if (reported.insert(entry).second) diff.push_back(entry + " (" + sa + " vs " + sb + ")");
+        continue;
+      }
+    }
+    diff.push_back(path + " (" + (ia != ma.end() ? ia->second : "absent") + " vs " +
+                   (ib != mb.end() ? ib->second : "absent") + ")");
   }
   return diff;
 }
@@ -1107,28 +1591,23 @@ models::NetworkSpec network_spec(const Config& config, int n_in, int n_out) {
     throw error("network_spec: n_in = " + std::to_string(n_in) +
                 " and n_out = " + std::to_string(n_out) + " must be >= 1");
   const NetworkConfig& net = config.network;
-  models::NetworkSpec spec;
+  // A Config built in code rather than parsed (spec empty): the preset's circuit.
+  const models::CircuitSpec circuit =
+      net.circuit.spec.populations.empty() ? default_circuit(net) : net.circuit.spec;
+  std::vector<models::LayerSpec> hidden;
   for (int l = 0; l < net.hidden_layers; ++l) {
     models::LayerSpec layer;
     layer.kind = net.kind;
-    layer.n_in = l == 0 ? n_in : net.width;
     layer.n_E = net.width;
     layer.n_I_plain = net.plain_inhibitory > 0 ? net.plain_inhibitory : (net.width + 9) / 10;
     layer.phi = net.phi;
-    layer.circuit = net.circuit;
-    spec.layers.push_back(layer);
+    layer.circuit = circuit;
+    layer.theta = net.circuit.params.theta;
+    layer.ln_epsilon = net.ln_epsilon;
+    layer.lateral_units = net.lateral_units > 0 ? net.lateral_units : std::max(1, net.width / 10);
+    hidden.push_back(layer);
   }
-  models::LayerSpec readout;
-  readout.kind = models::LayerKind::none;
-  readout.n_in = net.hidden_layers > 0 ? net.width : n_in;
-  readout.n_E = n_out;
-  readout.n_I_plain = net.readout_inhibitory;
-  readout.phi.kind = models::Nonlinearity::identity;
-  readout.circuit = net.circuit;
-  spec.layers.push_back(readout);
-  spec.init_gain = net.init_gain;
-  spec.lateral_units = net.lateral_units > 0 ? net.lateral_units : std::max(1, net.width / 10);
-  return spec;
+  return models::make_network_spec(n_in, n_out, hidden, net.init_gain, net.readout_inhibitory);
 }
 
 }  // namespace eisim::io

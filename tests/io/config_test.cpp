@@ -28,6 +28,33 @@ std::string error_key(const std::string& yaml, const std::vector<std::string>& o
   return "<no error>";
 }
 
+/// Every field of two circuits equal (exactly), the resolved indices included.
+bool same_circuit(const eisim::models::CircuitSpec& a, const eisim::models::CircuitSpec& b) {
+  if (a.populations.size() != b.populations.size() ||
+      a.projections.size() != b.projections.size() || a.preset != b.preset ||
+      a.own_output_rate != b.own_output_rate)
+    return false;
+  for (std::size_t k = 0; k < a.populations.size(); ++k) {
+    const auto &p = a.populations[k], &q = b.populations[k];
+    if (p.name != q.name || p.size != q.size || p.dynamics != q.dynamics || p.tau != q.tau ||
+        p.gain != q.gain || p.leak != q.leak || p.setpoint != q.setpoint || p.rest != q.rest ||
+        p.conductance != q.conductance || p.initial != q.initial || p.phi.kind != q.phi.kind ||
+        p.phi.power != q.phi.power || p.phi.beta != q.phi.beta || p.phi.gain != q.phi.gain ||
+        p.phi.threshold != q.phi.threshold)
+      return false;
+  }
+  for (std::size_t k = 0; k < a.projections.size(); ++k) {
+    const auto &p = a.projections[k], &q = b.projections[k];
+    if (p.name != q.name || p.source != q.source || p.target != q.target || p.signal != q.signal ||
+        p.action != q.action || p.init != q.init || p.scale != q.scale ||
+        p.heterogeneity != q.heterogeneity || p.learns != q.learns ||
+        p.energy_name != q.energy_name || p.energy_learns != q.energy_learns || p.src != q.src ||
+        p.tgt != q.tgt)
+      return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("an empty configuration takes the defaults of the structs") {
@@ -39,8 +66,12 @@ TEST_CASE("an empty configuration takes the defaults of the structs") {
   CHECK(c.data.eval_eps == std::vector<double>{0.0, 0.25, 0.5, 0.75});
   CHECK(c.network.width == 283);
   CHECK(c.network.kind == eisim::models::LayerKind::circuit);
-  CHECK(c.network.circuit.tau_E == 10.0);
-  CHECK(c.network.circuit.sigma0 == 1e-6);
+  CHECK(c.network.circuit.preset == "default");
+  CHECK(c.network.circuit.params.tau_E == 10.0);
+  CHECK(c.network.circuit.params.sigma0 == 1e-6);
+  CHECK(c.network.ln_epsilon == 1e-5);
+  REQUIRE(c.network.circuit.spec.populations.size() == 3);
+  CHECK(c.network.circuit.spec.populations[0].size == 283);
   CHECK(c.fixed_point.max_iterations == d.fixed_point.max_iterations);
   CHECK(c.ode.tol.abs_tol == d.ode.tol.abs_tol);
   CHECK(c.learning.rule == eisim::learning::Rule::implicit);
@@ -72,11 +103,11 @@ train: {epochs: 2, progress: no}
   CHECK(c.network.width == 100);
   CHECK(c.network.kind == eisim::models::LayerKind::layernorm);
   CHECK(c.network.phi.kind == eisim::models::Nonlinearity::softplus);
-  CHECK(c.network.circuit.drive == eisim::models::InhibitionDrive::feedforward);
-  CHECK(c.network.circuit.pooling == eisim::models::Pooling::heterogeneous);
-  CHECK(c.network.circuit.n_I == 3);
-  CHECK(c.network.circuit.tau_E == 5.0);
-  CHECK(c.network.circuit.tau_I == 10.0);  // untouched sibling keeps its default
+  CHECK(c.network.circuit.preset == "inorm");  // drive: feedforward
+  CHECK(c.network.circuit.params.heterogeneous);
+  CHECK(c.network.circuit.params.n_I == 3);
+  CHECK(c.network.circuit.params.tau_E == 5.0);
+  CHECK(c.network.circuit.params.tau_I == 10.0);  // untouched sibling keeps its default
   CHECK(c.learning.error_transform == eisim::learning::ErrorTransform::center);
   CHECK_FALSE(c.learning.train_inhibitory);
   CHECK(c.train.epochs == 2);
@@ -189,7 +220,7 @@ TEST_CASE("range checks name the key, the value and the constraint, and match th
     const Config c = parse_config(
         "network: {circuit: {lambda_I: 0, heterogeneity: 0}}\nlearning: {lr_I: 0}\n"
         "fixed_point: {rel_tol: 0, max_backtracks: 0}\ntrain: {max_grad_norm: 0}\n");
-    CHECK(c.network.circuit.lambda_I == 0.0);
+    CHECK(c.network.circuit.params.lambda_I == 0.0);
     CHECK(c.learning.lr_I == 0.0);
     CHECK(c.fixed_point.tol.rel_tol == 0.0);
     CHECK(c.fixed_point.max_backtracks == 0);
@@ -252,9 +283,9 @@ TEST_CASE("--set overrides are parsed as YAML and applied in order") {
   CHECK(c.learning.lr_E == 1e-3);
   CHECK(c.network.width == 70);
   CHECK(c.precision == eisim::io::Precision::float64);
-  CHECK(c.network.circuit.tau_I == 3.0);  // a mapping value is merged key by key
-  CHECK(c.network.circuit.n_D == 2);
-  CHECK(c.network.circuit.tau_E == 10.0);
+  CHECK(c.network.circuit.params.tau_I == 3.0);  // a mapping value is merged key by key
+  CHECK(c.network.circuit.params.n_D == 2);
+  CHECK(c.network.circuit.params.tau_E == 10.0);
   CHECK(c.simulate.weights.empty());
   // An override's value is range-checked like the file's, and the message names the override.
   CHECK_THROWS_WITH_AS(parse_config("", {"network.circuit.tau_E=0"}),
@@ -304,9 +335,20 @@ TEST_CASE("to_yaml lists every key and parse_config(to_yaml(c)) reproduces c exa
   c.data.train_eps = 0.1;
   c.data.eval_eps = {0.0, 1.0 / 3.0, 0.3};
   c.data.dir = "null";  // a string that YAML would read as null unless quoted
-  c.network.circuit.tau_E = 2.0 / 3.0;
-  c.network.circuit.sigma0 = 1e-300;
-  c.network.circuit.k_D = 12345678.901234567;
+  // A circuit without D (so that `remove: true` is written too), then values that need every
+  // digit, set in the parameters and in the circuit alike.
+  c.network.circuit =
+      parse_config(
+          "network: {circuit: {populations: {D: {remove: true}}, projections: {W_ED: {remove: "
+          "true}, W_DE: {remove: true}}}}\n")
+          .network.circuit;
+  c.network.circuit.params.tau_E = 2.0 / 3.0;
+  c.network.circuit.spec.populations[0].tau = 2.0 / 3.0;
+  c.network.circuit.params.sigma0 = 1e-300;
+  c.network.circuit.spec.populations[0].conductance = 1e-300;
+  c.network.circuit.params.k_D = 12345678.901234567;
+  c.network.circuit.spec.populations[1].gain = 0.1 + 0.2;
+  c.network.ln_epsilon = 1.0 / 7.0;
   c.learning.lr_E = 0.1 + 0.2;
   c.learning.rule = eisim::learning::Rule::frozen;
   c.learning.error_transform = eisim::learning::ErrorTransform::lateral;
@@ -324,9 +366,12 @@ TEST_CASE("to_yaml lists every key and parse_config(to_yaml(c)) reproduces c exa
   CHECK(back.seed == c.seed);
   CHECK(back.data.dir == "null");
   CHECK(back.data.eval_eps == c.data.eval_eps);  // exact, not approximate
-  CHECK(back.network.circuit.tau_E == c.network.circuit.tau_E);
-  CHECK(back.network.circuit.sigma0 == c.network.circuit.sigma0);
-  CHECK(back.network.circuit.k_D == c.network.circuit.k_D);
+  CHECK(back.network.circuit.params.tau_E == c.network.circuit.params.tau_E);
+  CHECK(back.network.circuit.params.sigma0 == c.network.circuit.params.sigma0);
+  CHECK(back.network.circuit.params.k_D == c.network.circuit.params.k_D);
+  CHECK(back.network.ln_epsilon == c.network.ln_epsilon);
+  CHECK(same_circuit(back.network.circuit.spec, c.network.circuit.spec));
+  CHECK(eisim::io::config_differences(back, c).empty());
   CHECK(back.learning.lr_E == c.learning.lr_E);
   CHECK(back.learning.error_transform == c.learning.error_transform);
   REQUIRE(back.sweep.conditions.size() == 3);
@@ -340,7 +385,7 @@ TEST_CASE("to_yaml lists every key and parse_config(to_yaml(c)) reproduces c exa
 
 TEST_CASE("valid_keys lists every dotted path once, and docs/config.md documents each") {
   const auto keys = eisim::io::valid_keys();
-  CHECK(keys.size() == 74);
+  CHECK(keys.size() == 102);
   CHECK(std::find(keys.begin(), keys.end(), "network.circuit.tau_E") != keys.end());
   CHECK(std::find(keys.begin(), keys.end(), "sweep.conditions") != keys.end());
   auto sorted = keys;
@@ -380,7 +425,12 @@ TEST_CASE("network_spec chains the hidden layers and adds an E/I readout") {
     CHECK(spec.layers[l].n_I_plain == 10);  // ceil(95 / 10)
     CHECK(spec.layers[l].phi.kind == eisim::models::Nonlinearity::power);
     CHECK(spec.layers[l].phi.power == 3.0);
-    CHECK(spec.layers[l].circuit.tau_D == 7.0);
+    REQUIRE(spec.layers[l].circuit.populations.size() == 3);
+    CHECK(spec.layers[l].circuit.populations[2].name == "D");
+    CHECK(spec.layers[l].circuit.populations[2].tau == 7.0);
+    CHECK(spec.layers[l].lateral_units == 9);  // width / 10
+    CHECK(spec.layers[l].ln_epsilon == 1e-5);
+    CHECK(spec.layers[l].theta == 1.0);
   }
   const auto& readout = spec.layers[3];
   CHECK(readout.kind == eisim::models::LayerKind::none);
@@ -389,11 +439,10 @@ TEST_CASE("network_spec chains the hidden layers and adds an E/I readout") {
   CHECK(readout.n_I_plain == 2);
   CHECK(readout.phi.kind == eisim::models::Nonlinearity::identity);
   CHECK(spec.init_gain == 0.5);
-  CHECK(spec.lateral_units == 9);  // width / 10
 
   const Config small = parse_config("network: {width: 5, plain_inhibitory: 3}\n");
   const auto s2 = eisim::io::network_spec(small, 20, 4);
-  CHECK(s2.lateral_units == 1);  // at least one
+  CHECK(s2.layers[0].lateral_units == 1);  // at least one
   CHECK(s2.layers[0].n_I_plain == 3);
 }
 
@@ -452,4 +501,527 @@ TEST_CASE("duplicate eval_eps and conditions that set what the grid sets are ref
   // A section nested in a mapping override cannot be nulled either.
   CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {theta: 5}}\n", {"network={circuit: ~}"}),
                        doctest::Contains("is a section"), config_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The circuit: presets, populations and projections (docs/config.md, network.circuit)
+
+namespace {
+
+using eisim::models::Action;
+using eisim::models::CircuitSpec;
+using eisim::models::Dynamics;
+
+/// Names of the populations (or projections) of a circuit, in order.
+template <class T>
+std::vector<std::string> names(const std::vector<T>& v) {
+  std::vector<std::string> out;
+  for (const auto& x : v) out.push_back(x.name);
+  return out;
+}
+
+const eisim::models::Projection& projection(const CircuitSpec& s, const std::string& name) {
+  for (const auto& p : s.projections)
+    if (p.name == name) return p;
+  FAIL("no projection " << name);
+  return s.projections.front();
+}
+
+/// make_preset for a configuration's width and nonlinearity, resolved (the expected circuit).
+CircuitSpec expected_preset(const std::string& preset, const eisim::models::CircuitParams& p,
+                            const Config& c) {
+  CircuitSpec s = eisim::models::make_preset(preset, p, c.network.width, c.network.phi);
+  eisim::models::resolve(s, "network.circuit");
+  return s;
+}
+
+/// The configuration of a sweep condition: the base file with the condition's keys set.
+Config condition_config(const std::string& rel, const std::string& name) {
+  const Config base = eisim::io::load_config(eisim::test::source_path(rel));
+  for (const auto& cond : base.sweep.conditions)
+    if (cond.name == name) {
+      std::vector<std::string> overrides;
+      for (const auto& [k, v] : cond.set) overrides.push_back(k + "=" + v);
+      return eisim::io::load_config(eisim::test::source_path(rel), overrides);
+    }
+  FAIL("no condition " << name);
+  return base;
+}
+
+}  // namespace
+
+TEST_CASE("each preset parses and yields its populations and projections") {
+  SUBCASE("default") {
+    const auto& s = parse_config("network: {width: 50}\n").network.circuit.spec;
+    CHECK(s.preset == "default");
+    CHECK(names(s.populations) == std::vector<std::string>{"E", "I", "D"});
+    CHECK(names(s.projections) == std::vector<std::string>{"W_EI", "W_ED", "W_IE", "W_DE"});
+    CHECK(s.populations[0].size == 50);
+    CHECK(s.populations[1].dynamics == Dynamics::integrator);
+    CHECK(s.populations[2].dynamics == Dynamics::multiplicative);
+    CHECK(projection(s, "W_ED").action == Action::divisive);
+    CHECK(projection(s, "W_ED").src == 2);  // resolved
+    CHECK(projection(s, "W_ED").tgt == 0);
+    CHECK_FALSE(s.own_output_rate);
+  }
+  SUBCASE("inorm") {
+    const Config c = parse_config("network: {width: 50, circuit: {preset: inorm, n_I: 5}}\n");
+    const auto& s = c.network.circuit.spec;
+    CHECK(c.network.circuit.preset == "inorm");
+    CHECK(names(s.populations) == std::vector<std::string>{"E", "I", "D"});
+    CHECK(names(s.projections) == std::vector<std::string>{"W_EI", "W_ED", "W_IX", "W_DE"});
+    CHECK(s.populations[1].size == 5);
+    CHECK(s.populations[2].phi.kind == eisim::models::Nonlinearity::sqrt);
+    CHECK(projection(s, "W_DE").signal == eisim::models::Signal::input_energy);
+    CHECK(projection(s, "W_DE").src == -1);
+  }
+  SUBCASE("pv_sst_vip") {
+    const Config c = parse_config("network: {width: 200, circuit: {preset: pv_sst_vip}}\n");
+    const auto& s = c.network.circuit.spec;
+    CHECK(names(s.populations) == std::vector<std::string>{"E", "PV", "SST", "VIP"});
+    CHECK(s.populations[1].size == 20);
+    CHECK(s.populations[2].size == 20);
+    CHECK(s.populations[3].size == 10);
+    CHECK(names(s.projections) ==
+          std::vector<std::string>{"W_EPV", "W_ESST", "W_PVE", "W_SSTE", "W_VIPE", "W_SSTVIP"});
+    CHECK(projection(s, "W_EPV").action == Action::divisive);
+    CHECK(same_circuit(s, expected_preset("pv_sst_vip", {}, c)));
+  }
+  SUBCASE("ssn") {
+    const Config c = parse_config("network: {width: 40, circuit: {preset: ssn}}\n");
+    const auto& s = c.network.circuit.spec;
+    CHECK(names(s.populations) == std::vector<std::string>{"E", "I"});
+    CHECK(s.populations[1].size == 10);
+    CHECK(s.own_output_rate);
+    CHECK(s.populations[0].phi.kind == eisim::models::Nonlinearity::power);
+    CHECK(s.populations[0].tau == 20.0);
+    CHECK(c.network.circuit.params.tau_E == 20.0);  // tau_E is E's time constant
+    CHECK(same_circuit(s, expected_preset("ssn", {}, c)));
+    // tau_E applies to every preset's E.
+    CHECK(parse_config("network: {circuit: {preset: ssn, tau_E: 7}}\n")
+              .network.circuit.spec.populations[0]
+              .tau == 7.0);
+    // The network's layers get the circuit's own rate function.
+    const auto net = eisim::io::network_spec(c, 20, 3);
+    CHECK(net.layers[0].phi.kind == eisim::models::Nonlinearity::power);
+  }
+}
+
+TEST_CASE("legacy configurations give exactly the default and inorm presets") {
+  SUBCASE("experiments/quickstart.yaml") {
+    const Config c =
+        eisim::io::load_config(eisim::test::source_path("experiments/quickstart.yaml"));
+    CHECK(c.network.circuit.preset == "default");
+    CHECK(same_circuit(c.network.circuit.spec, expected_preset("default", {}, c)));
+  }
+  SUBCASE("experiments/paper/sweep.yaml, its dynamical and its I-Norm conditions") {
+    const Config base =
+        eisim::io::load_config(eisim::test::source_path("experiments/paper/sweep.yaml"));
+    CHECK(base.network.circuit.preset == "default");
+    CHECK(same_circuit(base.network.circuit.spec, expected_preset("default", {}, base)));
+    const Config inorm = condition_config("experiments/paper/sweep.yaml", "inorm_frozen");
+    CHECK(inorm.network.circuit.preset == "inorm");
+    eisim::models::CircuitParams p;
+    p.n_I = 28;
+    CHECK(same_circuit(inorm.network.circuit.spec, expected_preset("inorm", p, inorm)));
+  }
+  SUBCASE("every legacy key reaches make_preset") {
+    const Config c = parse_config(R"(
+network:
+  width: 30
+  nonlinearity: softplus
+  circuit: {drive: feedforward, pooling: heterogeneous, n_I: 3, n_D: 2, tau_E: 4, tau_I: 5,
+            tau_D: 6, k_I: 2, k_D: 3, lambda_I: 0.1, lambda_D: 0.2, theta: 1.5, sigma0: 1e-4,
+            heterogeneity: 0.3, ff_epsilon: 1e-3}
+)");
+    const auto& p = c.network.circuit.params;
+    CHECK(p.heterogeneous);
+    CHECK(p.n_D == 2);
+    CHECK(p.ff_epsilon == 1e-3);
+    CHECK(same_circuit(c.network.circuit.spec, expected_preset("inorm", p, c)));
+    const Config d = parse_config(
+        "network: {circuit: {pooling: heterogeneous, n_I: 3, k_D: 3, lambda_I: 0.1, theta: 2}}\n");
+    CHECK(same_circuit(d.network.circuit.spec,
+                       expected_preset("default", d.network.circuit.params, d)));
+    CHECK(d.network.circuit.spec.populations[2].setpoint == 2.0);
+  }
+  SUBCASE("tests/data/tiny.yaml and the other experiments") {
+    for (const char* rel :
+         {"tests/data/tiny.yaml", "experiments/simulate.yaml", "experiments/compare_rules.yaml"}) {
+      CAPTURE(rel);
+      const Config c = eisim::io::load_config(eisim::test::source_path(rel));
+      CHECK(same_circuit(c.network.circuit.spec,
+                         expected_preset(c.network.circuit.preset, c.network.circuit.params, c)));
+    }
+  }
+}
+
+TEST_CASE("populations and projections are changed, added and removed by name") {
+  const Config c = parse_config(R"(
+network:
+  width: 100
+  circuit:
+    preset: pv_sst_vip
+    populations:
+      PV: {size: 7, tau: 4.5, rate: {function: softplus, beta: 2}}
+      VIP: {remove: true}
+      CCK: {size: 3, dynamics: integrator, gain: 2, leak: 0.5, setpoint: 0.25}
+    projections:
+      W_VIPE: {remove: true}
+      W_SSTVIP: {remove: true}
+      W_EPV: {learns: task, scale: 2}
+      W_CCKE: {source: E, target: CCK, signal: potential}
+      W_ECCK: {source: CCK, target: E, init: constant, scale: 0.1}
+)");
+  const auto& s = c.network.circuit.spec;
+  REQUIRE(names(s.populations) == std::vector<std::string>{"E", "PV", "SST", "CCK"});
+  const auto& PV = s.populations[1];
+  CHECK(PV.size == 7);
+  CHECK(PV.tau == 4.5);
+  CHECK(PV.phi.kind == eisim::models::Nonlinearity::softplus);
+  CHECK(PV.phi.beta == 2.0);
+  CHECK(PV.conductance == 1.0);        // not given: the preset's
+  CHECK(s.populations[2].size == 10);  // SST untouched
+  const auto& CCK = s.populations[3];
+  CHECK(CCK.dynamics == Dynamics::integrator);
+  CHECK(CCK.gain == 2.0);
+  CHECK(CCK.leak == 0.5);
+  CHECK(CCK.setpoint == 0.25);
+  CHECK(CCK.tau == eisim::models::Population{}.tau);  // a new population's defaults
+  CHECK(names(s.projections) ==
+        std::vector<std::string>{"W_EPV", "W_ESST", "W_PVE", "W_SSTE", "W_CCKE", "W_ECCK"});
+  CHECK(projection(s, "W_EPV").learns == eisim::models::Learns::task);
+  CHECK(projection(s, "W_EPV").scale == 2.0);
+  CHECK(projection(s, "W_EPV").init == eisim::models::Init::heterogeneous);
+  CHECK(projection(s, "W_CCKE").signal == eisim::models::Signal::potential);
+  CHECK(projection(s, "W_CCKE").tgt == 3);
+  CHECK(projection(s, "W_ECCK").init == eisim::models::Init::constant);
+  CHECK(projection(s, "W_ECCK").learns == eisim::models::Learns::fixed);  // the default
+  // The network's layers carry the changed circuit.
+  const auto net = eisim::io::network_spec(c, 20, 3);
+  CHECK(names(net.layers[0].circuit.populations) == names(s.populations));
+  CHECK(net.layers[0].weight_index("W_ECCK") >= 0);
+  CHECK(net.layers[0].weight_index("W_VIPE") < 0);
+
+  SUBCASE("E's rate set under populations replaces network.nonlinearity") {
+    const Config e = parse_config(
+        "network: {nonlinearity: softplus, circuit: {populations: {E: {rate: {beta: 3}}}}}\n");
+    const auto& E = e.network.circuit.spec.populations[0];
+    CHECK(e.network.circuit.spec.own_output_rate);
+    CHECK(E.phi.kind == eisim::models::Nonlinearity::softplus);  // kept
+    CHECK(E.phi.beta == 3.0);
+    CHECK(E.size == e.network.width);
+    const Config f = parse_config("network: {nonlinearity: softplus}\n");
+    CHECK_FALSE(f.network.circuit.spec.own_output_rate);
+    CHECK(f.network.circuit.spec.populations[0].phi.kind == eisim::models::Nonlinearity::softplus);
+  }
+  SUBCASE("populations.E.tau is tau_E") {
+    const Config e = parse_config("network: {circuit: {populations: {E: {tau: 3}}}}\n");
+    CHECK(e.network.circuit.spec.populations[0].tau == 3.0);
+    CHECK(e.network.circuit.params.tau_E == 3.0);
+  }
+  SUBCASE("through --set and sweep conditions") {
+    const Config o =
+        parse_config("", {"network.circuit.preset=ssn", "network.circuit.populations.I.size=12",
+                          "network.circuit.projections.W_EE={scale: 1.0}"});
+    CHECK(o.network.circuit.spec.populations[1].size == 12);
+    CHECK(projection(o.network.circuit.spec, "W_EE").scale == 1.0);
+    const Config w = parse_config(R"(
+sweep:
+  conditions:
+    - {name: big_I, set: {network.circuit.populations.I.size: 5}}
+    - {name: ssn, set: {network.circuit.preset: ssn}}
+)");
+    CHECK(w.sweep.conditions[0].set[0].first == "network.circuit.populations.I.size");
+    CHECK(error_key("sweep: {conditions: [{name: a, set: {network.circuit.populations.I.size: "
+                    "0}}]}\n") == "sweep.conditions[0].set.network.circuit.populations.I.size");
+  }
+}
+
+TEST_CASE("circuit errors name their key") {
+  SUBCASE("legacy keys with the presets that do not read them say what to set instead") {
+    for (const char* key :
+         {"n_I: 2", "n_D: 2", "tau_I: 2", "tau_D: 2", "k_I: 2", "k_D: 2", "lambda_I: 2",
+          "lambda_D: 2", "theta: 2", "sigma0: 2", "heterogeneity: 2", "ff_epsilon: 2",
+          "pooling: heterogeneous", "drive: feedback", "drive: feedforward"})
+      for (const char* preset : {"pv_sst_vip", "ssn"}) {
+        const std::string yaml =
+            std::string("network: {circuit: {preset: ") + preset + ", " + key + "}}\n";
+        CAPTURE(yaml);
+        const std::string name = std::string(key).substr(0, std::string(key).find(':'));
+        CHECK(error_key(yaml) == "network.circuit." + name);
+        CHECK_THROWS_WITH_AS(parse_config(yaml),
+                             doctest::Contains((std::string("network.circuit.preset = ") + preset +
+                                                " set network.circuit.")
+                                                   .c_str()),
+                             config_error);
+      }
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {preset: ssn, n_I: 3}}\n"),
+                         doctest::Contains("set network.circuit.populations.<name>.size instead"),
+                         config_error);
+    // tau_E is every preset's.
+    CHECK(parse_config("network: {circuit: {preset: pv_sst_vip, tau_E: 3}}\n")
+              .network.circuit.spec.populations[0]
+              .tau == 3.0);
+  }
+  SUBCASE("preset and drive that contradict each other name both keys") {
+    for (const char* yaml : {"network: {circuit: {preset: inorm, drive: feedback}}\n",
+                             "network: {circuit: {preset: default, drive: feedforward}}\n"}) {
+      CAPTURE(yaml);
+      CHECK(error_key(yaml) == "network.circuit.drive");
+      CHECK_THROWS_WITH_AS(parse_config(yaml),
+                           doctest::Contains("contradicts network.circuit.preset"), config_error);
+    }
+    CHECK(parse_config("network: {circuit: {preset: inorm, drive: feedforward}}\n")
+              .network.circuit.preset == "inorm");
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {preset: lif}}\n"),
+                         doctest::Contains("network.circuit.preset = 'lif' is not one of the "
+                                           "allowed values: default, inorm, pv_sst_vip, ssn"),
+                         config_error);
+  }
+  SUBCASE("E's size, E's removal, unknown removals, incomplete new projections") {
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {populations: {E: {size: 5}}}}\n"),
+                         doctest::Contains("E's size is network.width"), config_error);
+    CHECK(error_key("network: {circuit: {populations: {E: {size: 5}}}}\n") ==
+          "network.circuit.populations.E.size");
+    CHECK(error_key("network: {circuit: {populations: {E: {remove: true}}}}\n") ==
+          "network.circuit.populations.E.remove");
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {populations: {PV: {remove: true}}}}\n"),
+                         doctest::Contains("there is no population 'PV' to remove (the circuit "
+                                           "has E, I, D)"),
+                         config_error);
+    CHECK(error_key("network: {circuit: {projections: {W_X: {remove: true}}}}\n") ==
+          "network.circuit.projections.W_X.remove");
+    CHECK(error_key("network: {circuit: {populations: {I: {remove: true, tau: 2}}}}\n") ==
+          "network.circuit.populations.I.remove");
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {projections: {W_X: {source: E}}}}\n"),
+                         doctest::Contains("needs a source and a target"), config_error);
+    CHECK(error_key("network: {circuit: {projections: {W_X: {source: E}}}}\n") ==
+          "network.circuit.projections.W_X.target");
+    CHECK(error_key("network: {circuit: {populations: {E: {dynamics: integrator}}}}\n") ==
+          "network.circuit.populations.E.dynamics");
+  }
+  SUBCASE("models::resolve: unknown populations, Dale's law, populations without input") {
+    CHECK_THROWS_WITH_AS(
+        parse_config("network: {circuit: {projections: {W_EI: {source: PV}}}}\n", {}, "c.yaml"),
+        doctest::Contains("unknown population 'PV'"), config_error);
+    CHECK(error_key("network: {circuit: {projections: {W_EI: {source: PV}}}}\n") ==
+          "network.circuit.projections.W_EI.source");
+    // The message says where the entry came from.
+    CHECK_THROWS_WITH_AS(
+        parse_config("network:\n  circuit:\n    projections:\n      W_EI: {source: PV}\n", {},
+                     "c.yaml"),
+        doctest::Contains("(c.yaml, line 4)"), config_error);
+    CHECK_THROWS_WITH_AS(
+        parse_config("network: {circuit: {projections: {W_X: {source: E, target: I, action: "
+                     "divisive}}}}\n"),
+        doctest::Contains("Dale's law"), config_error);
+    CHECK(error_key("network: {circuit: {projections: {W_X: {source: E, target: I, action: "
+                    "divisive}}}}\n") == "network.circuit.projections.W_X.action");
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {populations: {X: {size: 2}}}}\n"),
+                         doctest::Contains("has no input"), config_error);
+    CHECK(error_key("network: {circuit: {populations: {X: {size: 2}}}}\n") ==
+          "network.circuit.populations.X");
+    // A removed population that a projection still uses.
+    CHECK(error_key("network: {circuit: {preset: pv_sst_vip, populations: {VIP: {remove: "
+                    "true}}}}\n") == "network.circuit.projections.W_VIPE.target");
+    CHECK(error_key("network: {circuit: {projections: {W_X: {source: E, target: I, signal: "
+                    "input}}}}\n") == "network.circuit.projections.W_X.signal");
+    CHECK(error_key("network: {circuit: {projections: {W_EX: {source: E, target: I}}}}\n") ==
+          "network.circuit.projections.W_EX.name");
+    CHECK(error_key("network: {circuit: {populations: {input: {size: 2}}}}\n") ==
+          "network.circuit.populations.input");
+  }
+  SUBCASE("ranges of the fields") {
+    const std::string p = "network.circuit.populations.I.";
+    for (const auto& [set, message] : std::vector<std::pair<std::string, std::string>>{
+             {"size=0", "size = 0 must be in [1, 65536]"},
+             {"size=65537", "size = 65537 must be in [1, 65536]"},
+             {"tau=0", "tau = 0 must be > 0"},
+             {"gain=0", "gain = 0 must be > 0"},
+             {"leak=-1", "leak = -1 must be >= 0"},
+             {"conductance=0", "conductance = 0 must be > 0"},
+             {"rate.power=0", "rate.power = 0 must be > 0"},
+             {"rate.beta=-1", "rate.beta = -1 must be > 0"},
+             {"initial=-1", "initial = -1 must be >= 0 for an integrator"},
+             {"setpoint=.nan", "must be a finite number"},
+             {"dynamics=linear",
+              "not one of the allowed values: leaky, integrator, "
+              "multiplicative"},
+             {"rate.function=tanh", "relu, softplus, power, identity, sqrt"}}) {
+      CAPTURE(set);
+      CHECK_THROWS_WITH_AS(parse_config("", {p + set}), doctest::Contains(message.c_str()),
+                           config_error);
+      CHECK(error_key("", {p + set}) == p + set.substr(0, set.find('=')));
+    }
+    CHECK(error_key("", {"network.circuit.populations.D.initial=0"}) ==
+          "network.circuit.populations.D.initial");
+    const std::string j = "network.circuit.projections.W_EI.";
+    CHECK_THROWS_WITH_AS(parse_config("", {j + "scale=-1"}),
+                         doctest::Contains((j + "scale = -1 must be >= 0").c_str()), config_error);
+    CHECK(error_key("", {j + "heterogeneity=-1"}) == j + "heterogeneity");
+    CHECK(error_key("", {j + "learns=always"}) == j + "learns");
+    CHECK(error_key("", {j + "signal=spikes"}) == j + "signal");
+    CHECK(error_key("", {j + "energy_name=a/b"}) == j + "energy_name");
+    CHECK(error_key("", {j + "source="}) == j + "source");
+    CHECK(parse_config("", {"network.circuit.populations.I.setpoint=-2"})
+              .network.circuit.spec.populations[1]
+              .setpoint == -2.0);
+    CHECK_THROWS_WITH_AS(parse_config("network: {ln_epsilon: 0}\n"),
+                         doctest::Contains("network.ln_epsilon = 0 must be > 0"), config_error);
+  }
+  SUBCASE("unknown fields and bad names suggest the nearest key under the same name") {
+    CHECK_THROWS_WITH_AS(parse_config("network: {circuit: {populations: {PV: {tua: 3}}}}\n"),
+                         doctest::Contains("unknown key 'network.circuit.populations.PV.tua'; "
+                                           "did you mean 'network.circuit.populations.PV.tau'?"),
+                         config_error);
+    CHECK_THROWS_WITH_AS(parse_config("", {"network.circuit.projections.W_EI.sorce=I"}),
+                         doctest::Contains("did you mean 'network.circuit.projections.W_EI."
+                                           "source'"),
+                         config_error);
+    CHECK_THROWS_WITH_AS(parse_config("", {"network.circuit.population.PV.tau=3"}),
+                         doctest::Contains("did you mean 'network.circuit.populations.PV.tau'"),
+                         config_error);
+    CHECK_THROWS_WITH_AS(
+        parse_config("network: {circuit: {populations: {I: {rate: {functon: relu}}}}}\n"),
+        doctest::Contains("did you mean 'network.circuit.populations.I.rate.function'"),
+        config_error);
+    CHECK(eisim::io::nearest_key("network.circuit.populations.SST.sise") ==
+          "network.circuit.populations.SST.size");
+    CHECK(error_key("network: {circuit: {populations: {a-b: {size: 1}}}}\n") ==
+          "network.circuit.populations.a-b");
+    CHECK(error_key("network: {circuit: {projections: {1W: {source: E}}}}\n") ==
+          "network.circuit.projections.1W");
+    CHECK(error_key("network: {circuit: {populations: {I: 3}}}\n") ==
+          "network.circuit.populations.I");
+  }
+}
+
+TEST_CASE("every preset, changed, round-trips through to_yaml exactly") {
+  const std::vector<std::string> yamls{
+      "network: {width: 37, circuit: {pooling: heterogeneous, n_I: 4, theta: 0.3, populations: "
+      "{I: {gain: 0.1}, X: {size: 2, rate: {function: power, power: 1.5}}}, projections: {W_XE: "
+      "{source: E, target: X}, W_EX2: {source: X, target: E, scale: 0.3, learns: task}}}}\n",
+      "network: {width: 37, circuit: {drive: feedforward, ff_epsilon: 1e-7, projections: {W_IX: "
+      "{remove: true}, W_IE: {source: E, target: I, signal: rate}}}}\n",
+      "network: {width: 37, nonlinearity: softplus, circuit: {preset: pv_sst_vip, tau_E: "
+      "0.30000000000000004, populations: {VIP: {remove: true}, E: {rate: {function: sqrt}}}, "
+      "projections: {W_VIPE: {remove: true}, W_SSTVIP: {remove: true}}}}\n",
+      "network: {width: 37, circuit: {preset: ssn, populations: {I: {size: 3, tau: 3.3}}, "
+      "projections: {W_II: {remove: true}, W_EE: {scale: 0.1}}}}\n",
+      "network: {circuit: {preset: pv_sst_vip}}\n",
+      "network: {circuit: {preset: ssn}}\n",
+      "network: {circuit: {preset: inorm}}\n",
+  };
+  for (const auto& yaml : yamls) {
+    CAPTURE(yaml);
+    const Config c = parse_config(yaml);
+    const std::string text = to_yaml(c);
+    const Config back = parse_config(text);
+    CHECK(same_circuit(back.network.circuit.spec, c.network.circuit.spec));
+    CHECK(back.network.circuit.preset == c.network.circuit.preset);
+    CHECK(back.network.circuit.params.tau_E == c.network.circuit.params.tau_E);
+    CHECK(back.network.circuit.params.heterogeneous == c.network.circuit.params.heterogeneous);
+    CHECK(to_yaml(back) == text);
+    CHECK(eisim::io::config_differences(c, back).empty());
+    CHECK(text.find("preset: " + c.network.circuit.preset) != std::string::npos);
+  }
+  // The legacy keys are written for the presets that read them, and only for those.
+  CHECK(to_yaml(parse_config("")).find("n_I:") != std::string::npos);
+  CHECK(to_yaml(parse_config("network: {circuit: {preset: ssn}}\n")).find("n_I:") ==
+        std::string::npos);
+  // A Config built in code (no circuit yet) is written with its preset's circuit.
+  Config coded;
+  coded.network.circuit.preset = "ssn";
+  coded.network.width = 8;
+  const Config parsed = parse_config(to_yaml(coded));
+  CHECK(same_circuit(parsed.network.circuit.spec, expected_preset("ssn", {}, parsed)));
+  CHECK(eisim::io::network_spec(coded, 5, 2).layers[0].circuit.populations.size() == 2);
+}
+
+TEST_CASE("config_differences compares the circuits field by field") {
+  const Config a = parse_config("network: {circuit: {preset: pv_sst_vip}}\n");
+  const Config b = parse_config(
+      "network: {circuit: {preset: pv_sst_vip, populations: {PV: {tau: 2}, VIP: {remove: true}}, "
+      "projections: {W_VIPE: {remove: true}, W_SSTVIP: {remove: true}}}}\n");
+  const auto d = eisim::io::config_differences(a, b);
+  REQUIRE(d.size() == 4);
+  CHECK(d[0] == "network.circuit.populations.PV.tau (5.0 vs 2.0)");
+  CHECK(d[1] == "network.circuit.populations.VIP (present vs removed)");
+  CHECK(d[2] == "network.circuit.projections.W_VIPE (present vs removed)");
+  CHECK(d[3] == "network.circuit.projections.W_SSTVIP (present vs removed)");
+  CHECK(eisim::io::config_differences(a, b, {"network.circuit"}).empty());
+  // Another preset: its populations, projections and legacy keys on one side only.
+  const auto e = eisim::io::config_differences(parse_config(""), a);
+  CHECK(e.front() == "network.circuit.preset (default vs pv_sst_vip)");
+  CHECK(std::find(e.begin(), e.end(), "network.circuit.n_I (1 vs absent)") != e.end());
+  CHECK(std::find(e.begin(), e.end(), "network.circuit.populations.I (present vs absent)") !=
+        e.end());
+  CHECK(std::find(e.begin(), e.end(), "network.circuit.populations.PV (absent vs present)") !=
+        e.end());
+  CHECK(
+      eisim::io::config_differences(parse_config("network: {ln_epsilon: 1e-3}\n"), parse_config(""))
+          .front() == "network.ln_epsilon (0.001 vs 1.0e-05)");
+  // E's own rate on one side only.
+  const auto f = eisim::io::config_differences(
+      parse_config(""),
+      parse_config("network: {circuit: {populations: {E: {rate: {gain: 2}}}}}\n"));
+  CHECK(std::find(f.begin(), f.end(), "network.circuit.populations.E.rate.gain (absent vs 2.0)") !=
+        f.end());
+}
+
+TEST_CASE("network_spec passes ln_epsilon, theta and lateral_units to every hidden layer") {
+  const Config c = parse_config(
+      "network: {hidden_layers: 2, width: 30, kind: layernorm, ln_epsilon: 1e-3, lateral_units: "
+      "4, circuit: {theta: 2}}\n");
+  const auto spec = eisim::io::network_spec(c, 10, 3);
+  REQUIRE(spec.layers.size() == 3);
+  for (int l = 0; l < 2; ++l) {
+    CHECK(spec.layers[l].ln_epsilon == 1e-3);
+    CHECK(spec.layers[l].theta == 2.0);
+    CHECK(spec.layers[l].lateral_units == 4);
+  }
+  CHECK(spec.layers[2].n_E == 3);
+}
+
+TEST_CASE("an override of drive replaces the file's preset, and the other way round") {
+  // Both in one file contradict each other; an override (a --set, a sweep condition) wins.
+  const std::string file = "network: {circuit: {preset: default}}\n";
+  CHECK(parse_config(file, {"network.circuit.drive=feedforward"}).network.circuit.preset ==
+        "inorm");
+  CHECK(parse_config("network: {circuit: {drive: feedforward}}\n", {"network.circuit.preset=ssn"})
+            .network.circuit.preset == "ssn");
+  CHECK(parse_config("network: {circuit: {preset: inorm}}\n", {"network.circuit={drive: feedback}"})
+            .network.circuit.preset == "default");
+  // One override that sets both is checked like a file.
+  CHECK(error_key(file, {"network.circuit={preset: inorm, drive: feedback}"}) ==
+        "network.circuit.drive");
+  const Config c = parse_config(
+      "network: {circuit: {preset: default}}\n"
+      "sweep: {conditions: [{name: ff, set: {network.circuit.drive: feedforward}}]}\n");
+  CHECK(c.sweep.conditions.size() == 1);
+}
+
+TEST_CASE("the stored configuration of every shipped configuration reads back as itself") {
+  // Run files store to_yaml(config), sweep conditions included; resume and the sweep parse it
+  // again, which applies every condition to the stored (fully resolved) circuit.
+  for (const char* rel :
+       {"experiments/quickstart.yaml", "experiments/paper/sweep.yaml", "experiments/simulate.yaml",
+        "experiments/compare_rules.yaml", "tests/data/tiny.yaml"}) {
+    CAPTURE(rel);
+    const Config c = eisim::io::load_config(eisim::test::source_path(rel));
+    const std::string text = to_yaml(c);
+    const Config back = parse_config(text, {}, "stored");
+    CHECK(eisim::io::config_differences(c, back).empty());
+    CHECK(to_yaml(back) == text);
+    // And so does each of its sweep points' (a point has no conditions: experiments/sweep.cpp).
+    for (const auto& cond : c.sweep.conditions) {
+      CAPTURE(cond.name);
+      std::vector<std::string> overrides{"sweep.conditions=[]"};
+      for (const auto& [k, v] : cond.set) overrides.push_back(k + "=" + v);
+      const Config point = eisim::io::load_config(eisim::test::source_path(rel), overrides);
+      const Config stored = parse_config(to_yaml(point), {}, "stored point");
+      CHECK(eisim::io::config_differences(point, stored).empty());
+    }
+  }
 }

@@ -27,17 +27,35 @@ struct DataSpec {
   std::uint64_t test_seed = 20260;  ///< seed of the (fixed) test-set jitter
 };
 
+/// The circuit of every hidden layer of kind `circuit` (docs/config.md, network.circuit).
+struct CircuitConfig {
+  /// default, inorm, pv_sst_vip or ssn. The legacy key network.circuit.drive = feedforward
+  /// selects inorm.
+  std::string preset = "default";
+  /// The single-motif keys (network.circuit.tau_E, n_I, ...) that parameterise the default and
+  /// inorm presets.
+  models::CircuitParams params;
+  /// The resolved circuit: the preset for network.width, with the populations and projections
+  /// of network.circuit.populations / network.circuit.projections changed, added or removed.
+  /// E's size is network.width and its rate function network.nonlinearity (ssn: its own).
+  /// parse_config fills it. Empty (a Config built in code), network_spec() and to_yaml() use
+  /// the preset's circuit for `params`; a Config changed in code after parsing (width, params)
+  /// should clear it so that it is rebuilt.
+  models::CircuitSpec spec;
+};
+
 /// The hidden-layer template applied to every hidden layer.
 struct NetworkConfig {
   int hidden_layers = 2;
   int width = 283;  ///< n_E of each hidden layer
   models::LayerKind kind = models::LayerKind::circuit;
   models::NonlinearitySpec phi;
-  models::CircuitParams circuit;
+  CircuitConfig circuit;
   int plain_inhibitory = 0;  ///< n_I of a `none` layer (0 = ceil(width / 10))
   int readout_inhibitory = 1;
   double init_gain = 1.0;
-  int lateral_units = 0;  ///< 0 = width / 10
+  int lateral_units = 0;     ///< 0 = width / 10
+  double ln_epsilon = 1e-5;  ///< epsilon of the `layernorm` kind
 };
 
 struct SimulateSpec {
