@@ -1,6 +1,7 @@
 #include "eisim/models/circuit.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "eisim/models/error.hpp"
@@ -232,6 +233,15 @@ void resolve(CircuitSpec& c, const std::string& key) {
     if (!names.insert(p.name).second) throw config_error(k, "population defined twice");
     if (p.size < 1) throw config_error(k + ".size", "must be >= 1");
     if (!(p.tau > 0)) throw config_error(k + ".tau", "must be > 0");
+    if (p.dynamics == Dynamics::leaky && !(p.conductance > 0))
+      throw config_error(k + ".conductance", "must be > 0");
+    if (p.dynamics == Dynamics::multiplicative && !(p.initial > 0))
+      throw config_error(k + ".initial", "a multiplicative population starts at a rate > 0");
+    if (p.dynamics == Dynamics::integrator && !(p.initial >= 0))
+      throw config_error(k + ".initial", "an integrator population starts at a rate >= 0");
+    for (char ch : p.name)
+      if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'))
+        throw config_error(k, "a population name is letters, digits and _");
   }
   if (c.populations.front().dynamics != Dynamics::leaky)
     throw config_error(pk + ".E.dynamics", "E must be leaky (its potentials are the layer's)");
@@ -246,6 +256,10 @@ void resolve(CircuitSpec& c, const std::string& key) {
     Projection& p = c.projections[k];
     const std::string pre = jk + "." + (p.name.empty() ? std::to_string(k) : p.name);
     if (p.name.empty()) throw config_error(pre + ".name", "a projection needs a name");
+    for (const std::string* n : {&p.name, &p.energy_name})
+      for (char ch : *n)
+        if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'))
+          throw config_error(pre, "a weight name is letters, digits and _ ('" + *n + "')");
     if (!wnames.insert(p.name).second)
       throw config_error(pre + ".name", "weight name '" + p.name + "' is used twice in the layer");
     if (p.signal == Signal::input_energy && !wnames.insert(p.energy_name).second)

@@ -124,7 +124,8 @@ struct CircuitParams {
 const std::vector<std::string>& preset_names();
 
 /// A preset circuit for a layer of n_E units with output rate function phi. `default` and
-/// `inorm` take their parameters from `p`; `pv_sst_vip` and `ssn` use p.tau_E and the values of
+/// `inorm` take their parameters from `p`; `pv_sst_vip` uses p.tau_E and p.heterogeneity, `ssn`
+/// the values of ../shared/circuits.md (tau_E = 20 ms) and p.heterogeneous/heterogeneity; see
 /// docs/concepts.md. Throws config_error (key network.circuit.preset) for an unknown name.
 CircuitSpec make_preset(const std::string& name, const CircuitParams& p, int n_E,
                         const NonlinearitySpec& phi);
