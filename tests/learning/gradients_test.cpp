@@ -9,6 +9,7 @@
 
 using namespace eisim;
 using learning::Rule;
+using test::circuit_template;
 
 namespace {
 
@@ -35,23 +36,23 @@ Problem make_problem(const models::LayerSpec& tmpl, int hidden, std::uint64_t se
 
 double loss_of(const models::Network<double>& net, const Mat<double>& x,
                const std::vector<int>& labels) {
-  learning::ForwardCache<double> cache;
-  learning::forward(net, x, tight(), cache);
+  sim::ForwardCache<double> cache;
+  sim::forward(net, x, tight(), cache);
   for (const auto& l : cache.layers)
     if (l.solve.sample_status.size() > 0) REQUIRE(l.solve.ok());
   Mat<double> d;
   return learning::cross_entropy(cache.logits(), labels, 0.1, d);
 }
 
-// Gradients including dL/dx. fast = false forces the general (matrix) code for circuits with
-// one interneuron of each type, in the forward solve and in the adjoint.
+// Gradients including dL/dx. fast = false forces the dynamic-size instantiation of the solvers
+// for circuits with one interneuron of each type, in the forward solve and in the adjoint.
 learning::Gradients<double> gradients(const Problem& p, Rule rule,
                                       learning::ErrorTransform t = learning::ErrorTransform::none,
                                       bool fast = true) {
-  learning::ForwardCache<double> cache;
+  sim::ForwardCache<double> cache;
   auto fp = tight();
   fp.pooled_fast_path = fast;
-  learning::forward(p.net, p.x, fp, cache);
+  sim::forward(p.net, p.x, fp, cache);
   Mat<double> d;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
   learning::LearningSpec spec;
@@ -62,15 +63,6 @@ learning::Gradients<double> gradients(const Problem& p, Rule rule,
   g.input_gradient = true;
   learning::backward(p.net, cache, d, spec, g);
   return g;
-}
-
-Mat<double>& param(models::LayerWeights<double>& w, const std::string& name) {
-  Mat<double>* out = nullptr;
-  w.for_each([&](const std::string& n, Mat<double>& m) {
-    if (n == name) out = &m;
-  });
-  REQUIRE(out != nullptr);
-  return *out;
 }
 
 // Compares every trainable-or-not parameter's gradient (a few entries each) with central
@@ -88,8 +80,8 @@ void check_against_finite_differences(Problem p, double tol) {
     for (const auto& name : names) {
       CAPTURE(l);
       CAPTURE(name);
-      Mat<double>& W = param(p.net.layers[l].w, name);
-      const Mat<double>& G = param(const_cast<models::LayerWeights<double>&>(g.layers[l]), name);
+      Mat<double>& W = p.net.layers[l].w[name];
+      const Mat<double>& G = g.layers[l][name];
       const double scale = std::max(G.cwiseAbs().maxCoeff(), 1e-8);
       for (int k = 0; k < 6; ++k) {
         const int i = int(rng() % W.rows()), j = int(rng() % W.cols());
@@ -122,13 +114,6 @@ void check_against_finite_differences(Problem p, double tol) {
   MESSAGE(checked << " parameter entries checked");
 }
 
-models::LayerSpec circuit_template(const models::CircuitParams& c) {
-  models::LayerSpec t;
-  t.kind = models::LayerKind::circuit;
-  t.circuit = c;
-  return t;
-}
-
 }  // namespace
 
 TEST_CASE("implicit gradients equal central finite differences on the default circuit") {
@@ -142,13 +127,15 @@ TEST_CASE("implicit gradients equal central finite differences on a leaky hetero
 }
 
 TEST_CASE("implicit gradients equal central finite differences on a leaky pooled circuit") {
-  // One interneuron of each type with leak: the scalar adjoint code with every term non-zero.
+  // One interneuron of each type with leak: the pooled adjoint instantiation with every term
+  // non-zero.
   check_against_finite_differences(
       make_problem(circuit_template(test::leaky_pooled_circuit()), 2, 19), 1e-5);
 }
 
 TEST_CASE(
-    "the scalar adjoint for one interneuron of each type gives the general code's gradients") {
+    "the pooled (fixed-size) adjoint for one interneuron of each type gives the dynamic "
+    "instantiation's gradients") {
   for (const auto& [name, c] : {std::pair{"default", test::default_circuit()},
                                 std::pair{"leaky pooled", test::leaky_pooled_circuit()}}) {
     for (const bool clamped : {false, true}) {
@@ -164,9 +151,9 @@ TEST_CASE(
       CHECK(fast.adjoint.ok());
       CHECK(general.adjoint.ok());
       if (clamped) {
-        learning::ForwardCache<double> cache;
-        learning::forward(p.net, p.x, tight(), cache);
-        CHECK(cache.layers[0].z.r_I.maxCoeff() == 0.0);
+        sim::ForwardCache<double> cache;
+        sim::forward(p.net, p.x, tight(), cache);
+        CHECK(cache.layers[0].z.z[test::population(p.net.layers[0], "I")].maxCoeff() == 0.0);
       }
       for (std::size_t l = 0; l < p.net.layers.size(); ++l) {
         auto& a = const_cast<models::LayerWeights<double>&>(fast.layers[l]);
@@ -179,7 +166,7 @@ TEST_CASE(
           if (n == "L_pool" || n == "L_back") return;
           CAPTURE(l);
           CAPTURE(n);
-          CHECK(test::max_rel_error(ga, param(b, n), floor) < 1e-9);
+          CHECK(test::max_rel_error(ga, b[n], floor) < 1e-9);
         });
       }
       CHECK(test::max_rel_error(fast.input, general.input) < 1e-9);
@@ -189,8 +176,8 @@ TEST_CASE(
 
 TEST_CASE("the input gradient is computed only when asked for") {
   const Problem p = make_problem(circuit_template(test::default_circuit()), 1, 21);
-  learning::ForwardCache<double> cache;
-  learning::forward(p.net, p.x, tight(), cache);
+  sim::ForwardCache<double> cache;
+  sim::forward(p.net, p.x, tight(), cache);
   Mat<double> d;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
   learning::Gradients<double> g;
@@ -205,9 +192,8 @@ TEST_CASE("the input gradient is computed only when asked for") {
 
 TEST_CASE("exact gradients of the feed-forward circuit equal central finite differences") {
   auto c = test::default_circuit();
-  c.drive = models::InhibitionDrive::feedforward;
   c.n_I = 2;
-  check_against_finite_differences(make_problem(circuit_template(c), 2, 13), 1e-5);
+  check_against_finite_differences(make_problem(circuit_template(c, "inorm"), 2, 13), 1e-5);
 }
 
 TEST_CASE("implicit gradients equal BPTT through a long converged trajectory") {
@@ -231,7 +217,7 @@ TEST_CASE("implicit gradients equal BPTT through a long converged trajectory") {
         CAPTURE(l);
         CAPTURE(n);
         // Floor: the readout's inhibitory gradients vanish exactly (softmax errors sum to 0).
-        CHECK(test::max_rel_error(param(b, n), ga, 1e-8) <= 1e-4);
+        CHECK(test::max_rel_error(b[n], ga, 1e-8) <= 1e-4);
       });
     }
     CHECK(test::max_rel_error(gb.input, gi.input) <= 1e-4);
@@ -260,77 +246,92 @@ TEST_CASE(
 
   // Frozen: dL/de = g_v * sqrt(theta) / sd(e) in the top hidden layer (same upstream error).
   const auto gf = gradients(p, Rule::frozen);
-  learning::ForwardCache<double> cache;
-  learning::forward(p.net, p.x, tight(), cache);
+  sim::ForwardCache<double> cache;
+  sim::forward(p.net, p.x, tight(), cache);
   Mat<double> dlogits;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, dlogits);
   const auto& ro = p.net.layers.back().w;
   const auto& top = cache.layers[1];
-  const Mat<double> g_r = (ro.W_EX - ro.W_EI * ro.W_IX).transpose() * dlogits;
-  const Mat<double> g_v = g_r.cwiseProduct((top.z.v.array() > 0).cast<double>().matrix());
+  const Mat<double> g_r = (ro.W_EX - ro["W_EI"] * ro["W_IX"]).transpose() * dlogits;
+  const Mat<double> g_v = g_r.cwiseProduct((top.z.v().array() > 0).cast<double>().matrix());
   Mat<double> delta_e(g_v.rows(), g_v.cols());
   for (int j = 0; j < g_v.cols(); ++j) {
-    const double mu = top.e.col(j).mean();
-    const double sd = std::sqrt((top.e.col(j).array() - mu).square().mean());
+    const double mu = top.e().col(j).mean();
+    const double sd = std::sqrt((top.e().col(j).array() - mu).square().mean());
     delta_e.col(j) = g_v.col(j) * std::sqrt(c.theta) / sd;
   }
-  CHECK(test::max_rel_error(gf.layers[1].W_EX, Mat<double>(delta_e * top.x.transpose())) <= 1e-6);
+  CHECK(test::max_rel_error(gf.layers[1].W_EX, Mat<double>(delta_e * top.x().transpose())) <= 1e-6);
   CHECK(test::max_rel_error(gf.layers[1].b, Mat<double>(delta_e.rowwise().sum())) <= 1e-6);
 }
 
-TEST_CASE("each error transform matches its formula") {
+TEST_CASE("each error transform matches its formula, and the frozen rule divides it by the gain") {
   auto c = test::leaky_circuit();
   const Problem p = make_problem(circuit_template(c), 1, 16);
-  learning::ForwardCache<double> cache;
-  learning::forward(p.net, p.x, tight(), cache);
+  sim::ForwardCache<double> cache;
+  sim::forward(p.net, p.x, tight(), cache);
   const auto& layer = p.net.layers[0];
   const auto& lc = cache.layers[0];
-  std::mt19937_64 rng(test::seed() + 50);
-  const Mat<double> g_v = test::random_matrix<double>(20, 4, -1.0, 1.0, rng);
-  Mat<double> gain = layer.w.W_ED * lc.z.r_D;
-  gain.array() += c.sigma0;
-  auto undo_gain = [&](const Mat<double>& d) { return Mat<double>(d.cwiseProduct(gain)); };
   using T = learning::ErrorTransform;
-  Mat<double> d;
-  learning::frozen_error<double>(T::none, layer, lc.z, lc.e, g_v, d);
-  CHECK(test::max_rel_error(undo_gain(d), g_v) < 1e-12);
-
-  learning::frozen_error<double>(T::center, layer, lc.z, lc.e, g_v, d);
-  const Mat<double> centred = g_v.rowwise() - g_v.colwise().mean();
-  CHECK(test::max_rel_error(undo_gain(d), centred) < 1e-12);
-
-  // y = LayerNorm(v); decorrelate removes the projection of the error on y.
-  Mat<double> y = lc.z.v.rowwise() - lc.z.v.colwise().mean();
+  // y = LayerNorm(v), computed here.
+  Mat<double> y = lc.z.v().rowwise() - lc.z.v().colwise().mean();
   for (int j = 0; j < 4; ++j) y.col(j) /= std::sqrt(y.col(j).squaredNorm() / 20);
-  learning::frozen_error<double>(T::decorrelate, layer, lc.z, lc.e, g_v, d);
-  for (int j = 0; j < 4; ++j) {
-    const Vec<double> gd = undo_gain(d).col(j);
-    CHECK(std::abs(gd.dot(y.col(j))) < 1e-10);
-    CHECK(test::max_rel_error(
-              gd, Vec<double>(g_v.col(j) - y.col(j) * (g_v.col(j).dot(y.col(j)) / 20))) < 1e-12);
-  }
-  learning::frozen_error<double>(T::full, layer, lc.z, lc.e, g_v, d);
-  for (int j = 0; j < 4; ++j) {
-    const Vec<double> gc = centred.col(j);
-    const Vec<double> expect = gc - y.col(j) * (g_v.col(j).dot(y.col(j)) / 20);
-    CHECK(test::max_rel_error(Vec<double>(undo_gain(d).col(j)), expect) < 1e-12);
-  }
-  learning::frozen_error<double>(T::lateral, layer, lc.z, lc.e, g_v, d);
-  const Mat<double> L = layer.w.L_back * layer.w.L_pool;
+  const Mat<double> L = layer.w["L_back"] * layer.w["L_pool"];
   CHECK((L.rowwise().sum().array() - 1.0).abs().maxCoeff() < 1e-12);
   CHECK(L.minCoeff() > 0.0);
-  CHECK(test::max_rel_error(undo_gain(d), Mat<double>(g_v - L * g_v)) < 1e-12);
+  // Each transform written out independently.
+  auto formula = [&](T t, const Mat<double>& g) {
+    const Mat<double> centred = g.rowwise() - g.colwise().mean();
+    Mat<double> out = g;
+    for (int j = 0; j < 4; ++j) {
+      const double proj = g.col(j).dot(y.col(j)) / 20;
+      if (t == T::center) out.col(j) = centred.col(j);
+      if (t == T::decorrelate) out.col(j) = g.col(j) - y.col(j) * proj;
+      if (t == T::full) out.col(j) = centred.col(j) - y.col(j) * proj;
+    }
+    if (t == T::lateral) out = g - L * g;
+    return out;
+  };
+
+  std::mt19937_64 rng(test::seed() + 50);
+  const Mat<double> g_v = test::random_matrix<double>(20, 4, -1.0, 1.0, rng);
+  for (T t : {T::none, T::center, T::decorrelate, T::full, T::lateral}) {
+    CAPTURE(learning::to_string(t));
+    const Mat<double> d = learning::transform_error<double>(t, layer, lc.z.v(), g_v);
+    CHECK(test::max_rel_error(d, formula(t, g_v)) < 1e-12);
+    // decorrelate removes the projection of the error on y.
+    if (t == T::decorrelate)
+      for (int j = 0; j < 4; ++j) CHECK(std::abs(d.col(j).dot(y.col(j))) < 1e-10);
+  }
   // A constant error is removed exactly by lateral pooling whose weights sum to 1.
-  Mat<double> d_const;
-  learning::frozen_error<double>(T::lateral, layer, lc.z, lc.e, Mat<double>::Ones(20, 4), d_const);
+  const Mat<double> d_const =
+      learning::transform_error<double>(T::lateral, layer, lc.z.v(), Mat<double>::Ones(20, 4));
   CHECK(d_const.cwiseAbs().maxCoeff() < 1e-12);
 
-  learning::frozen_error<double>(T::scale, layer, lc.z, lc.e, g_v, d);
-  for (int j = 0; j < 4; ++j) {
-    const double mu = lc.e.col(j).mean();
-    const double sd = std::sqrt((lc.e.col(j).array() - mu).square().mean());
-    CHECK(test::max_rel_error(Vec<double>(d.col(j)),
-                              Vec<double>(g_v.col(j) * std::sqrt(c.theta) / sd)) < 1e-12);
+  // The frozen rule's dL/de = T(g_v) / g, with g the shunting gain at the equilibrium (scale:
+  // g_v sqrt(theta) / sd(e)), read from dL/dW_EX = dL/de x^T (x has full column rank).
+  Mat<double> gain = layer.w["W_ED"] * lc.z.z[test::population(layer, "D")];
+  gain.array() += c.sigma0;
+  Mat<double> dlogits;
+  learning::cross_entropy(cache.logits(), p.labels, 0.1, dlogits);
+  const auto& ro = p.net.layers.back().w;
+  const Mat<double> g_r = (ro.W_EX - ro["W_EI"] * ro["W_IX"]).transpose() * dlogits;
+  const Mat<double> g_up = g_r.cwiseProduct((lc.z.v().array() > 0).cast<double>().matrix());
+  for (T t : {T::none, T::center, T::decorrelate, T::full, T::lateral, T::scale}) {
+    CAPTURE(learning::to_string(t));
+    Mat<double> delta_e;
+    if (t == T::scale) {
+      delta_e.resize(20, 4);
+      for (int j = 0; j < 4; ++j) {
+        const double mu = lc.e().col(j).mean();
+        const double sd = std::sqrt((lc.e().col(j).array() - mu).square().mean());
+        delta_e.col(j) = g_up.col(j) * std::sqrt(c.theta) / sd;
+      }
+    } else {
+      delta_e = formula(t, g_up).cwiseQuotient(gain);
+    }
+    const auto g = gradients(p, Rule::frozen, t);
+    CHECK(test::max_rel_error(g.layers[0].W_EX, Mat<double>(delta_e * p.x.transpose())) < 1e-12);
+    CHECK(test::max_rel_error(g.layers[0].b, Mat<double>(delta_e.rowwise().sum())) < 1e-12);
   }
 }
 
@@ -339,8 +340,8 @@ TEST_CASE("a singular adjoint system is an error, not zero gradients") {
   auto c = test::default_circuit();
   c.n_I = 3;
   const Problem p = make_problem(circuit_template(c), 1, 17);
-  learning::ForwardCache<double> cache;
-  learning::forward(p.net, p.x, tight(), cache);
+  sim::ForwardCache<double> cache;
+  sim::forward(p.net, p.x, tight(), cache);
   Mat<double> d;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
   learning::Gradients<double> g;
@@ -350,31 +351,30 @@ TEST_CASE("a singular adjoint system is an error, not zero gradients") {
 
 TEST_CASE("the feed-forward circuit's local homeostatic loss gradient equals finite differences") {
   auto c = test::default_circuit();
-  c.drive = models::InhibitionDrive::feedforward;
   c.n_I = 2;
   c.theta = 1.3;  // so that the variance term is not zero at initialisation
-  Problem p = make_problem(circuit_template(c), 1, 18);
+  Problem p = make_problem(circuit_template(c, "inorm"), 1, 18);
   // Perturb the inhibitory input weights away from the exact-LayerNorm initialisation.
   std::mt19937_64 rng(test::seed() + 70);
-  p.net.layers[0].w.W_IX.array() *= test::random_matrix<double>(2, 12, 0.5, 1.5, rng).array();
-  p.net.layers[0].w.U.array() *= test::random_matrix<double>(20, 12, 0.5, 1.5, rng).array();
+  p.net.layers[0].w["W_IX"].array() *= test::random_matrix<double>(2, 12, 0.5, 1.5, rng).array();
+  p.net.layers[0].w["U"].array() *= test::random_matrix<double>(20, 12, 0.5, 1.5, rng).array();
   auto local_loss = [&](const models::Network<double>& net) {
-    learning::ForwardCache<double> cache;
-    learning::forward(net, p.x, tight(), cache);
+    sim::ForwardCache<double> cache;
+    sim::forward(net, p.x, tight(), cache);
     learning::Gradients<double> g;
     g.zero_like(net);
     return learning::local_homeostatic_gradients(net, cache, 0.01, g);
   };
-  learning::ForwardCache<double> cache;
-  learning::forward(p.net, p.x, tight(), cache);
+  sim::ForwardCache<double> cache;
+  sim::forward(p.net, p.x, tight(), cache);
   learning::Gradients<double> g;
   g.zero_like(p.net);
   const double l0 = learning::local_homeostatic_gradients(p.net, cache, 0.01, g);
   CHECK(l0 > 0.0);
   for (const char* name : {"W_IX", "U"}) {
     CAPTURE(name);
-    Mat<double>& W = param(p.net.layers[0].w, name);
-    const Mat<double>& G = param(g.layers[0], name);
+    Mat<double>& W = p.net.layers[0].w[name];
+    const Mat<double>& G = g.layers[0][name];
     const double scale = G.cwiseAbs().maxCoeff();
     REQUIRE(scale > 0.0);
     for (int k = 0; k < 8; ++k) {

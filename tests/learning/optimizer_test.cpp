@@ -8,7 +8,7 @@ using namespace eisim;
 
 TEST_CASE("Dale's law holds after every optimiser step, even with a large learning rate") {
   for (auto kind : {models::LayerKind::circuit, models::LayerKind::none}) {
-    models::LayerSpec t;
+    models::LayerSpec t = test::circuit_template(test::default_circuit());
     t.kind = kind;
     auto net = test::make_network<double>(12, 16, 2, t, 21);
     std::mt19937_64 rng(test::seed() + 60);
@@ -21,8 +21,8 @@ TEST_CASE("Dale's law holds after every optimiser step, even with a large learni
     learning::Sgd<double> sgd(spec);
     int negatives_before_clamp = 0;
     for (int step = 0; step < 10; ++step) {
-      learning::ForwardCache<double> cache;
-      learning::forward(net, x, sim::FixedPointParameters{}, cache);
+      sim::ForwardCache<double> cache;
+      sim::forward(net, x, sim::FixedPointParameters{}, cache);
       Mat<double> d;
       learning::cross_entropy(cache.logits(), y, 0.1, d);
       learning::Gradients<double> g;
@@ -39,13 +39,13 @@ TEST_CASE("Dale's law holds after every optimiser step, even with a large learni
 }
 
 TEST_CASE("SGD with momentum follows its recurrence on the trained weights only") {
-  models::LayerSpec t;
+  const models::LayerSpec t = test::circuit_template(test::default_circuit());
   auto net = test::make_network<double>(4, 5, 1, t, 22);
   const auto before = net;
   learning::Gradients<double> g;
   g.zero_like(net);
-  g.layers[0].W_EX.setConstant(-0.5);  // negative gradient: weights grow, no clamping
-  g.layers[0].W_IE.setConstant(1.0);   // feedback pooling weights are not trained
+  g.layers[0].W_EX.setConstant(-0.5);    // negative gradient: weights grow, no clamping
+  g.layers[0]["W_IE"].setConstant(1.0);  // feedback pooling weights are not trained
   learning::LearningSpec spec;
   spec.lr_E = 0.1;
   spec.momentum = 0.5;
@@ -55,11 +55,11 @@ TEST_CASE("SGD with momentum follows its recurrence on the trained weights only"
   // v1 = g, v2 = 0.5 g + g; w2 = w0 - lr (v1 + v2) = w0 + 0.1 * 0.5 * 2.5
   CHECK((net.layers[0].w.W_EX - before.layers[0].w.W_EX).cwiseAbs().maxCoeff() ==
         doctest::Approx(0.125));
-  CHECK((net.layers[0].w.W_IE - before.layers[0].w.W_IE).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((net.layers[0].w["W_IE"] - before.layers[0].w["W_IE"]).cwiseAbs().maxCoeff() == 0.0);
 }
 
 TEST_CASE("SGD without momentum is one projected step w <- max(w - lr (g + wd w), 0)") {
-  models::LayerSpec t;
+  const models::LayerSpec t = test::circuit_template(test::default_circuit());
   for (const double wd : {0.0, 0.1}) {
     CAPTURE(wd);
     auto net = test::make_network<double>(4, 5, 1, t, 23);
@@ -92,7 +92,8 @@ TEST_CASE("SGD without momentum is one projected step w <- max(w - lr (g + wd w)
 TEST_CASE("an optimiser given another network trains that network's own parameters") {
   // The step plans the trained entries per network: a circuit network has no trained W_IX in
   // its hidden layers, a plain E/I (`none`) network does.
-  models::LayerSpec circuit, plain;
+  const models::LayerSpec circuit = test::circuit_template(test::default_circuit());
+  models::LayerSpec plain = circuit;
   plain.kind = models::LayerKind::none;
   auto a = test::make_network<double>(4, 5, 1, circuit, 24);
   auto b = test::make_network<double>(4, 5, 1, plain, 25);
@@ -103,8 +104,8 @@ TEST_CASE("an optimiser given another network trains that network's own paramete
   ga.zero_like(a);
   gb.zero_like(b);
   sgd.step(a, ga);
-  gb.layers[0].W_IX.setConstant(-1.0);
-  const Mat<double> before = b.layers[0].w.W_IX;
+  gb.layers[0]["W_IX"].setConstant(-1.0);
+  const Mat<double> before = b.layers[0].w["W_IX"];
   sgd.step(b, gb);
-  CHECK((b.layers[0].w.W_IX - before).cwiseAbs().minCoeff() == doctest::Approx(0.1));
+  CHECK((b.layers[0].w["W_IX"] - before).cwiseAbs().minCoeff() == doctest::Approx(0.1));
 }

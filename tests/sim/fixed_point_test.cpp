@@ -24,21 +24,47 @@ Mat<double> layernorm(const Mat<double>& e, double theta) {
   return out;
 }
 
+// The fixed drives of a layer for input x, with E's drive replaced by e (a drive chosen by the
+// test rather than W_EX x + b).
+sim::CircuitInput<double> input_with_drive(const models::Layer<double>& L, const Mat<double>& x,
+                                           const Mat<double>& e) {
+  sim::CircuitInput<double> in;
+  sim::circuit_input(L, x, in);
+  in.ext[0] = e;
+  return in;
+}
+
+sim::CircuitInput<double> input_of(const models::Layer<double>& L, const Mat<double>& x) {
+  sim::CircuitInput<double> in;
+  sim::circuit_input(L, x, in);
+  return in;
+}
+
+// The populations' states of the default preset.
+const Mat<double>& r_I(const models::Layer<double>& L, const sim::CircuitState<double>& z) {
+  return z.z[test::population(L, "I")];
+}
+const Mat<double>& r_D(const models::Layer<double>& L, const sim::CircuitState<double>& z) {
+  return z.z[test::population(L, "D")];
+}
+
 // Residual of the circuit equations recomputed here, not taken from the solver:
-// max over components of |tau dz/dt|, written out from the equations in science.md.
-double independent_residual(const models::Layer<double>& L, const Mat<double>& e,
-                            const sim::CircuitState<double>& z) {
-  const auto& c = L.spec.circuit;
+// max over components of |tau dz/dt|, written out from the equations in science.md for the
+// default preset with parameters c.
+double independent_residual(const models::Layer<double>& L, const models::CircuitParams& c,
+                            const Mat<double>& e, const sim::CircuitState<double>& z) {
+  const Mat<double>& rI = r_I(L, z);
+  const Mat<double>& rD = r_D(L, z);
   double worst = 0;
   for (int j = 0; j < e.cols(); ++j) {
-    Vec<double> g = (L.w.W_ED * z.r_D.col(j)).array() + c.sigma0;
+    Vec<double> g = (L.w["W_ED"] * rD.col(j)).array() + c.sigma0;
     Vec<double> fv =
-        ((e.col(j) - L.w.W_EI * z.r_I.col(j)).array() / g.array()).matrix() - z.v.col(j);
-    Vec<double> fi = c.k_I * L.w.W_IE * z.v.col(j) - c.lambda_I * z.r_I.col(j);
-    Vec<double> q = L.w.W_DE * z.v.col(j).cwiseAbs2();
-    Vec<double> fd = (c.k_D * z.r_D.col(j).array() * (q.array() - c.theta) -
-                      c.lambda_D * (z.r_D.col(j).array() - 1.0))
-                         .matrix();
+        ((e.col(j) - L.w["W_EI"] * rI.col(j)).array() / g.array()).matrix() - z.v().col(j);
+    Vec<double> fi = c.k_I * L.w["W_IE"] * z.v().col(j) - c.lambda_I * rI.col(j);
+    Vec<double> q = L.w["W_DE"] * z.v().col(j).cwiseAbs2();
+    Vec<double> fd =
+        (c.k_D * rD.col(j).array() * (q.array() - c.theta) - c.lambda_D * (rD.col(j).array() - 1.0))
+            .matrix();
     worst = std::max(
         {worst, fv.cwiseAbs().maxCoeff(), fi.cwiseAbs().maxCoeff(), fd.cwiseAbs().maxCoeff()});
   }
@@ -61,15 +87,15 @@ TEST_CASE("the default circuit's equilibrium is sqrt(theta) * LayerNorm(drive) a
     const Mat<double> e = test::random_matrix<double>(40, 16, 0.0, scale, rng);
     const Mat<double> x = Mat<double>::Zero(30, 16);
     sim::CircuitState<double> z;
-    const auto res = sim::solve_fixed_point(L, e, x, fp, z);
+    const auto res = sim::solve_fixed_point(L, input_with_drive(L, x, e), fp, z);
     CHECK(res.ok());
     CHECK(res.failed_samples == 0);
     // sigma0 is part of the gain, so the identity is exact whatever its value.
-    CHECK(test::max_rel_error(z.v, layernorm(e, c.theta)) < 1e-6);
-    CHECK(independent_residual(L, e, z) < 1e-9 * std::max(1.0, scale));
+    CHECK(test::max_rel_error(z.v(), layernorm(e, c.theta)) < 1e-6);
+    CHECK(independent_residual(L, c, e, z) < 1e-9 * std::max(1.0, scale));
     for (int j = 0; j < e.cols(); ++j) {
-      CHECK(std::abs(z.v.col(j).mean()) < 1e-9);
-      CHECK(z.v.col(j).squaredNorm() / 40 == doctest::Approx(c.theta).epsilon(1e-9));
+      CHECK(std::abs(z.v().col(j).mean()) < 1e-9);
+      CHECK(z.v().col(j).squaredNorm() / 40 == doctest::Approx(c.theta).epsilon(1e-9));
     }
   }
 }
@@ -87,14 +113,16 @@ TEST_CASE("a linear circuit's equilibrium equals the closed-form linear solve") 
   sim::FixedPointParameters fp;
   fp.tol = {1e-13, 1e-13};
   sim::CircuitState<double> z;
-  const auto res = sim::solve_fixed_point<double>(L, e, Mat<double>::Zero(10, 6), fp, z);
+  const auto res =
+      sim::solve_fixed_point<double>(L, input_with_drive(L, Mat<double>::Zero(10, 6), e), fp, z);
   REQUIRE(res.ok());
-  const Vec<double> g = (L.w.W_ED * Vec<double>::Ones(c.n_D)).array() + c.sigma0;
-  const Mat<double> M = Mat<double>::Identity(25, 25) +
-                        (c.k_I / c.lambda_I) * g.cwiseInverse().asDiagonal() * L.w.W_EI * L.w.W_IE;
+  const Vec<double> g = (L.w["W_ED"] * Vec<double>::Ones(c.n_D)).array() + c.sigma0;
+  const Mat<double> M = Mat<double>::Identity(25, 25) + (c.k_I / c.lambda_I) *
+                                                            g.cwiseInverse().asDiagonal() *
+                                                            L.w["W_EI"] * L.w["W_IE"];
   const Mat<double> v = M.fullPivLu().solve(g.cwiseInverse().asDiagonal() * e);
-  CHECK(test::max_rel_error(z.v, v) < 1e-10);
-  CHECK(test::max_rel_error(z.r_D, Mat<double>::Ones(c.n_D, 6)) < 1e-12);
+  CHECK(test::max_rel_error(z.v(), v) < 1e-10);
+  CHECK(test::max_rel_error(r_D(L, z), Mat<double>::Ones(c.n_D, 6)) < 1e-12);
 }
 
 TEST_CASE("the ODE integrator and the fixed-point solver reach the same equilibrium") {
@@ -105,57 +133,55 @@ TEST_CASE("the ODE integrator and the fixed-point solver reach the same equilibr
     const auto L = make_circuit<double>(20, 30, c, 7);
     std::mt19937_64 rng(test::seed() + 2);
     const Mat<double> x = test::random_matrix<double>(20, 5, 0.0, 1.0, rng);
-    Mat<double> e;
-    sim::excitatory_drive(L.w, x, e);
+    const auto in = input_of(L, x);
     sim::FixedPointParameters fp;
     fp.tol = {1e-12, 1e-12};
     sim::CircuitState<double> zf, zo;
-    REQUIRE(sim::solve_fixed_point(L, e, x, fp, zf).ok());
+    REQUIRE(sim::solve_fixed_point(L, in, fp, zf).ok());
     sim::OdeParameters op;
     op.tol = {1e-10, 1e-10};
     op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
-    const auto res = sim::integrate(L, e, x, op, zo);
+    const auto res = sim::integrate(L, in, op, zo);
     INFO(res.describe());
     REQUIRE(res.ok());
-    CHECK(test::max_rel_error(zo.v, zf.v) < 1e-6);
-    CHECK(test::max_rel_error(zo.r_I, zf.r_I) < 1e-6);
-    CHECK(test::max_rel_error(zo.r_D, zf.r_D) < 1e-6);
+    CHECK(test::max_rel_error(zo.v(), zf.v()) < 1e-6);
+    CHECK(test::max_rel_error(r_I(L, zo), r_I(L, zf)) < 1e-6);
+    CHECK(test::max_rel_error(r_D(L, zo), r_D(L, zf)) < 1e-6);
   }
 }
 
 TEST_CASE("a feed-forward circuit's fixed point is its explicit formula and the ODE reaches it") {
   auto c = default_circuit();
-  c.drive = models::InhibitionDrive::feedforward;
   c.n_I = 3;
-  c.sigma0 = 0.0;
-  const auto L = make_circuit<double>(20, 30, c, 3);
+  c.sigma0 = 1e-300;  // no baseline conductance to speak of (resolve() requires > 0)
+  const auto L = make_circuit<double>(20, 30, c, 3, "inorm");
   std::mt19937_64 rng(test::seed() + 3);
   const Mat<double> x = test::random_matrix<double>(20, 4, 0.0, 1.0, rng);
-  Mat<double> e;
-  sim::excitatory_drive(L.w, x, e);
+  const auto in = input_of(L, x);
+  const Mat<double>& e = in.ext[0];
   sim::FixedPointParameters fp;
   sim::CircuitState<double> zf, zo;
-  REQUIRE(sim::solve_fixed_point(L, e, x, fp, zf).ok());
+  REQUIRE(sim::solve_fixed_point(L, in, fp, zf).ok());
   // At initialisation the reference study's circuit is LayerNorm of W_EX x (bias is zero).
-  CHECK(test::max_rel_error(zf.v, layernorm(e, 1.0)) < 1e-4);  // up to ff_epsilon
+  CHECK(test::max_rel_error(zf.v(), layernorm(e, 1.0)) < 1e-4);  // up to ff_epsilon
   sim::OdeParameters op;
   op.tol = {1e-10, 1e-10};
   op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
-  REQUIRE(sim::integrate(L, e, x, op, zo).ok());
-  CHECK(test::max_rel_error(zo.v, zf.v) < 1e-6);
+  REQUIRE(sim::integrate(L, in, op, zo).ok());
+  CHECK(test::max_rel_error(zo.v(), zf.v()) < 1e-6);
 }
 
 TEST_CASE("a cap too small to converge returns a non-converged status") {
   const auto L = make_circuit<double>(20, 30, default_circuit());
   std::mt19937_64 rng(test::seed() + 4);
   const Mat<double> e = test::random_matrix<double>(30, 4, 0.0, 100.0, rng);
-  const Mat<double> x = Mat<double>::Zero(20, 4);
+  const auto in = input_with_drive(L, Mat<double>::Zero(20, 4), e);
   sim::FixedPointParameters fp;
   fp.tol = {1e-12, 1e-12};
   fp.max_iterations = 1;
   fp.ode_fallback = false;
   sim::CircuitState<double> z;
-  auto res = sim::solve_fixed_point(L, e, x, fp, z);
+  auto res = sim::solve_fixed_point(L, in, fp, z);
   CHECK(res.status == sim::SolverStatus::max_iterations);
   CHECK(res.failed_samples == 4);
   CHECK(res.scaled_residual > 1.0);
@@ -164,7 +190,7 @@ TEST_CASE("a cap too small to converge returns a non-converged status") {
   sim::OdeParameters op;
   op.max_steps = 3;
   sim::CircuitState<double> zo;
-  auto ores = sim::integrate(L, e, x, op, zo);
+  auto ores = sim::integrate(L, in, op, zo);
   CHECK(ores.status == sim::SolverStatus::max_iterations);
   CHECK(ores.failed_samples == 4);
   CHECK(ores.iterations == 3);
@@ -176,7 +202,8 @@ TEST_CASE("a non-finite drive is reported as non_finite, not returned as an equi
   Mat<double> e = test::random_matrix<double>(8, 2, 0.0, 1.0, rng);
   e(3, 1) = std::numeric_limits<double>::quiet_NaN();
   sim::CircuitState<double> z;
-  auto res = sim::solve_fixed_point<double>(L, e, Mat<double>::Zero(5, 2), {}, z);
+  auto res =
+      sim::solve_fixed_point<double>(L, input_with_drive(L, Mat<double>::Zero(5, 2), e), {}, z);
   CHECK(res.status == sim::SolverStatus::non_finite);
   CHECK(res.sample_status[0] == sim::SolverStatus::converged);
   CHECK(res.sample_status[1] == sim::SolverStatus::non_finite);
@@ -185,16 +212,15 @@ TEST_CASE("a non-finite drive is reported as non_finite, not returned as an equi
 TEST_CASE("an all-black image (zero drive) converges to the silent state") {
   const auto L = make_circuit<double>(5, 8, default_circuit());
   sim::CircuitState<double> z;
-  auto res =
-      sim::solve_fixed_point<double>(L, Mat<double>::Zero(8, 3), Mat<double>::Zero(5, 3), {}, z);
+  auto res = sim::solve_fixed_point<double>(L, input_of(L, Mat<double>::Zero(5, 3)), {}, z);
   CHECK(res.ok());
-  CHECK(z.v.cwiseAbs().maxCoeff() == 0.0);
+  CHECK(z.v().cwiseAbs().maxCoeff() == 0.0);
 }
 
-TEST_CASE("a silent divisive unit with strong subtractive gain: both code paths step alike") {
+TEST_CASE("a silent divisive unit with strong subtractive gain: both instantiations step alike") {
   // Zero drive makes the divisive unit degenerate (its residual is capped at 1e300) while
   // k_I = 1e5 makes the Jacobian entry J00 large as r_D falls (J00 ~ k_I / sigma0): a Cramer
-  // solve overflowed here (the fast path reported `diverged` and needed the ODE fallback);
+  // solve overflowed here (the old scalar path reported `diverged` and needed the ODE fallback);
   // LU-style elimination does not.
   auto c = default_circuit();
   c.k_I = 1e5;
@@ -203,14 +229,14 @@ TEST_CASE("a silent divisive unit with strong subtractive gain: both code paths 
   fast.ode_fallback = general.ode_fallback = false;
   general.pooled_fast_path = false;
   sim::CircuitState<double> zf, zg;
-  const Mat<double> e = Mat<double>::Zero(8, 3), x = Mat<double>::Zero(5, 3);
-  const auto rf = sim::solve_fixed_point<double>(L, e, x, fast, zf);
-  const auto rg = sim::solve_fixed_point<double>(L, e, x, general, zg);
+  const auto in = input_of(L, Mat<double>::Zero(5, 3));
+  const auto rf = sim::solve_fixed_point<double>(L, in, fast, zf);
+  const auto rg = sim::solve_fixed_point<double>(L, in, general, zg);
   INFO(rf.describe());
   CHECK(rg.ok());
   CHECK(rf.ok());
   CHECK(rf.sample_iterations == rg.sample_iterations);
-  CHECK(test::max_rel_error(zf.r_D, zg.r_D, 1e-300) < 1e-12);
+  CHECK(test::max_rel_error(r_D(L, zf), r_D(L, zg), 1e-300) < 1e-12);
 }
 
 TEST_CASE("where Newton stalls, the ODE fallback reaches the equilibrium and is counted") {
@@ -226,42 +252,43 @@ TEST_CASE("where Newton stalls, the ODE fallback reaches the equilibrium and is 
   std::mt19937_64 rng(test::seed() + 6);
   Mat<double> e = test::random_matrix<double>(60, 6, 0.0, 2.0, rng);
   e.array() += 30.0;  // bright: a large common drive
-  const Mat<double> x = Mat<double>::Zero(20, 6);
+  const auto in = input_with_drive(L, Mat<double>::Zero(20, 6), e);
   sim::FixedPointParameters fp;
   fp.tol = {1e-9, 1e-9};
   fp.ode_fallback = false;
   sim::CircuitState<double> z0;
-  const auto alone = sim::solve_fixed_point(L, e, x, fp, z0);
+  const auto alone = sim::solve_fixed_point(L, in, fp, z0);
   MESSAGE("Newton alone: " << alone.describe());
   fp.ode_fallback = true;
   sim::CircuitState<double> z;
-  const auto res = sim::solve_fixed_point(L, e, x, fp, z);
+  const auto res = sim::solve_fixed_point(L, in, fp, z);
   INFO(res.describe());
   CHECK(res.ok());
   CHECK(res.fallback_samples == alone.failed_samples);
-  CHECK(independent_residual(L, e, z) < 1e-6);
+  CHECK(independent_residual(L, c, e, z) < 1e-6);
   sim::OdeParameters op;
   op.tol = {1e-9, 1e-9};
   op.t_max = 1e6;
   op.max_steps = 1000000;
   op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
   sim::CircuitState<double> zo;
-  const auto ores = sim::integrate(L, e, x, op, zo);
+  const auto ores = sim::integrate(L, in, op, zo);
   MESSAGE("ODE alone: " << ores.describe());
   // Where the ODE settles, both agree. (A fixed point Newton finds may be unstable: the ODE then
   // keeps moving; that sample is not compared.)
   int compared = 0;
   for (int j = 0; j < 6; ++j)
     if (ores.sample_status[j] == sim::SolverStatus::converged) {
-      CHECK(test::max_rel_error(Vec<double>(z.v.col(j)), Vec<double>(zo.v.col(j))) < 1e-5);
+      CHECK(test::max_rel_error(Vec<double>(z.v().col(j)), Vec<double>(zo.v().col(j))) < 1e-5);
       ++compared;
     }
   CHECK(compared >= 4);
 }
 
-TEST_CASE("the scalar code for one interneuron of each type gives the general code's iterates") {
-  // n_I = n_D = 1 takes a fused scalar path; pooled_fast_path = false forces the matrix code.
-  // A negative drive clamps the subtractive interneuron at 0 (the clamped branch).
+TEST_CASE("the pooled (fixed-size) instantiation gives the dynamic instantiation's iterates") {
+  // n_I = n_D = 1 takes the compile-time pooled instantiation; pooled_fast_path = false forces
+  // the dynamic-size one. A negative drive clamps the subtractive interneuron at 0 (the clamped
+  // branch).
   for (const auto& [name, c] : {std::pair{"default", default_circuit()},
                                 std::pair{"leaky pooled", test::leaky_pooled_circuit()}}) {
     for (const bool negative : {false, true}) {
@@ -270,24 +297,23 @@ TEST_CASE("the scalar code for one interneuron of each type gives the general co
       const auto L = make_circuit<double>(20, 30, c, 8);
       std::mt19937_64 rng(test::seed() + 9);
       const Mat<double> x = test::random_matrix<double>(20, 12, 0.0, 1.0, rng);
-      Mat<double> e;
-      sim::excitatory_drive(L.w, x, e);
-      if (negative) e.array() -= e.maxCoeff() + 1.0;
+      auto in = input_of(L, x);
+      if (negative) in.ext[0].array() -= in.ext[0].maxCoeff() + 1.0;
       sim::FixedPointParameters fast, general;
       fast.tol = general.tol = {1e-12, 1e-12};
       general.pooled_fast_path = false;
       sim::CircuitState<double> zf, zg;
-      const auto rf = sim::solve_fixed_point(L, e, x, fast, zf);
-      const auto rg = sim::solve_fixed_point(L, e, x, general, zg);
+      const auto rf = sim::solve_fixed_point(L, in, fast, zf);
+      const auto rg = sim::solve_fixed_point(L, in, general, zg);
       INFO(rf.describe());
       REQUIRE(rf.ok());
       REQUIRE(rg.ok());
       CHECK(rf.sample_iterations == rg.sample_iterations);
-      CHECK(test::max_rel_error(zf.v, zg.v) < 1e-12);
-      CHECK(test::max_rel_error(zf.r_I, zg.r_I, 1e-12) < 1e-12);
-      CHECK(test::max_rel_error(zf.r_D, zg.r_D) < 1e-12);
-      if (negative) CHECK(zf.r_I.maxCoeff() == 0.0);  // the clamped branch was taken
-      if (!negative) CHECK(zf.r_I.minCoeff() > 0.0);
+      CHECK(test::max_rel_error(zf.v(), zg.v()) < 1e-12);
+      CHECK(test::max_rel_error(r_I(L, zf), r_I(L, zg), 1e-12) < 1e-12);
+      CHECK(test::max_rel_error(r_D(L, zf), r_D(L, zg)) < 1e-12);
+      if (negative) CHECK(r_I(L, zf).maxCoeff() == 0.0);  // the clamped branch was taken
+      if (!negative) CHECK(r_I(L, zf).minCoeff() > 0.0);
     }
   }
 }

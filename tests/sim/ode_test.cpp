@@ -10,25 +10,34 @@ using namespace eisim;
 
 namespace {
 
-// The circuit as an odeint system on a flat vector, for fixed-step order tests.
+// The circuit as an odeint system on a flat vector (the populations' states one after the
+// other), for fixed-step order tests.
 struct FlatSystem {
   const models::Layer<double>& L;
-  const Mat<double>& e;
-  const Mat<double>& x;
+  const sim::CircuitInput<double>& in;
   void operator()(const std::vector<double>& y, std::vector<double>& dy, double) const {
     sim::CircuitState<double> z, d;
-    sim::initial_state(L, int(e.cols()), z);
-    const auto n1 = z.v.size(), n2 = z.r_I.size();
-    std::copy_n(y.data(), n1, z.v.data());
-    std::copy_n(y.data() + n1, n2, z.r_I.data());
-    std::copy_n(y.data() + n1 + n2, z.r_D.size(), z.r_D.data());
-    sim::circuit_rhs(L, e, x, z, d);
+    sim::initial_state(L, int(in.x.cols()), z);
+    std::size_t at = 0;
+    for (auto& m : z.z) {
+      std::copy_n(y.data() + at, m.size(), m.data());
+      at += std::size_t(m.size());
+    }
+    sim::circuit_rhs(L, in, z, d);
     dy.resize(y.size());
-    std::copy_n(d.v.data(), n1, dy.data());
-    std::copy_n(d.r_I.data(), n2, dy.data() + n1);
-    std::copy_n(d.r_D.data(), d.r_D.size(), dy.data() + n1 + n2);
+    at = 0;
+    for (const auto& m : d.z) {
+      std::copy_n(m.data(), m.size(), dy.data() + at);
+      at += std::size_t(m.size());
+    }
   }
 };
+
+sim::CircuitInput<double> input_of(const models::Layer<double>& L, const Mat<double>& x) {
+  sim::CircuitInput<double> in;
+  sim::circuit_input(L, x, in);
+  return in;
+}
 
 }  // namespace
 
@@ -36,16 +45,14 @@ TEST_CASE("the Dormand-Prince integrator's error shrinks at fifth order with the
   const auto L = test::make_circuit<double>(10, 12, test::leaky_circuit(), 5);
   std::mt19937_64 rng(test::seed() + 10);
   const Mat<double> x = test::random_matrix<double>(10, 2, 0.0, 1.0, rng);
-  Mat<double> e;
-  sim::excitatory_drive(L.w, x, e);
-  FlatSystem sys{L, e, x};
+  const auto in = input_of(L, x);
+  FlatSystem sys{L, in};
   sim::CircuitState<double> z0;
   sim::initial_state(L, 2, z0);
-  z0.r_I.setConstant(0.5);  // away from the rectification kink at r_I = 0
-  z0.v.setConstant(0.1);
-  std::vector<double> y0(z0.v.data(), z0.v.data() + z0.v.size());
-  y0.insert(y0.end(), z0.r_I.data(), z0.r_I.data() + z0.r_I.size());
-  y0.insert(y0.end(), z0.r_D.data(), z0.r_D.data() + z0.r_D.size());
+  z0.z[test::population(L, "I")].setConstant(0.5);  // away from the rectification kink at r_I = 0
+  z0.v().setConstant(0.1);
+  std::vector<double> y0;
+  for (const auto& m : z0.z) y0.insert(y0.end(), m.data(), m.data() + m.size());
   auto solve = [&](double dt) {
     std::vector<double> y = y0;
     boost::numeric::odeint::runge_kutta_dopri5<std::vector<double>> st;
@@ -70,8 +77,7 @@ TEST_CASE("the adaptive integrator's error at a fixed time shrinks with its tole
   const auto L = test::make_circuit<double>(10, 12, test::leaky_circuit(), 5);
   std::mt19937_64 rng(test::seed() + 11);
   const Mat<double> x = test::random_matrix<double>(10, 2, 0.0, 1.0, rng);
-  Mat<double> e;
-  sim::excitatory_drive(L.w, x, e);
+  const auto in = input_of(L, x);
   auto at_T = [&](double tol) {
     sim::OdeParameters op;
     op.stepper_abs_tol = op.stepper_rel_tol = tol;
@@ -79,8 +85,8 @@ TEST_CASE("the adaptive integrator's error at a fixed time shrinks with its tole
     op.t_max = 30.0;
     sim::CircuitState<double> z;
     Mat<double> v;
-    sim::integrate<double>(L, e, x, op, z, {25.0},
-                           [&](double, const sim::CircuitState<double>& s) { v = s.v; });
+    sim::integrate<double>(L, in, op, z, {25.0},
+                           [&](double, const sim::CircuitState<double>& s) { v = s.v(); });
     REQUIRE(v.size() > 0);
     return v;
   };
@@ -97,15 +103,14 @@ TEST_CASE("the trace observer sees every requested time in order") {
   const auto L = test::make_circuit<double>(6, 8, test::default_circuit());
   std::mt19937_64 rng(test::seed() + 12);
   const Mat<double> x = test::random_matrix<double>(6, 3, 0.0, 1.0, rng);
-  Mat<double> e;
-  sim::excitatory_drive(L.w, x, e);
   std::vector<double> seen;
   sim::CircuitState<double> z;
-  const auto res = sim::integrate<double>(L, e, x, sim::OdeParameters{}, z, {0.0, 1.0, 5.0, 50.0},
-                                          [&](double t, const sim::CircuitState<double>& s) {
-                                            seen.push_back(t);
-                                            CHECK(s.v.cols() == 3);
-                                          });
+  const auto res =
+      sim::integrate<double>(L, input_of(L, x), sim::OdeParameters{}, z, {0.0, 1.0, 5.0, 50.0},
+                             [&](double t, const sim::CircuitState<double>& s) {
+                               seen.push_back(t);
+                               CHECK(s.v().cols() == 3);
+                             });
   CHECK(res.ok());
   CHECK(seen == std::vector<double>{0.0, 1.0, 5.0, 50.0});
 }
