@@ -170,9 +170,8 @@ void backward_layer(models::LayerNormKind, const Layer<S>& layer, const sim::Lay
                                  int B) {
   std::ostringstream os;
   os << "adjoint solve failed for " << st.failed << "/" << B
-     << " samples (smallest reciprocal condition " << st.worst_rcond
-     << ", worst relative residual " << st.worst_residual
-     << "); the equilibrium's Jacobian is singular";
+     << " samples (smallest reciprocal condition " << st.worst_rcond << ", worst relative residual "
+     << st.worst_residual << "); the equilibrium's Jacobian is singular";
   bool many = false;
   for (std::size_t p = 1; p < spec.circuit.populations.size(); ++p)
     many = many || spec.circuit.populations[p].size > 1;
@@ -291,9 +290,8 @@ void backward(const models::Network<S>& net, const sim::ForwardCache<S>& cache,
 }
 
 template <class S>
-double local_homeostatic_gradients(const models::Network<S>& net,
-                                   const sim::ForwardCache<S>& cache, double weight,
-                                   Gradients<S>& grads) {
+double local_homeostatic_gradients(const models::Network<S>& net, const sim::ForwardCache<S>& cache,
+                                   double weight, Gradients<S>& grads) {
   double loss = 0;
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     const Layer<S>& layer = net.layers[l];
@@ -318,8 +316,8 @@ double local_homeostatic_gradients(const models::Network<S>& net,
     local_g.zero_like(layer.w);
     Mat<S> delta_e, dx;
     sim::AdjointStats st;
-    circuit_gradients(layer, c.in, c.z, g_v, Rule::implicit, ErrorTransform::none, true, false,
-                      st, local_g, delta_e, dx);
+    circuit_gradients(layer, c.in, c.z, g_v, Rule::implicit, ErrorTransform::none, true, false, st,
+                      local_g, delta_e, dx);
     for (std::size_t k = 2; k < layer.spec.weights.size(); ++k)
       if (layer.spec.weights[k].learns == models::Learns::local)
         grads.layers[l].at(int(k)) += local_g.at(int(k));
@@ -355,7 +353,8 @@ void backward_bptt(const models::Network<S>& net, const Mat<S>& x, const std::ve
     for (int t = 0; t < spec.bptt_steps; ++t) {
       sim::circuit_rhs(layer, c.in, states[t], d);
       states[t + 1].z.resize(d.z.size());
-      for (std::size_t p = 0; p < d.z.size(); ++p) states[t + 1].z[p] = states[t].z[p] + dt * d.z[p];
+      for (std::size_t p = 0; p < d.z.size(); ++p)
+        states[t + 1].z[p] = states[t].z[p] + dt * d.z[p];
     }
     c.z = states.back();
     models::apply_phi(layer.spec.phi, c.z.v(), c.r);
@@ -410,11 +409,10 @@ void backward_bptt(const models::Network<S>& net, const Mat<S>& x, const std::ve
 #define EISIM_INSTANTIATE(S)                                                                       \
   template struct Gradients<S>;                                                                    \
   template double cross_entropy<S>(const Mat<S>&, const std::vector<int>&, double, Mat<S>&, int*); \
-  template void backward<S>(const models::Network<S>&, const sim::ForwardCache<S>&,                \
-                            const Mat<S>&, const LearningSpec&, Gradients<S>&);                    \
-  template double local_homeostatic_gradients<S>(const models::Network<S>&,                        \
-                                                 const sim::ForwardCache<S>&, double,              \
-                                                 Gradients<S>&);                                   \
+  template void backward<S>(const models::Network<S>&, const sim::ForwardCache<S>&, const Mat<S>&, \
+                            const LearningSpec&, Gradients<S>&);                                   \
+  template double local_homeostatic_gradients<S>(                                                  \
+      const models::Network<S>&, const sim::ForwardCache<S>&, double, Gradients<S>&);              \
   template void backward_bptt<S>(const models::Network<S>&, const Mat<S>&,                         \
                                  const std::vector<int>&, const LearningSpec&, Gradients<S>&,      \
                                  double*);                                                         \

@@ -107,8 +107,8 @@ Population make_population(const std::string& name, int size, Dynamics d, double
 }
 
 Projection make_projection(const std::string& name, const std::string& source,
-                           const std::string& target, Signal s, Action a, Init init,
-                           double scale, double heterogeneity, Learns learns) {
+                           const std::string& target, Signal s, Action a, Init init, double scale,
+                           double heterogeneity, Learns learns) {
   Projection p;
   p.name = name;
   p.source = source;
@@ -163,8 +163,8 @@ CircuitSpec make_preset(const std::string& name, const CircuitParams& c, int n_E
     Dv.rest = c.ff_epsilon;
     Dv.initial = 1.0;
     s.populations = {E, I, Dv};
-    Projection energy = make_projection("W_DE", "input", "D", S::input_energy, A::subtractive,
-                                        pool, 1.0, h, Learns::fixed);
+    Projection energy = make_projection("W_DE", "input", "D", S::input_energy, A::subtractive, pool,
+                                        1.0, h, Learns::fixed);
     energy.energy_name = "U";
     energy.energy_learns = Learns::local;
     s.projections = {

@@ -216,21 +216,21 @@ void vjp(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>
   }
 }
 
-#define EISIM_INSTANTIATE(S)                                                                     \
-  template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                        \
-  template void circuit_input<S>(const Layer<S>&, const Mat<S>&, CircuitInput<S>&);              \
-  template void evaluate<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,     \
-                            CircuitTerms<S>&, const EvalNeeds&);                                 \
-  template void circuit_rhs<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,  \
-                               CircuitState<S>&);                                                \
-  template void circuit_residual<S>(const Layer<S>&, const CircuitInput<S>&,                     \
-                                    const CircuitState<S>&, const Tolerance&,                    \
-                                    std::vector<double>&, std::vector<double>&);                 \
-  template void vjp<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitTerms<S>&,          \
-                       const std::vector<Mat<S>>&, models::LayerWeights<S>*,                     \
-                       std::vector<Mat<S>>*, std::vector<Mat<S>>*, Mat<S>*);                     \
-  template void population_rate<Mat<S>, Mat<S>>(const models::Population&, const Mat<S>&,        \
-                                                Mat<S>&, Mat<S>*);
+#define EISIM_INSTANTIATE(S)                                                                       \
+  template void initial_state<S>(const Layer<S>&, int, CircuitState<S>&);                          \
+  template void circuit_input<S>(const Layer<S>&, const Mat<S>&, CircuitInput<S>&);                \
+  template void evaluate<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,       \
+                            CircuitTerms<S>&, const EvalNeeds&);                                   \
+  template void circuit_rhs<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitState<S>&,    \
+                               CircuitState<S>&);                                                  \
+  template void circuit_residual<S>(const Layer<S>&, const CircuitInput<S>&,                       \
+                                    const CircuitState<S>&, const Tolerance&,                      \
+                                    std::vector<double>&, std::vector<double>&);                   \
+  template void vjp<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitTerms<S>&,            \
+                       const std::vector<Mat<S>>&, models::LayerWeights<S>*, std::vector<Mat<S>>*, \
+                       std::vector<Mat<S>>*, Mat<S>*);                                             \
+  template void population_rate<Mat<S>, Mat<S>>(const models::Population&, const Mat<S>&, Mat<S>&, \
+                                                Mat<S>*);
 EISIM_INSTANTIATE(float)
 EISIM_INSTANTIATE(double)
 #undef EISIM_INSTANTIATE

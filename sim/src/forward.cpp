@@ -30,8 +30,8 @@ void run(models::CircuitKind, const Layer<S>& layer, const Mat<S>& x,
 }
 
 template <class S>
-void run(models::LayerNormKind, const Layer<S>& layer, const Mat<S>& x,
-         const FixedPointParameters&, LayerCache<S>& c) {
+void run(models::LayerNormKind, const Layer<S>& layer, const Mat<S>& x, const FixedPointParameters&,
+         LayerCache<S>& c) {
   plain_drive(layer, x, c);
   c.solve = SolveResult{};
   const Mat<S>& e = c.in.ext[0];
@@ -61,8 +61,8 @@ void forward_layer(const Layer<S>& layer, const Mat<S>& x, const FixedPointParam
 }
 
 template <class S>
-ForwardStats forward(const models::Network<S>& net, const Mat<S>& x,
-                     const FixedPointParameters& fp, ForwardCache<S>& cache) {
+ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const FixedPointParameters& fp,
+                     ForwardCache<S>& cache) {
   cache.layers.resize(net.layers.size());
   ForwardStats stats;
   double iter_sum = 0;
@@ -82,10 +82,10 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x,
   return stats;
 }
 
-#define EISIM_INSTANTIATE(S)                                                                 \
+#define EISIM_INSTANTIATE(S)                                                                  \
   template void forward_layer<S>(const Layer<S>&, const Mat<S>&, const FixedPointParameters&, \
-                                 LayerCache<S>&);                                            \
-  template ForwardStats forward<S>(const models::Network<S>&, const Mat<S>&,                 \
+                                 LayerCache<S>&);                                             \
+  template ForwardStats forward<S>(const models::Network<S>&, const Mat<S>&,                  \
                                    const FixedPointParameters&, ForwardCache<S>&);
 EISIM_INSTANTIATE(float)
 EISIM_INSTANTIATE(double)

@@ -66,9 +66,9 @@ CircuitState<To> cast_state(const CircuitState<From>& z) {
 }  // namespace
 
 template <class S>
-SolveResult integrate(const Layer<S>& layer_in, const CircuitInput<S>& in_s,
-                      const OdeParameters& p, CircuitState<S>& z_io,
-                      const std::vector<double>& observe_times, const TraceObserver<S>& observe) {
+SolveResult integrate(const Layer<S>& layer_in, const CircuitInput<S>& in_s, const OdeParameters& p,
+                      CircuitState<S>& z_io, const std::vector<double>& observe_times,
+                      const TraceObserver<S>& observe) {
   if (layer_in.spec.kind != models::LayerKind::circuit)
     throw internal_error("integrate called on a layer that is not a circuit");
   const int B = int(in_s.ext[0].cols());

@@ -34,14 +34,14 @@ struct SampleModel {
   const models::LayerSpec* spec = nullptr;
   const models::CircuitSpec* c = nullptr;
   models::CircuitStructure st;
-  std::vector<Md> W;        ///< per projection from a population (empty for input projections)
+  std::vector<Md> W;  ///< per projection from a population (empty for input projections)
   /// Projections with one row or one column, as contiguous vectors (the pooled kernels).
   std::vector<Vd> Wv;
-  std::vector<int> offset;  ///< per population: offset among the unknowns, -1 if not core
-  std::vector<int> links;   ///< projections between dynamic populations (core or eliminated E)
-  std::vector<int> fixed_in;  ///< projections from explicit populations into dynamic ones
-  int n = 0;                ///< unknowns
-  bool pooled = false;      ///< every core population has one unit, E is eliminated
+  std::vector<int> offset;      ///< per population: offset among the unknowns, -1 if not core
+  std::vector<int> links;       ///< projections between dynamic populations (core or eliminated E)
+  std::vector<int> fixed_in;    ///< projections from explicit populations into dynamic ones
+  int n = 0;                    ///< unknowns
+  bool pooled = false;          ///< every core population has one unit, E is eliminated
   std::vector<char> rate_used;  ///< per population: some projection carries its rate
   /// Pooled and E eliminated with exactly one subtractive and at most one divisive link: E is
   /// computed in two fused passes (e_sub, e_div: those links, -1 if none).
@@ -119,11 +119,11 @@ class SampleSystem {
   // Per population (index as in the circuit): state, rate, drive, conductance, F, partials.
   std::vector<Vd> z, r, dr, q, g, F, dF_dz, dF_dq, dF_dg, q0, g0;
   std::vector<char> has_g;
-  std::vector<Vd> s, ds;  // per projection from a population: signal and derivative
-  Vd G;                   // Newton residual over the unknowns
-  Md J;                   // Jacobian of F over the unknowns (raw coordinates), see jacobian()
-  Md A, C;  // E eliminated, not Pooled: dv_E / dz_core and dF_core / dv_E
-  std::vector<char> clamped;    // per unknown: integrator unit held at 0
+  std::vector<Vd> s, ds;      // per projection from a population: signal and derivative
+  Vd G;                       // Newton residual over the unknowns
+  Md J;                       // Jacobian of F over the unknowns (raw coordinates), see jacobian()
+  Md A, C;                    // E eliminated, not Pooled: dv_E / dz_core and dF_core / dv_E
+  std::vector<char> clamped;  // per unknown: integrator unit held at 0
   std::vector<char> degenerate_unit;  // per unknown: multiplicative unit with h <= floor
   bool degenerate = false, finite = true;
 
@@ -389,8 +389,8 @@ class SampleSystem {
       if (pr.action == models::Action::subtractive)
         sum = models::source_sign(pr) * (dF_dq[0].array() * m.Wv[k].array() * y.array()).sum();
       else if (m.e_fused)
-        sum = -((z[0].array() - m.c->populations[0].rest) * dF_dq[0].array() *
-                m.Wv[k].array() * y.array())
+        sum = -((z[0].array() - m.c->populations[0].rest) * dF_dq[0].array() * m.Wv[k].array() *
+                y.array())
                    .sum();
       else
         sum = (dF_dg[0].array() * m.Wv[k].array() * y.array()).sum();
@@ -425,8 +425,7 @@ class SampleSystem {
 
   /// The populations' local derivatives dF/dz on the diagonal (raw coordinates).
   void add_local_terms(Md& M) const {
-    for (int p : m.st.core)
-      M.diagonal().segment(m.offset[p], dF_dz[p].size()) += dF_dz[p];
+    for (int p : m.st.core) M.diagonal().segment(m.offset[p], dF_dz[p].size()) += dF_dz[p];
   }
 
   // --- Newton ---------------------------------------------------------------------------------

@@ -41,9 +41,8 @@ void backward(const models::Network<S>& net, const sim::ForwardCache<S>& cache,
 /// exact dependence of v on them; added into those entries of `grads` (others untouched).
 /// Returns the loss value.
 template <class S>
-double local_homeostatic_gradients(const models::Network<S>& net,
-                                   const sim::ForwardCache<S>& cache, double weight,
-                                   Gradients<S>& grads);
+double local_homeostatic_gradients(const models::Network<S>& net, const sim::ForwardCache<S>& cache,
+                                   double weight, Gradients<S>& grads);
 
 /// Back-propagation through `steps` Euler steps of size dt from the solvers' initial state
 /// (bptt rule); the loss is taken at the final state. Any circuit.

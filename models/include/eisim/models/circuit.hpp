@@ -28,17 +28,17 @@ enum class Dynamics {
 // sign of their source) and g its shunting conductance (baseline + divisive projections).
 
 struct Population {
-  std::string name;        ///< "E" for the layer's excitatory population (always first)
-  int size = 1;            ///< units
+  std::string name;  ///< "E" for the layer's excitatory population (always first)
+  int size = 1;      ///< units
   Dynamics dynamics = Dynamics::leaky;
-  double tau = 10.0;       ///< ms
-  double gain = 1.0;       ///< integrator / multiplicative: k
-  double leak = 0.0;       ///< integrator / multiplicative: lambda (0 = integral control)
-  double setpoint = 0.0;   ///< integrator / multiplicative: theta
-  double rest = 0.0;       ///< leaky: resting potential
+  double tau = 10.0;         ///< ms
+  double gain = 1.0;         ///< integrator / multiplicative: k
+  double leak = 0.0;         ///< integrator / multiplicative: lambda (0 = integral control)
+  double setpoint = 0.0;     ///< integrator / multiplicative: theta
+  double rest = 0.0;         ///< leaky: resting potential
   double conductance = 1.0;  ///< leaky: baseline of the shunting conductance g
-  NonlinearitySpec phi;    ///< leaky: rate function
-  double initial = 0.0;    ///< initial state (v of a leaky population, r otherwise)
+  NonlinearitySpec phi;      ///< leaky: rate function
+  double initial = 0.0;      ///< initial state (v of a leaky population, r otherwise)
 };
 
 /// What a projection carries from its source.
@@ -99,7 +99,9 @@ struct CircuitSpec {
 };
 
 /// Sign of a source under Dale's law: E and the layer input excite (+1), interneurons inhibit.
-inline double source_sign(const Projection& p) { return p.src > 0 ? -1.0 : 1.0; }
+inline double source_sign(const Projection& p) {
+  return p.src > 0 ? -1.0 : 1.0;
+}
 
 /// Parameters of the legacy single-motif keys (network.circuit.tau_E, n_I, ...) from which the
 /// `default` and `inorm` presets are built (docs/concepts.md).

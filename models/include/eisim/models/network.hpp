@@ -54,12 +54,12 @@ struct LayerSpec {
   LayerKind kind = LayerKind::circuit;
   int n_in = 0;
   int n_E = 0;
-  NonlinearitySpec phi;       ///< output rate function r_E = phi(v)
-  CircuitSpec circuit;        ///< kind circuit: populations and projections (E first)
-  int n_I_plain = 1;          ///< inhibitory units of a `none` layer (feed-forward, subtractive)
-  double theta = 1.0;         ///< layernorm and the frozen rule's `scale`: target mean of v^2
-  double ln_epsilon = 1e-5;   ///< epsilon of the hard-coded LayerNorm
-  int lateral_units = 0;      ///< fixed lateral error-pooling units (0: none)
+  NonlinearitySpec phi;      ///< output rate function r_E = phi(v)
+  CircuitSpec circuit;       ///< kind circuit: populations and projections (E first)
+  int n_I_plain = 1;         ///< inhibitory units of a `none` layer (feed-forward, subtractive)
+  double theta = 1.0;        ///< layernorm and the frozen rule's `scale`: target mean of v^2
+  double ln_epsilon = 1e-5;  ///< epsilon of the hard-coded LayerNorm
+  int lateral_units = 0;     ///< fixed lateral error-pooling units (0: none)
   /// Every weight of the layer (W_EX and b first), filled by finalise().
   std::vector<WeightInfo> weights;
   /// Index into `weights` of each circuit projection's matrix and of its U (-1 if none).
@@ -82,8 +82,8 @@ struct NetworkSpec {
 /// hot paths), then the others by index. Every entry is non-negative except b and U.
 template <class S>
 struct LayerWeights {
-  Mat<S> W_EX;  ///< n_E x n_in, excitatory input
-  Mat<S> b;     ///< n_E x 1, bias of the excitatory drive
+  Mat<S> W_EX;                     ///< n_E x n_in, excitatory input
+  Mat<S> b;                        ///< n_E x 1, bias of the excitatory drive
   std::vector<std::string> names;  ///< names of `other`
   std::vector<Mat<S>> other;       ///< LayerSpec::weights[2 ...]
 

@@ -23,23 +23,23 @@ struct CircuitState {
 /// drive (E: e = W_EX x + b; interneurons: their input projections).
 template <class S>
 struct CircuitInput {
-  Mat<S> x;                   ///< the layer input (n_in x B)
-  std::vector<Mat<S>> ext;    ///< per population; empty = no external drive
-  std::vector<Mat<S>> ux;     ///< per projection: U x of an input_energy projection, else empty
+  Mat<S> x;                 ///< the layer input (n_in x B)
+  std::vector<Mat<S>> ext;  ///< per population; empty = no external drive
+  std::vector<Mat<S>> ux;   ///< per projection: U x of an input_energy projection, else empty
 };
 
 /// Everything the equations derive from a state, per population (n_P x B).
 template <class S>
 struct CircuitTerms {
-  std::vector<Mat<S>> rate;    ///< r_P
-  std::vector<Mat<S>> drate;   ///< d r_P / d z_P
-  std::vector<Mat<S>> q;       ///< drive
-  std::vector<Mat<S>> g;       ///< shunting conductance (empty: the population's baseline)
-  std::vector<Mat<S>> F;       ///< displacement rate tau dz/dt (rectified)
-  std::vector<Mat<S>> dF_dz;   ///< local partial derivatives of F
+  std::vector<Mat<S>> rate;   ///< r_P
+  std::vector<Mat<S>> drate;  ///< d r_P / d z_P
+  std::vector<Mat<S>> q;      ///< drive
+  std::vector<Mat<S>> g;      ///< shunting conductance (empty: the population's baseline)
+  std::vector<Mat<S>> F;      ///< displacement rate tau dz/dt (rectified)
+  std::vector<Mat<S>> dF_dz;  ///< local partial derivatives of F
   std::vector<Mat<S>> dF_dq;
   std::vector<Mat<S>> dF_dg;
-  std::vector<Mat<S>> signal;  ///< per projection from a population: what it carries
+  std::vector<Mat<S>> signal;   ///< per projection from a population: what it carries
   std::vector<Mat<S>> dsignal;  ///< d signal / d z_source
 };
 
@@ -152,8 +152,8 @@ void evaluate(const models::Layer<S>& layer, const CircuitInput<S>& in, const Ci
 
 /// Right-hand side dz/dt = F / tau.
 template <class S>
-void circuit_rhs(const models::Layer<S>& layer, const CircuitInput<S>& in,
-                 const CircuitState<S>& z, CircuitState<S>& dzdt);
+void circuit_rhs(const models::Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
+                 CircuitState<S>& dzdt);
 
 /// Convergence test shared by both solvers: a sample has converged when every component's
 /// displacement rate |tau_k dz_k/dt| <= abs_tol + rel_tol * |z_k|.
@@ -177,7 +177,7 @@ void circuit_residual(const models::Layer<S>& layer, const CircuitInput<S>& in,
 ///  - dx (if set): adds the input projections' share of dL/dx (not E's W_EX^T dext[0]).
 template <class S>
 void vjp(const models::Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>& t,
-         const std::vector<Mat<S>>& w, models::LayerWeights<S>* grads,
-         std::vector<Mat<S>>* dz, std::vector<Mat<S>>* dext, Mat<S>* dx);
+         const std::vector<Mat<S>>& w, models::LayerWeights<S>* grads, std::vector<Mat<S>>* dz,
+         std::vector<Mat<S>>* dext, Mat<S>* dx);
 
 }  // namespace eisim::sim

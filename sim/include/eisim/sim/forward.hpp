@@ -38,12 +38,12 @@ struct ForwardStats {
 /// Run one layer on input x (a circuit with the fixed-point solver from the common initial
 /// state). A solver failure is recorded in c.solve, never hidden.
 template <class S>
-void forward_layer(const models::Layer<S>& layer, const Mat<S>& x,
-                   const FixedPointParameters& fp, LayerCache<S>& c);
+void forward_layer(const models::Layer<S>& layer, const Mat<S>& x, const FixedPointParameters& fp,
+                   LayerCache<S>& c);
 
 /// Run every layer to its equilibrium.
 template <class S>
-ForwardStats forward(const models::Network<S>& net, const Mat<S>& x,
-                     const FixedPointParameters& fp, ForwardCache<S>& cache);
+ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const FixedPointParameters& fp,
+                     ForwardCache<S>& cache);
 
 }  // namespace eisim::sim
