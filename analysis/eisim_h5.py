@@ -467,6 +467,107 @@ def layer_groups(simulate):
     return sorted(out, key=lambda x: x[0])
 
 
+# Circuit presets whose E potentials are normalised to mean 0 and variance theta at equilibrium
+# (docs/concepts.md); a circuit layer without a `preset` attribute predates the presets.
+NORMALISING_PRESETS = ("default", "inorm")
+
+
+def layer_normalises(g):
+    """True if the /simulate/layer_<l> group `g` is a layer whose equilibrium sits on the set
+    points (a layernorm layer, or a circuit of a normalising preset)."""
+    kind = str(attr(g, "kind", ""))
+    if kind == "layernorm":
+        return True
+    if kind != "circuit":
+        return False
+    return str(attr(g, "preset", "default")) in NORMALISING_PRESETS
+
+
+def config_normalises(config_text):
+    """True if the run's hidden layers normalise their equilibrium (see layer_normalises), from its
+    stored configuration; True when the configuration does not say (older files)."""
+    kind = config_lookup(config_text, "network.kind", "circuit")
+    if kind == "layernorm":
+        return True
+    if kind == "none":
+        return False
+    preset = config_lookup(config_text, "network.circuit.preset")
+    return preset is None or str(preset) in NORMALISING_PRESETS
+
+
+class Population:
+    """One population of a circuit layer of a /simulate group (docs/hdf5.md, section 1).
+
+    `trace` and `rate` are (T, N, n) h5py datasets of the state and the rates along the ODE
+    integration (read lazily); `eq` and `rate_eq` are (N, n) arrays at the fixed point. `trace`
+    and `eq` are None in files written before the populations were recorded (only rates there).
+    """
+
+    def __init__(self, name, size, dynamics, state, trace, rate, eq, rate_eq):
+        self.name, self.size, self.dynamics, self.state = name, size, dynamics, state
+        self.trace, self.rate, self.eq, self.rate_eq = trace, rate, eq, rate_eq
+
+    def __repr__(self):
+        return f"Population({self.name}, {self.size} units, {self.dynamics})"
+
+
+def _population_dataset(pg, name, T, N, n):
+    ds = dataset(pg, name)
+    if ds.ndim != 3 or ds.shape[:2] != (T, N) or (n is not None and ds.shape[2] != n):
+        want = f"({T}, {N}, {n if n is not None else 'n'})"
+        raise EisimFileError(f"{_where(pg)}: dataset '{ds.name}' should be {want} (T time points, "
+                             f"N images, units), has shape {ds.shape}")
+    return ds
+
+
+def _population_matrix(pg, name, N, n):
+    a = read_matrix(pg, name, rows=N)
+    if a.shape != (N, n):
+        raise EisimFileError(f"{_where(pg)}: dataset '{pg.name}/{name}' should be ({N}, {n}), "
+                             f"has shape {a.shape}")
+    return a.astype(float)
+
+
+def circuit_populations(g, T, N):
+    """The populations of the circuit layer group `g` in the circuit's order (E first), as
+    Population objects; T recorded times and N images (for shape checks).
+
+    Files with /simulate/layer_<l>/populations/<name> groups list them in the layer attribute
+    `populations` (comma-separated); older files had the fixed circuit E, I, D with the datasets
+    v, r_I, r_D, r_I_eq, r_D_eq, read here as the same objects (rates only for I and D)."""
+    if "populations" in g:
+        pops_group = child(g, "populations", "group")
+        listed = attr(g, "populations")
+        if listed is not None:
+            names = [x for x in str(listed).split(",") if x]
+        else:
+            names = sorted(pops_group, key=lambda k: int(attr(pops_group[k], "index", 0)))
+        out = []
+        for name in names:
+            pg = child(pops_group, name, "group")
+            size = attr(pg, "size")
+            trace = _population_dataset(pg, "trace", T, N, None if size is None else int(size))
+            n = int(trace.shape[2])
+            rate = _population_dataset(pg, "rate", T, N, n)
+            out.append(Population(name, n, str(attr(pg, "dynamics", "?")),
+                                  str(attr(pg, "state", "z")), trace, rate,
+                                  _population_matrix(pg, "eq", N, n),
+                                  _population_matrix(pg, "rate_eq", N, n)))
+        if not out:
+            raise EisimFileError(f"{_where(g)}: '{pops_group.name}' lists no populations")
+        return out
+    # Before populations/: the default circuit's fixed names.
+    v = _population_dataset(g, "v", T, N, None)
+    out = [Population("E", int(v.shape[2]), "leaky", "v", v, None,
+                      read_matrix(g, "v_eq").astype(float), None)]
+    for name in ("I", "D"):
+        r = _population_dataset(g, f"r_{name}", T, N, None)
+        n = int(r.shape[2])
+        out.append(Population(name, n, "", "r", None, r, None,
+                              _population_matrix(g, f"r_{name}_eq", N, n)))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Statistics and formatting
 

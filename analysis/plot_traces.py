@@ -4,10 +4,12 @@ training file or a merged sweep summary).
 
 Writes, next to the input file unless --out is given:
   traces_layer<l>.png     for each circuit layer: E potentials of a few units, their mean and
-                          variance over units, the inhibitory rates r_I and r_D, and the distance to
-                          the fixed point, all against time (ms), one colour per image;
+                          variance over units, the rates of every other population of the circuit
+                          (mean over its units) and the distance of the whole state to the fixed
+                          point, all against time (ms), one colour per image;
   equilibrium_moments.png histograms over images of the mean and variance over units of the
-                          equilibrium E potentials, per layer, with the set point (0 and theta).
+                          equilibrium E potentials, per layer, with the set point (0 and theta)
+                          of the layers that normalise.
 
 Example: /usr/bin/python3 analysis/plot_traces.py results/simulate.h5 --out results/figures
 """
@@ -23,8 +25,7 @@ import eisim_h5 as eh  # noqa: E402
 
 UNIT_STYLES = ["-", "--", ":", "-."]
 ALL_LAYERS = ["v_eq", "eq_mean", "eq_var"]
-CIRCUIT_LAYERS = ["v", "r_I", "r_D", "r_I_eq", "r_D_eq", "fp_iterations", "fp_status", "ode_status",
-                  "ode_fp_max_abs_diff"]
+CIRCUIT_LAYERS = ["v", "fp_iterations", "fp_status", "ode_status", "ode_fp_max_abs_diff"]
 
 
 def image_labels(sim, n):
@@ -67,6 +68,8 @@ def _maybe_log(ax, arrays):
 
 
 def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
+    """The trace figure of one circuit layer: E potentials (three panels), the mean rate of every
+    other population, and the distance to the fixed point. Returns (figure, population names)."""
     kind, n_e = read_layer_kind(g)
     t = eh.read_vector(sim, "t").astype(float)
     v_ds = eh.dataset(g, "v")
@@ -77,88 +80,115 @@ def plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, title_prefix):
     if T != t.size:
         raise eh.EisimFileError(f"{sim.file.filename}: dataset '{v_ds.name}' has {T} time "
                                 f"points but '{sim.name}/t' has {t.size}")
+    pops = eh.circuit_populations(g, T, N)
     m = min(N, max_images)
     v = np.asarray(v_ds[:, :m, :], dtype=float)            # (T, m, n_E)
-    r_i = np.asarray(eh.read_array(g, "r_I", 3)[:, :m, :], dtype=float)
-    r_d = np.asarray(eh.read_array(g, "r_D", 3)[:, :m, :], dtype=float)
     v_eq = eh.read_matrix(g, "v_eq").astype(float)
-    r_i_eq = eh.read_matrix(g, "r_I_eq", rows=N).astype(float)
-    r_d_eq = eh.read_matrix(g, "r_D_eq", rows=N).astype(float)
     fp_status = eh.read_strings(g, "fp_status")
     ode_status = eh.read_strings(g, "ode_status")
     fp_iter = eh.read_vector(g, "fp_iterations")
     diff = eh.read_scalar(g, "ode_fp_max_abs_diff")
-    n_i, n_d = r_i.shape[2], r_d.shape[2]
     if v_eq.shape != (N, nE):
         raise eh.EisimFileError(f"{sim.file.filename}: dataset '{g.name}/v_eq' has shape "
                                 f"{v_eq.shape}, expected ({N}, {nE}) like '{v_ds.name}'")
+    normalises = eh.layer_normalises(g)
+    preset = eh.attr(g, "preset")
 
     labels = image_labels(sim, m)
     colors = plt.cm.tab10(np.arange(m) % 10)
     units = np.unique(np.linspace(0, nE - 1, min(n_units, nE)).round().astype(int))
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    ax = axes[0, 0]
+    # Three panels of E potentials, one per other population, one distance to the fixed point.
+    others = pops[1:]
+    n_panels = 3 + len(others) + 1
+    ncols = 3 if n_panels <= 6 else 4
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4.25 * nrows + 0.5), squeeze=False)
+    panels = list(axes.reshape(-1))
+    for ax in panels[n_panels:]:
+        ax.set_visible(False)
+
+    ax = panels[0]
     for i in range(m):
         for j, u in enumerate(units):
             ax.plot(t, v[:, i, u], UNIT_STYLES[j % len(UNIT_STYLES)], color=colors[i], lw=1.2)
             ax.plot([t[-1]], [v_eq[i, u]], "o", mfc="none", color=colors[i], ms=5)
-    ax.set_title(f"E potentials of units {', '.join(map(str, units))} "
+    ax.set_title(f"E potentials of units {', '.join(map(str, units))}\n"
                  f"(line style = unit; o = fixed point)")
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("E potential v (model units)")
 
-    ax = axes[0, 1]
+    ax = panels[1]
     for i in range(m):
         ax.plot(t, v[:, i, :].mean(axis=1), color=colors[i], label=labels[i])
-    ax.axhline(0.0, color="k", ls="--", lw=1, label="normalised set point (mean 0)")
-    eh.min_span(ax, 0.2 * np.sqrt(theta))
+    # Rounding noise is not drawn as dynamics: at least 20 % of the potentials' natural scale.
+    scale = theta if normalises else max(float(np.nanmean(v_eq.var(axis=1))), 1e-12)
+    if normalises:
+        ax.axhline(0.0, color="k", ls="--", lw=1, label="normalised set point (mean 0)")
+    eh.min_span(ax, 0.2 * np.sqrt(scale))
     ax.set_title(f"Mean of v over the {nE} E units")
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("mean E potential (model units)")
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=8)
 
-    ax = axes[0, 2]
-    var_t = [v[:, i, :].var(axis=1) for i in range(m)]
+    ax = panels[2]
     for i in range(m):
-        ax.plot(t, var_t[i], color=colors[i])
-    ax.axhline(theta, color="k", ls="--", lw=1, label=f"set point theta = {theta:g}")
-    eh.min_span(ax, 0.2 * theta)
+        ax.plot(t, v[:, i, :].var(axis=1), color=colors[i])
+    if normalises:
+        ax.axhline(theta, color="k", ls="--", lw=1, label=f"set point theta = {theta:g}")
+        ax.legend(loc="best")
+    eh.min_span(ax, 0.2 * scale)
     ax.set_title(f"Variance of v over the {nE} E units")
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("variance of E potentials (model units$^2$)")
-    ax.legend(loc="best")
 
-    for ax, r, r_eq, name, n, what in [
-            (axes[1, 0], r_i, r_i_eq, "r_I", n_i, "subtractive interneurons"),
-            (axes[1, 1], r_d, r_d_eq, "r_D", n_d, "divisive (shunting) interneurons")]:
+    for ax, p in zip(panels[3:], others):
+        r = np.asarray(p.rate[:, :m, :], dtype=float)       # (T, m, n)
         series = [r[:, i, :].mean(axis=1) for i in range(m)]
+        eq = p.rate_eq[:m].mean(axis=1)
         for i in range(m):
             ax.plot(t, series[i], color=colors[i])
-            ax.plot([t[-1]], [r_eq[i].mean()], "o", mfc="none", color=colors[i], ms=5)
-        _maybe_log(ax, series + [r_eq[:m].mean(axis=1)])
-        avg = f"mean over the {n} units" if n > 1 else "1 unit"
-        ax.set_title(f"{name}: {what} ({avg}; o = fixed point)")
+            ax.plot([t[-1]], [eq[i]], "o", mfc="none", color=colors[i], ms=5)
+        _maybe_log(ax, series + [eq])
+        avg = f"mean over the {p.size} units" if p.size > 1 else "1 unit"
+        dyn = f", {p.dynamics}" if p.dynamics else ""
+        ax.set_title(f"population {p.name}{dyn}: rate\n({avg}; o = fixed point)")
         ax.set_xlabel("time (ms)")
-        ax.set_ylabel(f"{name} rate (model units)")
+        ax.set_ylabel(f"{p.name} rate (model units)")
 
-    ax = axes[1, 2]
+    ax = panels[3 + len(others)]
+    with_states = [p for p in pops if p.trace is not None and p.eq is not None]
+    if len(with_states) < 2:
+        with_states = []  # only E's: the distance of v, drawn from v and v_eq below
     for i in range(m):
-        d = np.abs(v[:, i, :] - v_eq[i][None, :]).max(axis=1)
+        if with_states:
+            d = np.zeros(T)
+            for p in with_states:
+                z = np.asarray(p.trace[:, i, :], dtype=float)
+                d = np.maximum(d, np.abs(z - p.eq[i][None, :]).max(axis=1))
+        else:
+            d = np.abs(v[:, i, :] - v_eq[i][None, :]).max(axis=1)
         ax.plot(t, np.maximum(d, 1e-16), color=colors[i])
     ax.set_yscale("log")
-    ax.set_title("Distance to the fixed point: max over units |v(t) - v_eq|")
+    if with_states:
+        ax.set_title("Distance to the fixed point: max over\nthe populations' states "
+                     f"({', '.join(p.state + '_' + p.name for p in with_states)}) of |z(t) - z_eq|")
+        ax.set_ylabel("max |z - z_eq| (model units)")
+    else:
+        ax.set_title("Distance to the fixed point: max over units |v(t) - v_eq|")
+        ax.set_ylabel("max |v - v_eq| (model units)")
     ax.set_xlabel("time (ms)")
-    ax.set_ylabel("max |v - v_eq| (model units)")
 
     fp_it = f"{int(np.max(fp_iter))}" if len(fp_iter) else "n/a"
+    sizes = ", ".join(f"{p.size} {p.name}" for p in pops)
+    circuit = f"circuit '{preset}'" if preset else kind
     fig.suptitle(
-        f"{title_prefix}Layer {l} ({kind}): {nE} E, {n_i} I, {n_d} D units; first {m} of {N} "
-        f"images\nfixed-point solver: {status_summary(fp_status)}, max Newton iterations {fp_it}; "
+        f"{title_prefix}Layer {l} ({circuit}): {sizes} units; first {m} of {N} images\n"
+        f"fixed-point solver: {status_summary(fp_status)}, max Newton iterations {fp_it}; "
         f"ODE: {status_summary(ode_status)}; max |v_ODE(end) - v_eq| = {diff:.2g} "
         f"(the ODE may run past the recorded window)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return fig
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (4.25 * nrows + 0.5)))
+    return fig, [p.name for p in pops]
 
 
 def plot_equilibrium_moments(plt, sim, layers, theta, title_prefix):
@@ -169,7 +199,7 @@ def plot_equilibrium_moments(plt, sim, layers, theta, title_prefix):
         readout = c == L - 1
         name = f"layer {l}: " + ("readout, " if readout else "") + kind \
             + (f", {n_e} E units" if n_e is not None else "")
-        normalised = kind in ("circuit", "layernorm")
+        normalised = eh.layer_normalises(g)
         means = eh.read_vector(g, "eq_mean").astype(float)
         variances = eh.read_vector(g, "eq_var").astype(float)
         fin_var = variances[np.isfinite(variances)]
@@ -215,15 +245,21 @@ def make_figures(ef, out_dir, run_name=None, max_images=4, n_units=3):
     layers = eh.layer_groups(sim)
     eh.read_vector(sim, "t")
     for l, g in layers:  # fail on a missing dataset before drawing anything
-        for name in ALL_LAYERS + (CIRCUIT_LAYERS if read_layer_kind(g)[0] == "circuit" else []):
+        circuit = read_layer_kind(g)[0] == "circuit"
+        for name in ALL_LAYERS + (CIRCUIT_LAYERS if circuit else []):
             eh.dataset(g, name)
+        if circuit:
+            v = eh.dataset(g, "v")
+            if v.ndim == 3:
+                eh.circuit_populations(g, v.shape[0], v.shape[1])
     plt = eh.setup_matplotlib()
     prefix = f"{os.path.basename(ef.path)}" + (f", run {run}" if run else "") + ": "
     written, notes = [], []
     circuit = [(l, g) for l, g in layers if read_layer_kind(g)[0] == "circuit"]
     for l, g in circuit:
-        fig = plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, prefix)
+        fig, names = plot_layer_traces(plt, sim, l, g, theta, max_images, n_units, prefix)
         eh.save(fig, out_dir, f"traces_layer{l}.png", written)
+        notes.append(f"traces_layer{l}.png: populations {', '.join(names)}")
     if not circuit:
         notes.append(f"no circuit layers in '{sim.name}': no traces_layer<l>.png written")
     fig = plot_equilibrium_moments(plt, sim, layers, theta, prefix)

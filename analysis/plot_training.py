@@ -164,7 +164,8 @@ def fig_accuracy_vs_eps(plt, groups, runs_all, styles, title):
     return fig
 
 
-def fig_activity(plt, groups, series, styles, theta, title):
+def fig_activity(plt, groups, series, styles, theta, title, normalised=True):
+    """`normalised`: some run's hidden layers normalise (the set points are drawn)."""
     H = max(s.activity_mean.shape[1] for s in series.values())
     fig, axes = plt.subplots(2, max(H, 1), figsize=(5.5 * max(H, 1) + 0.5, 8), squeeze=False)
     for h in range(H):
@@ -177,8 +178,9 @@ def fig_activity(plt, groups, series, styles, theta, title):
                 if ss:
                     band(ax, *by_epoch(ss, lambda s: getattr(s, attr)[:, h]), c,
                          f"{label} ({seeds_text(ss)})")
-            ax.axhline(target, color="k", ls="--", lw=1,
-                       label="set point 0" if r == 0 else f"set point theta = {theta:g}")
+            if normalised:
+                ax.axhline(target, color="k", ls="--", lw=1,
+                           label="set point 0" if r == 0 else f"set point theta = {theta:g}")
             ax.set_title(f"Hidden layer {h + 1}: per-image {what} of the equilibrium potentials")
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
@@ -433,7 +435,8 @@ def make_figures(ef, out_dir, baseline=None):
             "learning_curves.png", written)
     eh.save(fig_accuracy_vs_eps(plt, groups, runs, styles, title), out_dir,
             "accuracy_vs_eps.png", written)
-    eh.save(fig_activity(plt, groups, series, styles, theta, title), out_dir,
+    normalised = any(eh.config_normalises(r.config or ef.config) for r in runs)
+    eh.save(fig_activity(plt, groups, series, styles, theta, title, normalised), out_dir,
             "activity_moments.png", written)
     eh.save(fig_alignment(plt, groups, series, styles, title), out_dir,
             "gradient_alignment.png", written)

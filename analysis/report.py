@@ -67,8 +67,8 @@ def trace_caption(name):
     return (f"Circuit dynamics, layer {layer}",
             "ODE integration of the circuit for the first simulated images: E potentials of a "
             "few units (circles: the fixed-point solution), their mean and variance over units, "
-            "the subtractive (r_I) and divisive (r_D) interneuron rates, and the largest distance "
-            "to the fixed point, against time in ms.")
+            "the rate of every other population of the circuit (mean over its units), and the "
+            "largest distance of the state to the fixed point, against time in ms.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +117,11 @@ def solver_rows(sim):
         kind, n_e = plot_traces.read_layer_kind(g)
         m = eh.read_vector(g, "eq_mean").astype(float)
         v = eh.read_vector(g, "eq_var").astype(float)
-        row = [str(l), kind, str(n_e)]
+        cell = kind
+        if kind == "circuit" and eh.attr(g, "populations") is not None:
+            pops = str(eh.attr(g, "populations")).replace(",", ", ")
+            cell = f"circuit ({eh.attr(g, 'preset', '?')}: {pops})"
+        row = [str(l), cell, str(n_e)]
         if kind == "circuit":
             row += [plot_traces.status_summary(eh.read_strings(g, "fp_status")),
                     str(int(np.max(eh.read_vector(g, "fp_iterations")))),

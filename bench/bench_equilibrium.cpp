@@ -70,9 +70,11 @@ struct Problem {
   models::Layer<double> layer;
   models::Layer<float> layer32;
   models::Layer<double> layer32_as_double;  ///< the float weights, for checking float states
-  Mat<double> x, e;
-  Mat<float> x32, e32;
-  Mat<double> x32_as_double, e32_as_double;
+  Mat<double> x, e;                         ///< inputs and E's drive e = W_EX x + b
+  Mat<float> x32;
+  sim::CircuitInput<double> in;  ///< the fixed drives of every population (sim::circuit_input)
+  sim::CircuitInput<float> in32;
+  sim::CircuitInput<double> in32_as_double;  ///< the float drives, for checking float states
   Mat<double> v_layernorm;     ///< sqrt(theta) * LayerNorm(e), the exact default equilibrium
   std::vector<double> offset;  ///< brightness offset of each image
   std::vector<double> mean;    ///< mean of each sample's drive over the E units
@@ -94,8 +96,12 @@ Mat<double> random_images(int batch, double eps, std::mt19937_64& rng, std::vect
 Problem make_problem(const Options& o) {
   models::LayerSpec ls;
   ls.kind = models::LayerKind::circuit;
-  ls.n_E = o.width;  // default CircuitParams: feedback, pooled, n_I = n_D = 1
-  const auto spec = models::make_network_spec(kPixels, kClasses, {ls}, 1.0, 1, 0);
+  ls.n_E = o.width;
+  // The default circuit with the default CircuitParams: pooled, n_I = n_D = 1.
+  const models::CircuitParams params;
+  ls.circuit = models::make_preset("default", params, o.width, ls.phi);
+  ls.theta = params.theta;
+  const auto spec = models::make_network_spec(kPixels, kClasses, {ls}, 1.0, 1);
   const auto net = models::initialise<double>(spec, o.seed);
   Problem p;
   p.layer = net.layers.front();
@@ -105,12 +111,14 @@ Problem make_problem(const Options& o) {
   std::mt19937_64 rng(o.seed + 1);
   p.x = random_images(o.batch, o.eps, rng, p.offset);
   p.x32 = p.x.cast<float>();
-  sim::excitatory_drive(p.layer.w, p.x, p.e);
-  sim::excitatory_drive(p.layer32.w, p.x32, p.e32);
-  p.x32_as_double = p.x32.cast<double>();
-  p.e32_as_double = p.e32.cast<double>();
+  sim::circuit_input(p.layer, p.x, p.in);
+  sim::circuit_input(p.layer32, p.x32, p.in32);
+  p.e = p.in.ext[0];
+  p.in32_as_double.x = p.in32.x.cast<double>();
+  for (const auto& m : p.in32.ext) p.in32_as_double.ext.push_back(m.cast<double>());
+  for (const auto& m : p.in32.ux) p.in32_as_double.ux.push_back(m.cast<double>());
   // Independent answer (docs: science.md section 3): mean(v) = 0 and mean(v^2) = theta.
-  const double theta = p.layer.spec.circuit.theta;
+  const double theta = params.theta;
   p.v_layernorm.resize(p.e.rows(), p.e.cols());
   p.mean.resize(o.batch);
   p.spread.resize(o.batch);
@@ -138,16 +146,14 @@ struct Method {
   std::vector<sim::SolveResult> results;
 };
 
-/// Worst scaled residual of state z (cast to double) for the given layer, drive and input.
+/// Worst scaled residual of state z (cast to double) for the given layer and drives.
 template <class S>
-double recomputed_residual(const models::Layer<double>& layer, const Mat<double>& e,
-                           const Mat<double>& x, const sim::CircuitState<S>& z, double tol) {
+double recomputed_residual(const models::Layer<double>& layer, const sim::CircuitInput<double>& in,
+                           const sim::CircuitState<S>& z, double tol) {
   sim::CircuitState<double> zd;
-  zd.v = z.v.template cast<double>();
-  zd.r_I = z.r_I.template cast<double>();
-  zd.r_D = z.r_D.template cast<double>();
+  for (const auto& m : z.z) zd.z.push_back(m.template cast<double>());
   std::vector<double> r, scaled;
-  sim::circuit_residual(layer, e, x, zd, sim::Tolerance{tol, tol}, r, scaled);
+  sim::circuit_residual(layer, in, zd, sim::Tolerance{tol, tol}, r, scaled);
   double worst = 0.0;
   for (double s : scaled)
     if (!(s <= worst)) worst = s;  // NaN propagates
@@ -155,9 +161,10 @@ double recomputed_residual(const models::Layer<double>& layer, const Mat<double>
 }
 
 template <class S>
-Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>& x,
-                   const models::Layer<double>& check_layer, const Mat<double>& check_e,
-                   const Mat<double>& check_x, double tol, int threads, const char* precision) {
+Method fixed_point(const models::Layer<S>& layer, const sim::CircuitInput<S>& in,
+                   const models::Layer<double>& check_layer,
+                   const sim::CircuitInput<double>& check_in, double tol, int threads,
+                   const char* precision) {
   auto z = std::make_shared<sim::CircuitState<S>>();
   sim::FixedPointParameters fp;
   fp.tol = {tol, tol};
@@ -166,21 +173,21 @@ Method fixed_point(const models::Layer<S>& layer, const Mat<S>& e, const Mat<S>&
   m.precision = precision;
   m.threads = threads;
   m.tol = tol;
-  m.solve = [&layer, &e, &x, fp, z] {
-    sim::initial_state(layer, int(e.cols()), *z);
-    return sim::solve_fixed_point(layer, e, x, fp, *z);
+  m.solve = [&layer, &in, fp, z] {
+    sim::initial_state(layer, int(in.x.cols()), *z);
+    return sim::solve_fixed_point(layer, in, fp, *z);
   };
-  m.v = [z] { return Mat<double>(z->v.template cast<double>()); };
-  m.recheck = [&check_layer, &check_e, &check_x, z, tol] {
-    return recomputed_residual(check_layer, check_e, check_x, *z, tol);
+  m.v = [z] { return Mat<double>(z->v().template cast<double>()); };
+  m.recheck = [&check_layer, &check_in, z, tol] {
+    return recomputed_residual(check_layer, check_in, *z, tol);
   };
   return m;
 }
 
 Method fixed_point(const Problem& p, bool single, double tol, int threads) {
-  return single ? fixed_point(p.layer32, p.e32, p.x32, p.layer32_as_double, p.e32_as_double,
-                              p.x32_as_double, tol, threads, "float")
-                : fixed_point(p.layer, p.e, p.x, p.layer, p.e, p.x, tol, threads, "double");
+  return single ? fixed_point(p.layer32, p.in32, p.layer32_as_double, p.in32_as_double, tol,
+                              threads, "float")
+                : fixed_point(p.layer, p.in, p.layer, p.in, tol, threads, "double");
 }
 
 sim::OdeParameters ode_parameters(double tol, const Options& o) {
@@ -201,10 +208,10 @@ Method ode(const Problem& p, double tol, const Options& o, int threads) {
   m.tol = tol;
   m.solve = [&p, op, z] {
     sim::initial_state(p.layer, int(p.e.cols()), *z);
-    return sim::integrate(p.layer, p.e, p.x, op, *z);
+    return sim::integrate(p.layer, p.in, op, *z);
   };
-  m.v = [z] { return z->v; };
-  m.recheck = [&p, z, tol] { return recomputed_residual(p.layer, p.e, p.x, *z, tol); };
+  m.v = [z] { return z->v(); };
+  m.recheck = [&p, z, tol] { return recomputed_residual(p.layer, p.in, *z, tol); };
   return m;
 }
 
@@ -311,11 +318,11 @@ void ode_cost(const Problem& p, const Method& om, const Options& o) {
   const int steps = om.results.back().iterations;
   sim::CircuitState<double> z, d;
   sim::initial_state(p.layer, o.batch, z);
-  z.v = om.v();
+  z.v() = om.v();
   std::vector<double> r, sc;
-  const double t_rhs = median_time(51, [&] { sim::circuit_rhs(p.layer, p.e, p.x, z, d); });
+  const double t_rhs = median_time(51, [&] { sim::circuit_rhs(p.layer, p.in, z, d); });
   const double t_res = median_time(51, [&] {
-    sim::circuit_residual(p.layer, p.e, p.x, z, sim::Tolerance{o.tol, o.tol}, r, sc);
+    sim::circuit_residual(p.layer, p.in, z, sim::Tolerance{o.tol, o.tol}, r, sc);
   });
   const double per_step = s.median_s / std::max(steps, 1);
   std::printf(
@@ -436,20 +443,29 @@ double correlation(const std::vector<double>& a, const std::vector<double>& b) {
 
 /// Trajectory of one input: why some inputs need a long simulated time.
 void trace(const Problem& p, int j, const sim::OdeParameters& op) {
-  const Mat<double> e = p.e.col(j), x = p.x.col(j);
+  const Mat<double> x = p.x.col(j);
+  sim::CircuitInput<double> in;
+  sim::circuit_input(p.layer, x, in);
+  const auto& pops = p.layer.spec.circuit.populations;
   std::printf("\ntrajectory of sample %d (brightness %+.3f, drive mean %.3f, std %.3f):\n", j,
               p.offset[j], p.mean[j], p.spread[j]);
-  std::printf("%8s %10s %10s %10s %10s %12s\n", "t ms", "r_I", "r_D", "mean v", "mean v^2",
-              "scaled res");
+  std::printf("%8s", "t ms");
+  for (std::size_t k = 1; k < pops.size(); ++k)
+    std::printf(" %10s", (pops[k].name + "[0]").c_str());  // state of the first unit
+  std::printf(" %10s %10s %12s\n", "mean v", "mean v^2", "scaled res");
   const std::vector<double> times{0, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800};
   sim::CircuitState<double> z;
+  sim::initial_state(p.layer, 1, z);
   std::vector<double> r, sc;
-  sim::integrate<double>(
-      p.layer, e, x, op, z, times, [&](double t, const sim::CircuitState<double>& zt) {
-        sim::circuit_residual(p.layer, e, x, zt, op.tol, r, sc);
-        std::printf("%8.0f %10.4g %10.4g %10.3g %10.4g %12.3g\n", t, zt.r_I(0, 0), zt.r_D(0, 0),
-                    zt.v.mean(), zt.v.squaredNorm() / double(zt.v.size()), sc[0]);
-      });
+  sim::integrate<double>(p.layer, in, op, z, times,
+                         [&](double t, const sim::CircuitState<double>& zt) {
+                           sim::circuit_residual(p.layer, in, zt, op.tol, r, sc);
+                           std::printf("%8.0f", t);
+                           for (std::size_t k = 1; k < zt.z.size(); ++k)
+                             std::printf(" %10.4g", zt.z[k](0, 0));
+                           std::printf(" %10.3g %10.4g %12.3g\n", zt.v().mean(),
+                                       zt.v().squaredNorm() / double(zt.v().size()), sc[0]);
+                         });
 }
 
 /// Diagnostic (one run, not interleaved): integrate each input alone to see how much simulated
@@ -463,9 +479,12 @@ void per_sample_table(const Problem& p, const Options& o) {
   int failed = 0;
   const auto t0 = Clock::now();
   for (int j = 0; j < B; ++j) {
-    const Mat<double> e = p.e.col(j), x = p.x.col(j);
+    const Mat<double> x = p.x.col(j);
+    sim::CircuitInput<double> in;
+    sim::circuit_input(p.layer, x, in);
     sim::CircuitState<double> z;
-    const auto res = sim::integrate(p.layer, e, x, op, z);
+    sim::initial_state(p.layer, 1, z);
+    const auto res = sim::integrate(p.layer, in, op, z);
     if (!res.ok()) {
       ++failed;
       std::printf("  sample %d: %s\n", j, res.describe().c_str());

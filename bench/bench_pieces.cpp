@@ -2,9 +2,11 @@
 // the equilibrium solve of one circuit layer, the adjoint (implicit-gradient) solve, and one
 // whole training step, each on the default network of experiments/compare_rules.yaml
 // (784 -> 283 -> 283 -> 10, float32) with real Fashion-MNIST test images and brightness jitter
-// eps = 0.75. The solver pieces run twice: on the scalar fast path for one interneuron of each
-// type (the default) and on the general matrix code (pooled_fast_path = false), so the ratio
-// of the two is measured in one run.
+// eps = 0.75. Every piece runs twice: with the compile-time fixed-size instantiation of the
+// per-sample Newton and adjoint solves that circuits of one unit per inhibitory population (the
+// default circuit) use (pooled_fast_path = true, argument fast = 1), and with the dynamic-size
+// instantiation of the same code (pooled_fast_path = false, fast = 0), so the ratio of the two
+// is measured in one run.
 //
 //   bench_pieces [--benchmark_filter=REGEX] [--benchmark_repetitions=N] ...
 //
@@ -22,6 +24,7 @@
 #include "eisim/learning/gradients.hpp"
 #include "eisim/learning/optimizer.hpp"
 #include "eisim/models/memory.hpp"
+#include "eisim/sim/forward.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -61,43 +64,48 @@ void set_items(benchmark::State& st, int batch) {
   st.SetItemsProcessed(st.iterations() * batch);
 }
 
-// Equilibrium of the first hidden layer from the solvers' initial state (drive precomputed).
+// Equilibrium of the first hidden layer from the solvers' initial state (drives precomputed).
 void BM_Equilibrium(benchmark::State& st) {
   const int batch = int(st.range(0));
   const bool fast = st.range(1) != 0;
   const Setup& s = setup(batch);
   const auto& layer = s.net.layers[0];
-  Mat<S> e;
-  sim::excitatory_drive(layer.w, s.x, e);
+  sim::CircuitInput<S> in;
+  sim::circuit_input(layer, s.x, in);
   sim::FixedPointParameters fp = s.cfg.fixed_point;
   fp.pooled_fast_path = fast;
   sim::CircuitState<S> z;
   for (auto _ : st) {
     sim::initial_state(layer, batch, z);
-    const auto res = sim::solve_fixed_point(layer, e, s.x, fp, z);
+    const auto res = sim::solve_fixed_point(layer, in, fp, z);
     if (!res.ok()) st.SkipWithError(res.describe().c_str());
-    benchmark::DoNotOptimize(z.v.data());
+    benchmark::DoNotOptimize(z.v().data());
   }
   set_items(st, batch);
 }
 
 // The backward pass of a network whose only hidden layer is a circuit with 16 inputs, so that
-// the GEMMs are negligible and the time is the per-sample adjoint solves (implicit) or the
-// division by the gain (frozen), plus phi' and the rank-1 gradients of the pooling weights.
+// the GEMMs are negligible and the time is the circuit's: the evaluation of its equations with
+// partials, the per-sample adjoint solves (implicit: through every population; frozen: E's
+// block only) and the vector-Jacobian product that forms the pooling weights' gradients.
 void BM_CircuitBackward(benchmark::State& st) {
   const int batch = int(st.range(0));
-  const int mode = int(st.range(1));  // 0 implicit general, 1 implicit fast, 2 frozen
+  const bool frozen = st.range(1) != 0;
+  const bool fast = st.range(2) != 0;
   const Setup& s = setup(batch);
-  models::NetworkSpec spec = io::network_spec(s.cfg, 16);
-  spec.layers.erase(spec.layers.begin() + 1);  // one hidden circuit layer + readout
-  spec.layers.back().n_in = spec.layers.front().n_E;
+  const models::NetworkSpec full = io::network_spec(s.cfg, 16);
+  const models::NetworkSpec spec =
+      models::make_network_spec(16, full.layers.back().n_E, {full.layers.front()}, full.init_gain,
+                                full.layers.back().n_I_plain);
   const auto net = models::initialise<S>(spec, 1);
   const Mat<S> x = s.x.topRows(16);
   learning::LearningSpec ls = s.cfg.learning;
-  ls.rule = mode == 2 ? learning::Rule::frozen : learning::Rule::implicit;
-  ls.pooled_fast_path = mode == 1;
-  learning::ForwardCache<S> cache;
-  learning::forward(net, x, s.cfg.fixed_point, cache);
+  ls.rule = frozen ? learning::Rule::frozen : learning::Rule::implicit;
+  ls.pooled_fast_path = fast;
+  sim::FixedPointParameters fp = s.cfg.fixed_point;
+  fp.pooled_fast_path = fast;
+  sim::ForwardCache<S> cache;
+  sim::forward(net, x, fp, cache);
   Mat<S> dlogits;
   learning::cross_entropy(cache.logits(), s.labels, 0.1, dlogits);
   learning::Gradients<S> g;
@@ -112,16 +120,20 @@ void BM_CircuitBackward(benchmark::State& st) {
 void BM_TrainStep(benchmark::State& st) {
   const int batch = int(st.range(0));
   const bool frozen = st.range(1) != 0;
+  const bool fast = st.range(2) != 0;
   const Setup& s = setup(batch);
   auto net = s.net;
   learning::LearningSpec ls = s.cfg.learning;
   ls.rule = frozen ? learning::Rule::frozen : learning::Rule::implicit;
+  ls.pooled_fast_path = fast;
+  sim::FixedPointParameters fp = s.cfg.fixed_point;
+  fp.pooled_fast_path = fast;
   learning::Sgd<S> sgd(ls);
-  learning::ForwardCache<S> cache;
+  sim::ForwardCache<S> cache;
   learning::Gradients<S> g;
   Mat<S> dlogits;
   for (auto _ : st) {
-    learning::forward(net, s.x, s.cfg.fixed_point, cache);
+    sim::forward(net, s.x, fp, cache);
     learning::cross_entropy(cache.logits(), s.labels, ls.label_smoothing, dlogits);
     learning::backward(net, cache, dlogits, ls, g);
     sgd.step(net, g);
@@ -136,12 +148,12 @@ BENCHMARK(BM_Equilibrium)
     ->ArgsProduct({{32, 256}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CircuitBackward)
-    ->ArgNames({"batch", "mode"})
-    ->ArgsProduct({{32, 64, 128, 256}, {0, 1, 2}})
+    ->ArgNames({"batch", "frozen", "fast"})
+    ->ArgsProduct({{32, 64, 128, 256}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TrainStep)
-    ->ArgNames({"batch", "frozen"})
-    ->ArgsProduct({{32, 256}, {0, 1}})
+    ->ArgNames({"batch", "frozen", "fast"})
+    ->ArgsProduct({{32, 256}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) {

@@ -2,7 +2,7 @@
 // how close is the GEMM work to the machine's Eigen float32 GEMM rate?
 //
 // The question, the commands and the recorded results are in bench/README.md. The training step
-// is the library's (learning::forward, cross_entropy, backward, Sgd::step), exactly as in
+// is the library's (sim::forward, learning::cross_entropy, backward, Sgd::step), exactly as in
 // `eisim train`; evaluation and checkpoints are left out. Every repetition trains the first epoch
 // from the same initial weights, so the repetitions do the same work. The Eigen GEMM rate is
 // measured in the same run, interleaved with the epochs (gemm, epoch, gemm, epoch, ...), and
@@ -137,8 +137,8 @@ struct GemmShape {
 /// W_EI (W_IX x)), the weight gradients delta x^T of the same matrices, and the errors passed
 /// down W^T delta for every layer except the first (learning::backward computes the gradient
 /// with respect to the pixels only if Gradients::input_gradient asks for it; training does not).
-/// The rank-1 products of the circuit layers' fixed pooling weights (n_I = n_D = 1) are not
-/// counted.
+/// The products of the circuit layers' recurrent projections (rank 1 for the default circuit's
+/// one unit per interneuron population) are not counted.
 struct FlopCount {
   double forward = 0, weight_grad = 0, error_grad = 0;
   double useful() const { return forward + weight_grad + error_grad; }
@@ -151,7 +151,17 @@ FlopCount flops_per_sample(const models::Network<S>& net) {
     double prod = double(s.n_E) * s.n_in;
     if (s.kind == models::LayerKind::none)
       prod += double(s.n_I_plain) * s.n_in + s.n_E * s.n_I_plain;
-    f.forward += 2 * prod;
+    // A circuit's input projections (W_IX x, and W (U x)^2 of an input_energy projection) are
+    // forward GEMMs too; their gradients are not counted.
+    double input_proj = 0;
+    if (s.kind == models::LayerKind::circuit)
+      for (std::size_t k = 0; k < s.circuit.projections.size(); ++k) {
+        if (s.circuit.projections[k].src >= 0) continue;
+        const auto& w = s.weights[s.projection_weight[k]];
+        input_proj += double(w.rows) * w.cols;
+        if (s.energy_weight[k] >= 0) input_proj += double(s.n_E) * s.n_in;
+      }
+    f.forward += 2 * (prod + input_proj);
     f.weight_grad += 2 * prod;
     if (l > 0) f.error_grad += 2 * prod;
   }
@@ -182,11 +192,11 @@ struct EpochResult {
 /// Finer split measured in the profiling pass (seconds, summed over its batches).
 struct Profile {
   long samples = 0;
-  // Forward, decomposed into the library's public pieces (same calls as learning::forward).
+  // Forward, decomposed into the library's public pieces (same calls as sim::forward).
   double f_copy = 0, f_gemm = 0, f_newton = 0, f_phi = 0, f_other = 0, f_library = 0;
   // Backward: the library call, and a replay of its GEMMs on the same shapes and data.
   double b_library = 0, b_gemm_replay = 0, b_zero_like = 0;
-  double b_frozen_error = 0;  // frozen rule: learning::frozen_error replayed for the circuits
+  double b_adjoint = 0;  // the circuits' evaluate + (transform_error) + solve_adjoint, replayed
   // Optimiser: Sgd::step (the update and Dale's projection in one pass).
   double o_step = 0;
   double loss = 0, data = 0;
@@ -221,7 +231,7 @@ class Bench {
     const int N = train_.size(), B = cfg_.train.batch_size;
     Mat<S> x, dlogits;
     std::vector<int> labels;
-    learning::ForwardCache<S> cache;
+    sim::ForwardCache<S> cache;
     learning::Gradients<S> grads;
     EpochResult r;
     double it_sum = 0, loss_sum = 0;
@@ -234,7 +244,7 @@ class Bench {
       gather(train_, perm, from, n, x, labels);
       io::apply_jitter<S>(x, cfg_.data.train_eps, rng);
       r.data += seconds_since(t);
-      learning::ForwardStats fs;
+      sim::ForwardStats fs;
       int hits = 0;
       double loss = 0;
       if (batch_parallel_) {
@@ -242,7 +252,7 @@ class Bench {
         loss = split_step(net, x, labels, grads, fs, hits, r.forward, r.backward);
       } else {
         t = Clock::now();
-        fs = learning::forward(net, x, cfg_.fixed_point, cache);
+        fs = sim::forward(net, x, cfg_.fixed_point, cache);
         r.forward += seconds_since(t);
         t = Clock::now();
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
@@ -284,10 +294,12 @@ class Bench {
     const int N = std::min(samples, train_.size()), B = cfg_.train.batch_size;
     Mat<S> x, dlogits;
     std::vector<int> labels;
-    learning::ForwardCache<S> cache;
+    sim::ForwardCache<S> cache;
     learning::Gradients<S> grads, scratch;
-    std::vector<learning::LayerCache<S>> mine(net.layers.size());
-    Mat<S> gw, dx, aux, dinh, frozen_out;
+    std::vector<sim::LayerCache<S>> mine(net.layers.size());
+    Mat<S> gw, dx, aux, dinh;
+    sim::CircuitTerms<S> terms;
+    std::vector<Mat<S>> cotangents;
     Profile p;
     for (int from = 0; from < N; from += B) {
       const int n = std::min(B, N - from);
@@ -300,44 +312,52 @@ class Bench {
       for (std::size_t l = 0; l < net.layers.size(); ++l) {
         const auto& layer = net.layers[l];
         auto& c = mine[l];
-        t = Clock::now();
-        c.x = *in;
-        p.f_copy += seconds_since(t);
-        t = Clock::now();
-        sim::excitatory_drive(layer.w, c.x, c.e);
-        p.f_gemm += seconds_since(t);
-        t = Clock::now();
-        switch (layer.spec.kind) {
-          case models::LayerKind::none:
-            c.aux.noalias() = layer.w.W_IX * c.x;
-            c.z.v = c.e;
-            c.z.v.noalias() -= layer.w.W_EI * c.aux;
+        if (layer.spec.kind == models::LayerKind::circuit) {
+          // circuit_input copies x into the cache and forms every fixed drive (W_EX x + b and
+          // the interneurons' input projections).
+          t = Clock::now();
+          sim::circuit_input(layer, *in, c.in);
+          p.f_gemm += seconds_since(t);
+          t = Clock::now();
+          sim::initial_state(layer, n, c.z);
+          c.solve = sim::solve_fixed_point(layer, c.in, cfg_.fixed_point, c.z);
+          p.f_newton += seconds_since(t);
+        } else {
+          t = Clock::now();
+          c.in.x = *in;
+          p.f_copy += seconds_since(t);
+          t = Clock::now();
+          c.in.ext.resize(1);
+          c.in.ext[0].noalias() = layer.w.W_EX * c.in.x;
+          c.in.ext[0].colwise() += layer.w.b.col(0);
+          c.z.z.resize(1);
+          const Mat<S>& e = c.in.ext[0];
+          if (layer.spec.kind == models::LayerKind::none) {
+            c.aux.noalias() = layer.w["W_IX"] * c.in.x;
+            c.z.v() = e;
+            c.z.v().noalias() -= layer.w["W_EI"] * c.aux;
             p.f_gemm += seconds_since(t);
-            break;
-          case models::LayerKind::circuit:
-            sim::initial_state(layer, n, c.z);
-            c.solve = sim::solve_fixed_point(layer, c.e, c.x, cfg_.fixed_point, c.z);
-            p.f_newton += seconds_since(t);
-            break;
-          case models::LayerKind::layernorm: {
-            const S theta = S(layer.spec.circuit.theta);
-            c.z.v = c.e.rowwise() - c.e.colwise().mean();
+          } else {  // layernorm
+            p.f_gemm += seconds_since(t);
+            t = Clock::now();
+            const S theta = S(layer.spec.theta);
+            c.z.v() = e.rowwise() - e.colwise().mean();
             c.aux =
-                ((c.z.v.cwiseAbs2().colwise().mean().array() + S(layer.spec.ln_epsilon)).rsqrt())
+                ((c.z.v().cwiseAbs2().colwise().mean().array() + S(layer.spec.ln_epsilon)).rsqrt())
                     .matrix();
-            c.z.v = (c.z.v.array().rowwise() * (std::sqrt(theta) * c.aux.row(0).array())).matrix();
+            c.z.v() =
+                (c.z.v().array().rowwise() * (std::sqrt(theta) * c.aux.row(0).array())).matrix();
             p.f_other += seconds_since(t);
-            break;
           }
         }
         t = Clock::now();
-        models::apply_phi(layer.spec.phi, c.z.v, c.r);
+        models::apply_phi(layer.spec.phi, c.z.v(), c.r);
         p.f_phi += seconds_since(t);
         in = &c.r;
       }
       // Forward, the library call.
       t = Clock::now();
-      learning::forward(net, x, cfg_.fixed_point, cache);
+      sim::forward(net, x, cfg_.fixed_point, cache);
       p.f_library += seconds_since(t);
       t = Clock::now();
       learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing, dlogits);
@@ -345,35 +365,47 @@ class Bench {
       t = Clock::now();
       learning::backward(net, cache, dlogits, cfg_.learning, grads);
       p.b_library += seconds_since(t);
-      // The parts of backward that are public: zeroing the gradients, the frozen error.
+      // The parts of backward that are public: zeroing the gradients, and per circuit the
+      // evaluation of its equations with partials and the adjoint solve of the rule (through
+      // the inhibition for implicit, E's block only for frozen after the error transform);
+      // E's potentials stand in for the error.
       t = Clock::now();
       scratch.zero_like(net, true);  // as backward does
       p.b_zero_like += seconds_since(t);
-      if (cfg_.learning.rule == learning::Rule::frozen)
-        for (std::size_t l = 0; l + 1 < net.layers.size(); ++l)
-          if (net.layers[l].spec.kind == models::LayerKind::circuit) {
-            const auto& c = cache.layers[l];
-            t = Clock::now();
-            learning::frozen_error(cfg_.learning.error_transform, net.layers[l], c.z, c.e, c.z.v,
-                                   frozen_out);
-            p.b_frozen_error += seconds_since(t);
-          }
+      for (std::size_t l = 0; l < net.layers.size(); ++l) {
+        if (net.layers[l].spec.kind != models::LayerKind::circuit) continue;
+        if (cfg_.learning.rule == learning::Rule::frozen &&
+            cfg_.learning.error_transform == learning::ErrorTransform::scale)
+          continue;  // no adjoint solve: a division by the drive's spread
+        const auto& c = cache.layers[l];
+        t = Clock::now();
+        sim::evaluate(net.layers[l], c.in, c.z, terms, true);
+        sim::AdjointParameters ap;
+        ap.pooled_fast_path = cfg_.learning.pooled_fast_path;
+        ap.through_inhibition = cfg_.learning.rule == learning::Rule::implicit;
+        const Mat<S> g_v = ap.through_inhibition
+                               ? c.z.v()
+                               : learning::transform_error(cfg_.learning.error_transform,
+                                                           net.layers[l], c.z.v(), c.z.v());
+        sim::solve_adjoint(net.layers[l], c.in, c.z, terms, g_v, ap, cotangents);
+        p.b_adjoint += seconds_since(t);
+      }
       // Replay of backward's GEMMs with the same shapes (the drive e stands in for the error).
       for (std::size_t l = 0; l < net.layers.size(); ++l) {
         const auto& layer = net.layers[l];
         const auto& c = cache.layers[l];
-        const Mat<S>& delta = c.e;
+        const Mat<S>& delta = c.e();
         t = Clock::now();
-        gw.noalias() = delta * c.x.transpose();
+        gw.noalias() = delta * c.x().transpose();
         if (layer.spec.kind == models::LayerKind::none) {
           gw.noalias() = -delta * c.aux.transpose();
-          dinh.noalias() = -(layer.w.W_EI.transpose() * delta);
-          gw.noalias() = dinh * c.x.transpose();
+          dinh.noalias() = -(layer.w["W_EI"].transpose() * delta);
+          gw.noalias() = dinh * c.x().transpose();
         }
         if (l > 0) {
           dx.noalias() = layer.w.W_EX.transpose() * delta;
           if (layer.spec.kind == models::LayerKind::none)
-            dx.noalias() += layer.w.W_IX.transpose() * dinh;
+            dx.noalias() += layer.w["W_IX"].transpose() * dinh;
         }
         p.b_gemm_replay += seconds_since(t);
       }
@@ -390,13 +422,13 @@ class Bench {
   // own thread (Eigen single-threaded inside), the two gradient sets summed, one SGD step.
   // Returns the loss and hits of the whole batch; `fs` gets the worse half's statistics.
   double split_step(const models::Network<S>& net, const Mat<S>& x, const std::vector<int>& labels,
-                    learning::Gradients<S>& grads, learning::ForwardStats& fs, int& hits,
+                    learning::Gradients<S>& grads, sim::ForwardStats& fs, int& hits,
                     double& t_parallel, double& t_reduce) const {
     const int n = int(x.cols()), h = n / 2;
     const int from[2] = {0, h}, len[2] = {h, n - h};
     double loss[2] = {0, 0};
     int hit[2] = {0, 0};
-    learning::ForwardStats st[2];
+    sim::ForwardStats st[2];
     auto t = Clock::now();
 #pragma omp parallel num_threads(2)
     {
@@ -409,7 +441,7 @@ class Bench {
         const Mat<S> xk = x.middleCols(from[k], len[k]);
         const std::vector<int> lk(labels.begin() + from[k], labels.begin() + from[k] + len[k]);
         Mat<S> d;
-        st[k] = learning::forward(net, xk, cfg_.fixed_point, half_cache_[k]);
+        st[k] = sim::forward(net, xk, cfg_.fixed_point, half_cache_[k]);
         loss[k] = learning::cross_entropy(half_cache_[k].logits(), lk,
                                           cfg_.learning.label_smoothing, d, &hit[k]);
         d *= S(double(len[k]) / n);  // cross_entropy divides by the half's size
@@ -440,7 +472,7 @@ class Bench {
   const io::Config& cfg_;
   const io::Dataset& train_;
   bool batch_parallel_ = false;
-  mutable learning::ForwardCache<S> half_cache_[2];
+  mutable sim::ForwardCache<S> half_cache_[2];
   mutable learning::Gradients<S> half_grads_[2];
 };
 
@@ -457,8 +489,8 @@ int run_dump(const io::Config& cfg_in, const Options& o) {
   for (double v : in.read_vector("batch/labels")) labels.push_back(int(v));
   if (x.rows() != net.n_in() || int(labels.size()) != x.cols())
     throw eisim::data_error(o.dump, 0, "batch/x must be 784 x B and batch/labels hold B labels");
-  learning::ForwardCache<S> cache;
-  const auto fs = learning::forward(net, x, cfg.fixed_point, cache);
+  sim::ForwardCache<S> cache;
+  const auto fs = sim::forward(net, x, cfg.fixed_point, cache);
   Mat<S> dlogits;
   int hits = 0;
   const double loss =
@@ -477,7 +509,7 @@ int run_dump(const io::Config& cfg_in, const Options& o) {
   f.write_scalar("newton_iterations_max", fs.iterations_max);
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     const std::string L = "layer_" + std::to_string(l);
-    f.write("hidden/" + L + "/v", cache.layers[l].z.v);
+    f.write("hidden/" + L + "/v", cache.layers[l].z.v());
     f.write("hidden/" + L + "/r", cache.layers[l].r);
     grads.layers[l].for_each(
         [&](const std::string& name, const Mat<S>& m) { f.write("grad/" + L + "/" + name, m); });
@@ -497,8 +529,8 @@ void print_profile(const Profile& p, const EpochResult& med, const FlopCount& fc
   const double f_lib = p.f_library * k, b_lib = p.b_library * k;
   std::printf("\n== Where the time goes (profiling pass: first %ld samples, us per sample) ==\n",
               p.samples);
-  std::printf("forward, learning::forward                 %8.2f\n", f_lib);
-  std::printf("  drive GEMMs W_EX x + b, readout W_IX x   %8.2f  (excitatory_drive + readout)\n",
+  std::printf("forward, sim::forward                      %8.2f\n", f_lib);
+  std::printf("  drive GEMMs W_EX x + b, readout W_IX x   %8.2f  (circuit_input + readout)\n",
               p.f_gemm * k);
   std::printf("  Newton solve (initial_state + solve_fixed_point) %8.2f\n", p.f_newton * k);
   std::printf("  copy of the layer input into the cache   %8.2f\n", p.f_copy * k);
@@ -511,12 +543,12 @@ void print_profile(const Profile& p, const EpochResult& med, const FlopCount& fc
   std::printf("backward, learning::backward               %8.2f\n", b_lib);
   std::printf("  GEMMs (replayed, same shapes)            %8.2f\n", p.b_gemm_replay * k);
   std::printf("  Gradients::zero_like (replayed)          %8.2f\n", p.b_zero_like * k);
-  if (p.b_frozen_error > 0)
-    std::printf("  frozen_error of the circuits (replayed)  %8.2f\n", p.b_frozen_error * k);
+  if (p.b_adjoint > 0)
+    std::printf("  circuits' evaluate + adjoint solve (replayed) %8.2f\n", p.b_adjoint * k);
   std::printf(
-      "  rest = library call - replayed parts (adjoint solves, rank-1 products, phi'; +-1 us) "
+      "  rest = library call - replayed parts (vector-Jacobian products, phi'; +-1 us) "
       "%8.2f\n",
-      b_lib - (p.b_gemm_replay + p.b_zero_like + p.b_frozen_error) * k);
+      b_lib - (p.b_gemm_replay + p.b_zero_like + p.b_adjoint) * k);
   std::printf("optimizer, Sgd::step                       %8.2f\n", p.o_step * k);
   std::printf("data (gather + jitter)                     %8.2f\n", p.data * k);
   const double gemm_us = (p.f_gemm + p.b_gemm_replay) * k;

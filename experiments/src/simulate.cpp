@@ -1,12 +1,16 @@
+// eisim simulate: the equilibrium and the ODE trajectory of every population of every layer.
+// Depends on sim/ only (no learning code): the forward pass is sim::forward_layer.
 #include <cmath>
 #include <cstdio>
+#include <random>
 
 #include "eisim/experiments/commands.hpp"
 #include "eisim/io/output.hpp"
 #include "eisim/io/provenance.hpp"
-#include "eisim/learning/gradients.hpp"
 #include "eisim/models/error.hpp"
-#include "eisim/models/nonlinearity.hpp"
+#include "eisim/sim/circuit.hpp"
+#include "eisim/sim/forward.hpp"
+#include "eisim/sim/solver.hpp"
 #include "progress.hpp"
 #include "simulation.hpp"
 
@@ -29,6 +33,62 @@ std::vector<float> stack(const std::vector<Mat<double>>& snaps) {
   return out;
 }
 
+Mat<double> rates(const models::Population& p, const Mat<double>& z) {
+  Mat<double> r;
+  sim::population_rate<Mat<double>, Mat<double>>(p, z, r, nullptr);
+  return r;
+}
+
+// The populations of a circuit layer, in the circuit's order (E first), their equilibria and
+// their trajectories. Every population's name becomes an HDF5 group name.
+void write_populations(io::H5File& f, const std::string& g, const models::LayerSpec& spec,
+                       const sim::CircuitState<double>& eq,
+                       const std::vector<sim::CircuitState<double>>& traces,
+                       const sim::CircuitState<double>& end) {
+  const auto& pops = spec.circuit.populations;
+  std::string names;
+  for (const auto& p : pops) names += (names.empty() ? "" : ",") + p.name;
+  f.set_attr(g, "populations", names);
+  f.set_attr(g, "preset", spec.circuit.preset);
+  const std::size_t T = traces.size();
+  for (std::size_t k = 0; k < pops.size(); ++k) {
+    const auto& p = pops[k];
+    const std::string pg = g + "/populations/" + p.name;
+    const int N = int(eq.z[k].cols());
+    f.write(pg + "/eq", Mat<double>(eq.z[k].transpose()));
+    f.write(pg + "/rate_eq", Mat<double>(rates(p, eq.z[k]).transpose()));
+    std::vector<Mat<double>> zt, rt;
+    zt.reserve(T);
+    rt.reserve(T);
+    for (const auto& s : traces) {
+      zt.push_back(s.z[k]);
+      rt.push_back(rates(p, s.z[k]));
+    }
+    const std::vector<std::size_t> dims{T, std::size_t(N), std::size_t(p.size)};
+    f.write_tensor(pg + "/trace", stack(zt), dims);
+    f.write_tensor(pg + "/rate", stack(rt), dims);
+    f.write_scalar(pg + "/ode_fp_max_abs_diff",
+                   end.z[k].size() ? (end.z[k] - eq.z[k]).cwiseAbs().maxCoeff() : 0.0);
+    f.set_attr(pg, "index", std::int64_t(k));
+    f.set_attr(pg, "size", std::int64_t(p.size));
+    f.set_attr(pg, "dynamics", models::to_string(p.dynamics));
+    f.set_attr(pg, "state", p.dynamics == models::Dynamics::leaky ? "v" : "r");
+    f.set_attr(pg, "tau", p.tau);
+    f.set_attr(pg, "rate_function",
+               p.dynamics == models::Dynamics::leaky ? models::to_string(p.phi.kind) : "rectified");
+  }
+}
+
+// Population names become HDF5 group names and the comma-separated `populations` attribute. The
+// configuration admits identifiers only; a circuit built in code is checked here.
+void check_population_names(const models::LayerSpec& spec) {
+  for (const auto& p : spec.circuit.populations)
+    if (p.name.find_first_of("/,") != std::string::npos || p.name == "." || p.name == "..")
+      throw config_error("network.circuit.populations." + p.name,
+                         "population name '" + p.name +
+                             "' cannot name an HDF5 group in /simulate (no '/', ',', '.' or '..')");
+}
+
 }  // namespace
 
 int write_simulation(io::H5File& f, const io::Config& config, const models::Network<double>& net,
@@ -47,6 +107,8 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
     idx.push_back(i);
     labels.push_back(test.labels[i]);
   }
+  for (const auto& layer : net.layers)
+    if (layer.spec.kind == models::LayerKind::circuit) check_population_names(layer.spec);
   std::mt19937_64 rng(config.data.test_seed + 7777);
   io::apply_jitter<double>(x, sc.eps, rng);
   f.write("simulate/images", idx);
@@ -58,65 +120,58 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
 
   int failures = 0;
   Progress bar(progress);
-  Mat<double> in = x, e, r;
+  Mat<double> in = x;
+  sim::LayerCache<double> c;
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     const auto& layer = net.layers[l];
     const std::string g = "simulate/layer_" + std::to_string(l);
-    // Equilibrium of this layer alone (the network's forward pass for one layer).
-    models::Network<double> one;
-    one.layers = {layer};
-    learning::ForwardCache<double> cache;
-    learning::forward(one, in, config.fixed_point, cache);
-    const auto& c = cache.layers[0];
-    f.write(g + "/v_eq", Mat<double>(c.z.v.transpose()));
+    // Equilibrium of this layer for the previous layer's equilibrium rates.
+    sim::forward_layer(layer, in, config.fixed_point, c);
+    const Mat<double>& v_eq = c.z.v();
+    f.write(g + "/v_eq", Mat<double>(v_eq.transpose()));
     std::vector<double> mean(N), var(N);
     for (int j = 0; j < N; ++j) {
-      mean[j] = c.z.v.col(j).mean();
-      var[j] = (c.z.v.col(j).array() - mean[j]).square().mean();
+      mean[j] = v_eq.col(j).mean();
+      var[j] = (v_eq.col(j).array() - mean[j]).square().mean();
     }
     f.write(g + "/eq_mean", mean);
     f.write(g + "/eq_var", var);
     f.set_attr(g, "kind", models::to_string(layer.spec.kind));
     f.set_attr(g, "n_E", std::int64_t(layer.spec.n_E));
     if (layer.spec.kind == models::LayerKind::circuit) {
-      f.write(g + "/r_I_eq", Mat<double>(c.z.r_I.transpose()));
-      f.write(g + "/r_D_eq", Mat<double>(c.z.r_D.transpose()));
       std::vector<std::int64_t> its(c.solve.sample_iterations.begin(),
                                     c.solve.sample_iterations.end());
       f.write(g + "/fp_iterations", its);
       f.write(g + "/fp_residual", c.solve.sample_residual);
       f.write(g + "/fp_status", statuses(c.solve));
       failures += c.solve.failed_samples;
-      // ODE traces from the solvers' common initial state.
-      std::vector<Mat<double>> tv, ti, td;
+      // ODE traces of every population from the solvers' common initial state.
+      std::vector<sim::CircuitState<double>> traces;
+      traces.reserve(times.size());
       sim::CircuitState<double> z;
       sim::initial_state(layer, N, z);
       const auto ores = sim::integrate<double>(
-          layer, c.e, in, config.ode, z, times, [&](double t, const sim::CircuitState<double>& s) {
-            tv.push_back(s.v);
-            ti.push_back(s.r_I);
-            td.push_back(s.r_D);
-            bar.update("simulate layer " + std::to_string(l), long(tv.size()), long(times.size()),
-                       "t = " + std::to_string(int(t)) + " ms");
+          layer, c.in, config.ode, z, times, [&](double t, const sim::CircuitState<double>& s) {
+            traces.push_back(s);
+            bar.update("simulate layer " + std::to_string(l), long(traces.size()),
+                       long(times.size()), "t = " + std::to_string(int(t)) + " ms");
           });
-      const std::size_t T = tv.size();
-      f.write_tensor(g + "/v", stack(tv), {T, std::size_t(N), std::size_t(layer.spec.n_E)});
-      f.write_tensor(g + "/r_I", stack(ti),
-                     {T, std::size_t(N), std::size_t(layer.spec.circuit.n_I)});
-      f.write_tensor(g + "/r_D", stack(td),
-                     {T, std::size_t(N), std::size_t(layer.spec.circuit.n_D)});
+      std::vector<Mat<double>> tv;
+      tv.reserve(traces.size());
+      for (const auto& s : traces) tv.push_back(s.v());
+      f.write_tensor(g + "/v", stack(tv),
+                     {traces.size(), std::size_t(N), std::size_t(layer.spec.n_E)});
+      write_populations(f, g, layer.spec, c.z, traces, z);
       f.write_scalar(g + "/ode_steps", ores.iterations);
       f.write(g + "/ode_residual", ores.sample_residual);
       f.write(g + "/ode_status", statuses(ores));
-      const double diff = (z.v - c.z.v).cwiseAbs().maxCoeff();
-      f.write_scalar(g + "/ode_fp_max_abs_diff", diff);
+      f.write_scalar(g + "/ode_fp_max_abs_diff", (z.v() - v_eq).cwiseAbs().maxCoeff());
       failures += ores.failed_samples;
       if (!ores.ok() || !c.solve.ok())
         std::fprintf(stderr, "warning: layer %zu: fixed point %s; ODE %s\n", l,
                      c.solve.describe().c_str(), ores.describe().c_str());
     }
-    models::apply_phi(layer.spec.phi, c.z.v, r);
-    in = r;
+    in = c.r;
   }
   f.write("simulate/logits", Mat<double>(in.transpose()));
   f.set_attr("simulate", "failed_samples", std::int64_t(failures));

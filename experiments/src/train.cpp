@@ -6,14 +6,19 @@
 #include <filesystem>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <sstream>
 
 #include "eisim/experiments/commands.hpp"
+#include "eisim/experiments/training.hpp"
 #include "eisim/io/checksum.hpp"
 #include "eisim/io/data.hpp"
 #include "eisim/io/output.hpp"
 #include "eisim/io/provenance.hpp"
+#include "eisim/learning/gradients.hpp"
+#include "eisim/learning/optimizer.hpp"
 #include "eisim/models/error.hpp"
+#include "eisim/sim/forward.hpp"
 #include "progress.hpp"
 #include "simulation.hpp"
 
@@ -159,6 +164,42 @@ void gather(const io::Dataset& d, const std::vector<int>& idx, std::size_t from,
     labels[j] = d.labels[idx[from + j]];
   }
 }
+
+}  // namespace
+
+// Only keys that exist for the configured layer kind and circuit preset are named: the legacy
+// keys such as network.circuit.theta are valid with the default and inorm presets only.
+std::string network_hint(const io::Config& cfg) {
+  const auto& n = cfg.network;
+  const std::string& preset = n.circuit.preset;
+  const bool legacy = preset == "default" || preset == "inorm";
+  std::ostringstream os;
+  switch (n.kind) {
+    case models::LayerKind::circuit: {
+      os << "the circuit (network.circuit.preset = " << preset;
+      const auto& pops = n.circuit.spec.populations;
+      const int d = models::find_population(n.circuit.spec, "D");
+      if (preset == "default" && d >= 0 && pops[d].setpoint != n.circuit.params.theta)
+        os << ", its set point network.circuit.populations.D.setpoint = " << pops[d].setpoint;
+      else if (preset == "default")
+        os << ", its set point network.circuit.theta = " << n.circuit.params.theta;
+      else if (preset == "inorm")
+        os << ", its local loss's set point network.circuit.theta = " << n.circuit.params.theta;
+      os << ", its populations and projections under network.circuit)";
+      break;
+    }
+    case models::LayerKind::layernorm:
+      os << "the LayerNorm layers";
+      if (legacy) os << " (set point network.circuit.theta = " << n.circuit.params.theta << ")";
+      break;
+    case models::LayerKind::none:
+      os << "the unnormalised hidden layers (network.kind = none)";
+      break;
+  }
+  return os.str();
+}
+
+namespace {
 
 // Keys that may change between a run and its resumption (they do not change what is trained).
 const std::vector<std::string> kMayChangeOnResume{"train.epochs", "train.progress", "simulate"};
@@ -401,7 +442,7 @@ class Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     Mat<S> x, dlogits;
     std::vector<int> labels;
-    learning::ForwardCache<S> cache;
+    sim::ForwardCache<S> cache;
     learning::Gradients<S> grads;
     const int nb = (N + B - 1) / B;
     for (int b = 0; b < nb; ++b) {
@@ -412,12 +453,12 @@ class Trainer {
       int hits = 0;
       if (cfg_.learning.rule == learning::Rule::bptt) {
         learning::backward_bptt(net_, x, labels, cfg_.learning, grads, &loss);
-        learning::ForwardCache<S> c2;  // accuracy of the trajectory's end point
-        learning::forward(net_, x, cfg_.fixed_point, c2);
+        sim::ForwardCache<S> c2;  // accuracy of the trajectory's end point
+        sim::forward(net_, x, cfg_.fixed_point, c2);
         Mat<S> d;
         learning::cross_entropy(c2.logits(), labels, cfg_.learning.label_smoothing, d, &hits);
       } else {
-        const auto fs = learning::forward(net_, x, cfg_.fixed_point, cache);
+        const auto fs = sim::forward(net_, x, cfg_.fixed_point, cache);
         fwd_fail += fs.failed_samples;
         fwd_fallback += fs.fallback_samples;
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
@@ -454,15 +495,16 @@ class Trainer {
         if (ep == 0 && b == 0 && !opt_.resume)
           os << ", before any weight update: the untrained network already produces non-finite "
                 "output, so the learning rate is not the cause; check network.init_gain = "
-             << cfg_.network.init_gain << ", the circuit parameters (network.circuit.*) and "
-             << "precision = " << io::to_string(cfg_.precision);
+             << cfg_.network.init_gain << ", " << network_hint(cfg_)
+             << " and precision = " << io::to_string(cfg_.precision);
         else
           os << "; the weights have diverged: try a smaller learning rate (learning.lr_E = "
              << cfg_.learning.lr_E << ", learning.lr_I = " << cfg_.learning.lr_I
              << ") or gradient clipping (train.max_grad_norm = " << cfg_.train.max_grad_norm << ")";
         throw numerical_error("training", os.str());
       }
-      if (cfg_.train.max_grad_norm > 0) clip(grads);
+      if (cfg_.train.max_grad_norm > 0)
+        clip_gradients(net_, grads, cfg_.train.max_grad_norm, cfg_.learning.train_inhibitory);
       sgd_.step(net_, grads);
       loss_sum += loss * n;
       correct += hits;
@@ -497,17 +539,6 @@ class Trainer {
                    static_cast<long long>(fwd_fail), ep + 1);
   }
 
-  void clip(learning::Gradients<S>& g) const {
-    double n2 = 0;
-    for (auto& l : g.layers)
-      l.for_each([&](const std::string&, Mat<S>& m) { n2 += double(m.squaredNorm()); });
-    const double n = std::sqrt(n2);
-    if (n > cfg_.train.max_grad_norm) {
-      const S f = S(cfg_.train.max_grad_norm / n);
-      for (auto& l : g.layers) l.for_each([&](const std::string&, Mat<S>& m) { m *= f; });
-    }
-  }
-
   void evaluate(int ep, double secs) {
     hist_.seconds.push_back(secs);
     std::vector<double> acc, fails;
@@ -515,7 +546,7 @@ class Trainer {
     std::iota(idx.begin(), idx.end(), 0);
     Mat<S> x, d;
     std::vector<int> labels;
-    learning::ForwardCache<S> cache;
+    sim::ForwardCache<S> cache;
     for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k) {
       std::mt19937_64 trng(cfg_.data.test_seed + 1000 * (k + 1));
       long correct = 0, failed = 0;
@@ -523,7 +554,7 @@ class Trainer {
         const std::size_t n = std::min<std::size_t>(kEvalBatch, idx.size() - from);
         gather(test_, idx, from, n, x, labels);
         io::apply_jitter<S>(x, cfg_.data.eval_eps[k], trng);
-        learning::forward(net_, x, cfg_.fixed_point, cache);
+        sim::forward(net_, x, cfg_.fixed_point, cache);
         int hits = 0;
         learning::cross_entropy(cache.logits(), labels, 0.0, d, &hits);
         // A sample whose equilibrium did not converge in some layer is counted, and counted as
@@ -553,10 +584,10 @@ class Trainer {
     hist_.test_acc.push_back(acc);
     hist_.test_fail.push_back(fails);
     // Probe batch: activity moments and gradient alignment with the implicit gradient.
-    learning::forward(net_, probe_x_, cfg_.fixed_point, cache);
+    sim::forward(net_, probe_x_, cfg_.fixed_point, cache);
     std::vector<double> am, av;
     for (std::size_t l = 0; l + 1 < cache.layers.size(); ++l) {
-      const Mat<S>& v = cache.layers[l].z.v;
+      const Mat<S>& v = cache.layers[l].z.v();
       double m = 0, var = 0;
       for (int j = 0; j < v.cols(); ++j) {
         const double mj = double(v.col(j).mean());
@@ -612,9 +643,8 @@ class Trainer {
     if (best <= chance + margin) {
       os << "the test accuracy (at most " << 100 * best << " % over data.eval_eps) is at chance ("
          << 100 * chance << " % + 3 standard errors = " << 100 * (chance + margin) << " % for " << n
-         << " test images): the network learned nothing. Look at the "
-         << "circuit's normalisation (network.circuit.theta = " << cfg_.network.circuit.theta
-         << "), the learning rate (learning.lr_E = " << cfg_.learning.lr_E << ") and /train/loss";
+         << " test images): the network learned nothing. Look at " << network_hint(cfg_)
+         << ", the learning rate (learning.lr_E = " << cfg_.learning.lr_E << ") and /train/loss";
       return os.str();
     }
     return {};
@@ -693,6 +723,30 @@ class Trainer {
 };
 
 }  // namespace
+
+template <class S>
+double clip_gradients(const models::Network<S>& net, learning::Gradients<S>& grads, double max_norm,
+                      bool train_inhibitory) {
+  if (grads.layers.size() != net.layers.size())
+    throw internal_error("clip_gradients: gradients of another network");
+  double n2 = 0;
+  for (std::size_t l = 0; l < net.layers.size(); ++l)
+    for (int k = 0; k < grads.layers[l].count(); ++k)
+      if (learning::is_trained(net.layers[l].spec, k, train_inhibitory))
+        n2 += double(grads.layers[l].at(k).template cast<double>().squaredNorm());
+  const double norm = std::sqrt(n2);
+  if (!(norm > max_norm)) return norm;  // within bounds, or NaN
+  const S f = S(max_norm / norm);
+  for (std::size_t l = 0; l < net.layers.size(); ++l)
+    for (int k = 0; k < grads.layers[l].count(); ++k)
+      if (learning::is_trained(net.layers[l].spec, k, train_inhibitory)) grads.layers[l].at(k) *= f;
+  return norm;
+}
+
+template double clip_gradients(const models::Network<float>&, learning::Gradients<float>&, double,
+                               bool);
+template double clip_gradients(const models::Network<double>&, learning::Gradients<double>&, double,
+                               bool);
 
 void verify_run_file(const std::string& path) {
   verify_run_file(io::H5File::open_read(path, /*require_checksum=*/true));

@@ -11,18 +11,6 @@ namespace eisim::sim {
 
 using models::Layer;
 
-template <class Z, class Out>
-void population_rate(const models::Population& p, const Z& z, Out& r, Out* dr) {
-  using S = typename Z::Scalar;
-  if (p.dynamics == models::Dynamics::leaky) {
-    models::apply_phi(p.phi, z, r);
-    if (dr) models::phi_prime(p.phi, z, *dr);
-  } else {
-    r = z.cwiseMax(S(0));
-    if (dr) *dr = (z.array() >= S(0)).template cast<S>().matrix();
-  }
-}
-
 template <class S>
 void initial_state(const Layer<S>& layer, int batch, CircuitState<S>& z) {
   const auto& pops = layer.spec.circuit.populations;
@@ -228,14 +216,9 @@ void vjp(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>
                                     std::vector<double>&, std::vector<double>&);                   \
   template void vjp<S>(const Layer<S>&, const CircuitInput<S>&, const CircuitTerms<S>&,            \
                        const std::vector<Mat<S>>&, models::LayerWeights<S>*, std::vector<Mat<S>>*, \
-                       std::vector<Mat<S>>*, Mat<S>*);                                             \
-  template void population_rate<Mat<S>, Mat<S>>(const models::Population&, const Mat<S>&, Mat<S>&, \
-                                                Mat<S>*);
+                       std::vector<Mat<S>>*, Mat<S>*);
 EISIM_INSTANTIATE(float)
 EISIM_INSTANTIATE(double)
 #undef EISIM_INSTANTIATE
-template void population_rate<Vec<double>, Vec<double>>(const models::Population&,
-                                                        const Vec<double>&, Vec<double>&,
-                                                        Vec<double>*);
 
 }  // namespace eisim::sim

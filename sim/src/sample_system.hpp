@@ -141,6 +141,11 @@ class SampleSystem {
     }
     s.resize(m.c->projections.size());
     ds.resize(m.c->projections.size());
+    for (std::size_t k = 0; k < s.size(); ++k)
+      if (m.c->projections[k].src >= 0) {
+        s[k].setZero(pops[m.c->projections[k].src].size);
+        ds[k].setZero(pops[m.c->projections[k].src].size);
+      }
     G.resize(m.n);
     J.resize(m.n, m.n);
     if (m.st.eliminate_E && !Pooled) {
@@ -218,7 +223,15 @@ class SampleSystem {
   void evaluate(const State& x) {
     const auto& pops = m.c->populations;
     set_state(x);
-    for (int p : m.st.core) population_rate(pops[p], z[p], r[p], &dr[p]);
+    for (int p : m.st.core) {
+      if constexpr (Pooled) {
+        // One unit: the same function on fixed-size 1 x 1 views compiles to scalar code.
+        One rr = one(r[p]), drr = one(dr[p]);
+        population_rate(pops[p], one(z[p]), rr, &drr);
+      } else {
+        population_rate(pops[p], z[p], r[p], &dr[p]);
+      }
+    }
     signals_from_core();
     if (m.st.eliminate_E) {
       // v = rest + q / g exactly.
@@ -251,8 +264,19 @@ class SampleSystem {
     degenerate = false;
     for (int p : m.st.core) {
       drives(p);
-      population_terms(pops[p], z[p], q[p], has_g[p] ? &g[p] : static_cast<Vd*>(nullptr), F[p],
-                       dF_dz[p], dF_dq[p], &dF_dg[p]);
+      if constexpr (Pooled) {
+        One F1 = one(F[p]), dz1 = one(dF_dz[p]), dq1 = one(dF_dq[p]), dg1 = one(dF_dg[p]);
+        if (has_g[p]) {
+          const One g1 = one(g[p]);
+          population_terms(pops[p], one(z[p]), one(q[p]), &g1, F1, dz1, dq1, &dg1);
+        } else {
+          population_terms(pops[p], one(z[p]), one(q[p]), static_cast<const One*>(nullptr), F1, dz1,
+                           dq1, &dg1);
+        }
+      } else {
+        population_terms(pops[p], z[p], q[p], has_g[p] ? &g[p] : static_cast<Vd*>(nullptr), F[p],
+                         dF_dz[p], dF_dq[p], &dF_dg[p]);
+      }
       auto Gp = G.segment(m.offset[p], pops[p].size);
       if (pops[p].dynamics == models::Dynamics::multiplicative) {
         const auto& P = pops[p];
@@ -507,8 +531,21 @@ class SampleSystem {
     }
   }
 
+  // A one-unit vector as a fixed-size 1 x 1 matrix (Pooled: the compile-time kernels).
+  using One = Eigen::Map<Eigen::Matrix<double, 1, 1>>;
+  static One one(Vd& v) { return One(v.data()); }
+
   void signal(int k) {
     const auto& pr = m.c->projections[k];
+    if (Pooled && pr.src != 0) {
+      s[k](0) = pr.signal == models::Signal::rate        ? r[pr.src](0)
+                : pr.signal == models::Signal::potential ? z[pr.src](0)
+                                                         : z[pr.src](0) * z[pr.src](0);
+      ds[k](0) = pr.signal == models::Signal::rate        ? dr[pr.src](0)
+                 : pr.signal == models::Signal::potential ? 1.0
+                                                          : 2.0 * z[pr.src](0);
+      return;
+    }
     projection_signal(pr, z[pr.src], r[pr.src], dr[pr.src], s[k], &ds[k]);
   }
 

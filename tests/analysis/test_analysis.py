@@ -6,10 +6,13 @@ Usage:
   /usr/bin/python3 tests/analysis/test_analysis.py FILE.h5 ...   real eisim output files
 
 Without arguments the test writes small synthetic files of the three layouts of docs/hdf5.md
-(simulate, train, merged sweep summary) into a temporary directory. For every file it runs
+(simulate, train, merged sweep summary) into a temporary directory: the simulate file's circuit
+has four populations (E, PV, SST, VIP), the train file's the default three (E, I, D), and the
+merged file's first traces use the layout before /populations (r_I, r_D). For every file it runs
 analysis/plot_training.py, analysis/plot_traces.py and analysis/report.py as subprocesses and
 checks that every expected PNG exists, is a PNG (signature, IHDR width and height > 0) and is not
-blank (pixel standard deviation > 0), that report.md references every PNG, and that a missing
+blank (pixel standard deviation > 0), that each trace figure draws every population of its layer
+(the script's note lists them), that report.md references every PNG, and that a missing
 file, a non-HDF5 file and a missing dataset each give a non-zero exit with a message naming it.
 The expected figures are derived from the file independently of the scripts.
 Prints one line per failed check and ends with the line 'N passed, M failed'.
@@ -141,20 +144,28 @@ def expectations(path):
                 if f"runs/{r}/simulate" in f:
                     sim = f"/runs/{r}/simulate"
                     break
-        trace_pngs, first_circuit = [], None
+        trace_pngs, first_circuit, populations = [], None, {}
         if sim is not None:
             for name in f[sim]:
                 m = re.fullmatch(r"layer_(\d+)", name)
                 if m and f[sim][name].attrs.get("kind") in ("circuit", b"circuit"):
-                    trace_pngs.append(f"traces_layer{m.group(1)}.png")
+                    png = f"traces_layer{m.group(1)}.png"
+                    trace_pngs.append(png)
                     first_circuit = first_circuit or f"{sim}/{name}"
+                    # Every population of the layer, in the circuit's order (E first); files
+                    # written before /populations have the fixed circuit E, I, D.
+                    if "populations" in f[sim][name]:
+                        pg = f[sim][name]["populations"]
+                        populations[png] = sorted(pg, key=lambda k: int(pg[k].attrs["index"]))
+                    else:
+                        populations[png] = ["E", "I", "D"]
             trace_pngs.append("equilibrium_moments.png")
         first_run = None
         if layout == "merged":
             first_run = runs[0]
     return {"layout": layout, "train_pngs": train_pngs, "trace_pngs": trace_pngs, "sim": sim,
-            "first_circuit": first_circuit, "conditions": conditions, "paired": paired,
-            "first_run": first_run}
+            "first_circuit": first_circuit, "populations": populations,
+            "conditions": conditions, "paired": paired, "first_run": first_run}
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +207,53 @@ def root_attrs(obj, seed=1, kind="circuit", rule="implicit", eps=0.75, train=Fal
         obj.attrs["status"] = "complete"
 
 
-def write_simulate(g, rng, kind="circuit", N=5, T=41, n_e=12, theta=1.0):
+# Circuits of the synthetic files: (name, units or None for n_E, dynamics, state variable).
+# "legacy" is the layout before /populations (fixed E, I, D; datasets r_I, r_D, r_I_eq, r_D_eq).
+CIRCUITS = {
+    "default": [("E", None, "leaky", "v"), ("I", 1, "integrator", "r"),
+                ("D", 1, "multiplicative", "r")],
+    "pv_sst_vip": [("E", None, "leaky", "v"), ("PV", 3, "leaky", "v"), ("SST", 2, "leaky", "v"),
+                   ("VIP", 1, "leaky", "v")],
+    "legacy": [("E", None, "leaky", "v"), ("I", 1, "integrator", "r"),
+               ("D", 1, "multiplicative", "r")],
+}
+
+
+def write_populations(lg, rng, circuit, relax, v_eq):
+    """The per-population groups of docs/hdf5.md (or the legacy r_I/r_D datasets)."""
+    N, n_e = v_eq.shape
+    if circuit == "legacy":
+        r_i_eq = np.maximum(v_eq.mean(1), 0.0)[:, None] + 0.5
+        r_d_eq = v_eq.var(1)[:, None] + 0.5
+        lg["r_I"] = (relax[:, None, None] * r_i_eq[None]).astype(np.float32)
+        lg["r_D"] = (1.0 + relax[:, None, None] * (r_d_eq[None] - 1.0)).astype(np.float32)
+        lg["r_I_eq"] = r_i_eq
+        lg["r_D_eq"] = r_d_eq
+        return
+    pops = CIRCUITS[circuit]
+    lg.attrs["populations"] = ",".join(p[0] for p in pops)
+    lg.attrs["preset"] = circuit
+    for k, (name, size, dyn, state) in enumerate(pops):
+        n = n_e if size is None else size
+        eq = v_eq if name == "E" else rng.uniform(0.2, 2.0, (N, n))
+        z0 = 1.0 if dyn == "multiplicative" else 0.0
+        trace = z0 + relax[:, None, None] * (eq[None] - z0)
+        rate = np.maximum(trace, 0.0)
+        pg = lg.create_group(f"populations/{name}")
+        pg["eq"] = eq
+        pg["rate_eq"] = np.maximum(eq, 0.0)
+        pg["trace"] = trace.astype(np.float32)
+        pg["rate"] = rate.astype(np.float32)
+        pg["ode_fp_max_abs_diff"] = np.float64(1e-7)
+        pg.attrs["index"] = np.int64(k)
+        pg.attrs["size"] = np.int64(n)
+        pg.attrs["dynamics"] = dyn
+        pg.attrs["state"] = state
+        pg.attrs["tau"] = 10.0
+        pg.attrs["rate_function"] = "relu" if dyn == "leaky" else "rectified"
+
+
+def write_simulate(g, rng, kind="circuit", N=5, T=41, n_e=12, theta=1.0, circuit="default"):
     g["images"] = np.arange(N, dtype=np.int64)
     g["labels"] = rng.integers(0, 10, N).astype(np.int64)
     g["eps"] = np.float64(0.75)
@@ -220,12 +277,7 @@ def write_simulate(g, rng, kind="circuit", N=5, T=41, n_e=12, theta=1.0):
         if lk != "circuit":
             continue
         lg["v"] = (relax[:, None, None] * v_eq[None]).astype(np.float32)
-        r_i_eq = np.maximum(e.mean(1), 0.0)[:, None] + 0.5
-        r_d_eq = e.var(1)[:, None]
-        lg["r_I"] = (relax[:, None, None] * r_i_eq[None]).astype(np.float32)
-        lg["r_D"] = (1.0 + relax[:, None, None] * (r_d_eq[None] - 1.0)).astype(np.float32)
-        lg["r_I_eq"] = r_i_eq
-        lg["r_D_eq"] = r_d_eq
+        write_populations(lg, rng, circuit, relax, v_eq)
         lg["fp_iterations"] = rng.integers(1, 4, N).astype(np.int64)
         lg["fp_residual"] = 10.0 ** rng.uniform(-14, -9, N)
         lg["fp_status"] = np.array(["converged"] * (N - 1) + ["max_iterations"], dtype=object) \
@@ -274,7 +326,8 @@ def write_train(g, rng, kind, rule, E=4, H=2, eps=0.75, quality=0.0):
 def make_simulate_file(path, rng):
     with h5py.File(path, "w") as f:
         root_attrs(f)
-        write_simulate(f.create_group("simulate"), rng)
+        # A four-population circuit (E, PV, SST, VIP): every population must be drawn.
+        write_simulate(f.create_group("simulate"), rng, circuit="pv_sst_vip")
 
 
 def make_train_file(path, rng):
@@ -300,9 +353,11 @@ def make_merged_file(path, rng):
                 g = f.create_group(f"runs/{name}")
                 root_attrs(g, seed=s, kind=kind, rule=rule, eps=eps, train=True)
                 write_train(g.create_group("train"), rng, kind, rule, quality=q)
-                # The first run has no traces: plot_traces must take the next run that has some.
+                # The first run has no traces: plot_traces must take the next run that has some,
+                # written in the layout before /populations (files of earlier versions).
                 if not (cname == "implicit" and s == 1):
-                    write_simulate(g.create_group("simulate"), rng, kind)
+                    write_simulate(g.create_group("simulate"), rng, kind,
+                                   circuit="legacy" if cname == "implicit" else "default")
                 acc = g["train/test_accuracy"][()]
                 names.append(name)
                 cnames.append(cname)
@@ -367,6 +422,12 @@ def check_figures(res, tag, exp, results, tmp):
         made = sorted(x for x in os.listdir(out) if x.endswith(".png"))
         res.check(sorted(expected) == made, f"{tag}: {job} writes exactly the expected figures",
                   f"expected {sorted(expected)}, got {made}")
+        if job == "traces":
+            for png, names in exp["populations"].items():
+                note = f"note: {png}: populations {', '.join(names)}"
+                res.check(note in r["out"].splitlines(),
+                          f"{tag}: {job}: {png} draws every population ({', '.join(names)})",
+                          f"expected the line '{note}' in\n{r['out']}")
         if job in ("training", "report") and exp["layout"] != "simulate" and not exp["paired"]:
             res.check("paired_comparison.png skipped" in r["out"],
                       f"{tag}: {job} prints a note when the paired comparison does not apply",
@@ -426,6 +487,17 @@ def broken_copies(path, tmp, tag, exp):
         p = damaged("traces", ds)
         jobs.append((f"plot_traces, no {ds}",
                      [script("plot_traces.py"), p, "--out", os.path.join(tmp, "junk")], ds))
+        pops = exp["populations"].get(
+            "traces_layer" + exp["first_circuit"].rsplit("_", 1)[1] + ".png", []) \
+            if exp["first_circuit"] else []
+        if pops:
+            with h5py.File(path, "r") as f:
+                new_layout = "populations" in f[exp["first_circuit"]]
+            ds = f"{exp['first_circuit']}/" + (f"populations/{pops[-1]}/rate" if new_layout
+                                               else f"r_{pops[-1]}")
+            p = damaged("population", ds)
+            jobs.append((f"plot_traces, no {ds}",
+                         [script("plot_traces.py"), p, "--out", os.path.join(tmp, "junk")], ds))
     return jobs
 
 

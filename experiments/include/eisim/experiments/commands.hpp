@@ -5,7 +5,7 @@
 
 #include "eisim/io/config.hpp"
 #include "eisim/io/hdf5.hpp"
-#include "eisim/learning/optimizer.hpp"
+#include "eisim/models/network.hpp"
 
 namespace eisim::experiments {
 

@@ -48,7 +48,7 @@ void phi_prime(const NonlinearitySpec& spec, const In& v_in, Out& d) {
       d = (v > S(0)).template cast<S>();
       break;
     case Nonlinearity::identity:
-      d.setOnes(v.rows(), v.cols());
+      d = Out::Ones(v.rows(), v.cols());
       break;
     case Nonlinearity::power: {
       const S p = S(spec.power);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "eisim/models/network.hpp"
+#include "eisim/models/nonlinearity.hpp"
 
 namespace eisim::sim {
 
@@ -62,10 +63,10 @@ void population_terms(const models::Population& p, const Z& z, const Q& q, const
       } else {
         const S ig = S(1) / S(p.conductance);
         F = (-za + S(p.rest) + qa * ig).matrix();
-        dF_dq.setConstant(z.rows(), z.cols(), ig);
-        if (dF_dg) dF_dg->setConstant(z.rows(), z.cols(), S(0));
+        dF_dq = Out::Constant(z.rows(), z.cols(), ig);
+        if (dF_dg) *dF_dg = Out::Constant(z.rows(), z.cols(), S(0));
       }
-      dF_dz.setConstant(z.rows(), z.cols(), S(-1));
+      dF_dz = Out::Constant(z.rows(), z.cols(), S(-1));
       break;
     }
     case models::Dynamics::integrator: {
@@ -75,14 +76,14 @@ void population_terms(const models::Population& p, const Z& z, const Q& q, const
       F = free.select(F.array(), S(0)).matrix();
       dF_dz = (free.template cast<S>() * S(-p.leak)).matrix();
       dF_dq = (free.template cast<S>() * S(p.gain)).matrix();
-      if (dF_dg) dF_dg->setConstant(z.rows(), z.cols(), S(0));
+      if (dF_dg) *dF_dg = Out::Constant(z.rows(), z.cols(), S(0));
       break;
     }
     case models::Dynamics::multiplicative: {
       F = (S(p.gain) * za * (qa - S(p.setpoint)) - S(p.leak) * (za - S(1))).matrix();
       dF_dz = (S(p.gain) * (qa - S(p.setpoint)) - S(p.leak)).matrix();
       dF_dq = (S(p.gain) * za).matrix();
-      if (dF_dg) dF_dg->setConstant(z.rows(), z.cols(), S(0));
+      if (dF_dg) *dF_dg = Out::Constant(z.rows(), z.cols(), S(0));
       break;
     }
   }
@@ -91,7 +92,16 @@ void population_terms(const models::Population& p, const Z& z, const Q& q, const
 /// Rate r = rho(z) of a population and d r / d z: phi(v) for leaky populations, [r]_+ for the
 /// others (derivative 1 on r >= 0, the side the rectification keeps).
 template <class Z, class Out>
-void population_rate(const models::Population& p, const Z& z, Out& r, Out* dr);
+void population_rate(const models::Population& p, const Z& z, Out& r, Out* dr) {
+  using S = typename Z::Scalar;
+  if (p.dynamics == models::Dynamics::leaky) {
+    models::apply_phi(p.phi, z, r);
+    if (dr) models::phi_prime(p.phi, z, *dr);
+  } else {
+    r = z.cwiseMax(S(0));
+    if (dr) *dr = (z.array() >= S(0)).template cast<S>().matrix();
+  }
+}
 
 /// Signal a projection carries from its (population) source, and its derivative.
 template <class Z, class R, class Out>
@@ -105,7 +115,7 @@ void projection_signal(const models::Projection& pr, const Z& z_src, const R& r_
       break;
     case models::Signal::potential:
       s = z_src;
-      if (ds) ds->setOnes(z_src.rows(), z_src.cols());
+      if (ds) *ds = Out::Ones(z_src.rows(), z_src.cols());
       break;
     case models::Signal::squared_potential:
       s = z_src.cwiseAbs2();
