@@ -172,12 +172,19 @@ void backward_layer(models::LayerNormKind, const Layer<S>& layer, const sim::Lay
   os << "adjoint solve failed for " << st.failed << "/" << B
      << " samples (smallest reciprocal condition " << st.worst_rcond << ", worst relative residual "
      << st.worst_residual << "); the equilibrium's Jacobian is singular";
+  // Several units of an integrating population without leak (the homeostatic classes of the
+  // default circuit) over-constrain or duplicate each other.
   bool many = false;
-  for (std::size_t p = 1; p < spec.circuit.populations.size(); ++p)
-    many = many || spec.circuit.populations[p].size > 1;
-  if (many)
+  for (std::size_t p = 1; p < spec.circuit.populations.size(); ++p) {
+    const auto& P = spec.circuit.populations[p];
+    many = many || (P.size > 1 && P.dynamics != models::Dynamics::leaky && P.leak == 0);
+  }
+  if (many && (spec.circuit.preset == "default" || spec.circuit.preset == "inorm"))
     os << " - identical integrating interneurons? give them leak (network.circuit.lambda_I / "
           "lambda_D > 0) or use n_I = n_D = 1";
+  else if (many)
+    os << " - integrating interneurons without leak: give them leak "
+          "(network.circuit.populations.<name>.leak > 0)";
   else
     os << " - a silent or saturated interneuron, or weights that have diverged (check the "
           "learning rates and network.init_gain)";
