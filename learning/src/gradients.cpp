@@ -14,36 +14,6 @@ namespace eisim::learning {
 using models::Layer;
 using models::LayerWeights;
 
-const char* to_string(Rule r) {
-  switch (r) {
-    case Rule::implicit:
-      return "implicit";
-    case Rule::frozen:
-      return "frozen";
-    case Rule::bptt:
-      return "bptt";
-  }
-  return "unknown";
-}
-
-const char* to_string(ErrorTransform t) {
-  switch (t) {
-    case ErrorTransform::none:
-      return "none";
-    case ErrorTransform::center:
-      return "center";
-    case ErrorTransform::scale:
-      return "scale";
-    case ErrorTransform::decorrelate:
-      return "decorrelate";
-    case ErrorTransform::full:
-      return "full";
-    case ErrorTransform::lateral:
-      return "lateral";
-  }
-  return "unknown";
-}
-
 bool is_trained(const models::LayerSpec& spec, int k, bool train_inhibitory) {
   const models::WeightInfo& w = spec.weights[k];
   if (w.learns == models::Learns::fixed) return false;

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "eisim/learning/spec.hpp"
+#include "eisim/models/learning_spec.hpp"
 #include "eisim/models/network.hpp"
 #include "eisim/sim/solver.hpp"
 

@@ -2,7 +2,7 @@
 // The learning rules' backward passes, for every layer kind (sim/forward.hpp runs the forward).
 #include <vector>
 
-#include "eisim/learning/spec.hpp"
+#include "eisim/models/learning_spec.hpp"
 #include "eisim/models/network.hpp"
 #include "eisim/sim/forward.hpp"
 #include "eisim/sim/solver.hpp"

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "eisim/learning/gradients.hpp"
-#include "eisim/learning/spec.hpp"
+#include "eisim/models/learning_spec.hpp"
 
 namespace eisim::learning {
 

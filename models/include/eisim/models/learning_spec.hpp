@@ -1,5 +1,8 @@
 #pragma once
-// Parameters of the learning rules, the optimiser and the training loop.
+// Parameters of the learning rules, the optimiser and the training loop: plain data, kept with
+// the other specifications in models/ so that the configuration (io/) reads them without
+// depending on the learning module that implements the rules. The names stay in
+// eisim::learning, where they are used.
 #include <string>
 
 namespace eisim::learning {
@@ -14,8 +17,36 @@ enum class Rule {
 /// Part of LayerNorm's backward transform applied to the error at v (frozen rule only).
 enum class ErrorTransform { none, center, scale, decorrelate, full, lateral };
 
-const char* to_string(Rule r);
-const char* to_string(ErrorTransform t);
+/// The configuration's spelling.
+inline const char* to_string(Rule r) {
+  switch (r) {
+    case Rule::implicit:
+      return "implicit";
+    case Rule::frozen:
+      return "frozen";
+    case Rule::bptt:
+      return "bptt";
+  }
+  return "unknown";
+}
+
+inline const char* to_string(ErrorTransform t) {
+  switch (t) {
+    case ErrorTransform::none:
+      return "none";
+    case ErrorTransform::center:
+      return "center";
+    case ErrorTransform::scale:
+      return "scale";
+    case ErrorTransform::decorrelate:
+      return "decorrelate";
+    case ErrorTransform::full:
+      return "full";
+    case ErrorTransform::lateral:
+      return "lateral";
+  }
+  return "unknown";
+}
 
 struct LearningSpec {
   Rule rule = Rule::implicit;
