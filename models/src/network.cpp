@@ -194,6 +194,7 @@ Mat<S> projection_matrix(const Projection& p, int rows, int cols, const Mat<S>& 
     case Init::heterogeneous:
       return pooling_matrix<S>(rows, cols, p.scale, true, p.heterogeneity, rng);
     case Init::lognormal: {
+      if (p.scale == 0.0) return Mat<S>::Zero(rows, cols);
       const double m = p.scale / cols;
       return lognormal_matrix<S>(rows, cols, m, m, rng);
     }

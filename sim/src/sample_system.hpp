@@ -240,9 +240,13 @@ class SampleSystem {
         // circuit): 1/g and v in two fused passes; q and g are not materialised.
         const auto& E = pops[0];
         const int ks = m.e_sub, kd = m.e_div;
-        const double a = models::source_sign(m.c->projections[ks]) * r[m.c->projections[ks].src](0);
+        // The links' signals (s) come from signals_from_core(); g0 holds the baseline and any
+        // divisive input from explicit populations.
+        const double a = models::source_sign(m.c->projections[ks]) * s[ks](0);
         if (kd >= 0)
-          dF_dq[0] = (g0[0] + m.Wv[kd] * r[m.c->projections[kd].src](0)).cwiseInverse();
+          dF_dq[0] = (g0[0] + m.Wv[kd] * s[kd](0)).cwiseInverse();
+        else if (has_g[0])
+          dF_dq[0] = g0[0].cwiseInverse();
         else
           dF_dq[0].setConstant(1.0 / E.conductance);
         z[0] = (E.rest + (q0[0] + a * m.Wv[ks]).array() * dF_dq[0].array()).matrix();

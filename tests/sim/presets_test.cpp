@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 
 #include "eisim/models/circuit.hpp"
@@ -152,6 +153,44 @@ TEST_CASE("the pooled and the dynamic instantiation of the solver reach the same
     const auto pooled = equilibrium(L, x, 1e-13, true);
     const auto dynamic = equilibrium(L, x, 1e-13, false);
     CHECK(state_distance(pooled, dynamic) <= 1e-9);
+  }
+}
+
+TEST_CASE("the pooled solver handles divisive input from explicit populations and potentials") {
+  // Two user circuits that take the pooled fast path's less common branches: inorm with an
+  // integrating subtractive unit (Newton solves I; D, driven by the input only, is explicit and
+  // divides E), and the default circuit whose I is leaky with softplus rates and acts on E
+  // through its potential. Both instantiations must agree and meet an independent residual.
+  auto make = [](const std::string& preset, const std::function<void(models::CircuitSpec&)>& edit) {
+    presets::Case c{preset, preset, models::CircuitParams{}};
+    models::LayerSpec t = presets::layer_template(c, kUnits);
+    edit(t.circuit);
+    auto net = models::initialise<double>(models::make_network_spec(kInputs, 3, {t}, 1.0, 1), 41);
+    return net.layers.front();
+  };
+  const std::vector<std::pair<std::string, models::Layer<double>>> layers{
+      {"inorm with an integrating I", make("inorm",
+                                           [](models::CircuitSpec& c) {
+                                             c.populations[1].dynamics =
+                                                 models::Dynamics::integrator;
+                                             c.populations[1].leak = 1.0;
+                                           })},
+      {"default with a leaky softplus I acting through its potential",
+       make("default", [](models::CircuitSpec& c) {
+         c.populations[1].dynamics = models::Dynamics::leaky;
+         c.populations[1].phi.kind = models::Nonlinearity::softplus;
+         c.projections[0].signal = models::Signal::potential;  // W_EI
+       })}};
+  for (const auto& [label, L] : layers) {
+    CAPTURE(label);
+    const auto st = models::analyse(L.spec.circuit);
+    REQUIRE(st.eliminate_E);
+    for (int p : st.core) REQUIRE(L.spec.circuit.populations[p].size == 1);
+    const Mat<double> x = inputs(3);
+    const auto pooled = equilibrium(L, x, 1e-13, true);
+    const auto dynamic = equilibrium(L, x, 1e-13, false);
+    CHECK(state_distance(pooled, dynamic) <= 1e-9);
+    CHECK(presets::scaled_residual(L, x, pooled, 1e-12, 1e-12) <= 10.0);
   }
 }
 

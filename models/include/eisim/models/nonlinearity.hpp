@@ -52,7 +52,8 @@ void phi_prime(const NonlinearitySpec& spec, const In& v_in, Out& d) {
       break;
     case Nonlinearity::power: {
       const S p = S(spec.power);
-      d = S(spec.gain) * p * (v - S(spec.threshold)).cwiseMax(S(0)).pow(p - S(1));
+      const auto above = (v - S(spec.threshold)).cwiseMax(S(0));
+      d = (v > S(spec.threshold)).select(S(spec.gain) * p * above.pow(p - S(1)), S(0));
       break;
     }
     case Nonlinearity::sqrt:
