@@ -198,7 +198,9 @@ learning::LearningSpec rule_spec(const std::string& rule) {
 
 }  // namespace
 
-TEST_CASE("initialisation with the seed of the pre-redesign code reproduces its weights exactly") {
+TEST_CASE("initialisation with the seed of the pre-redesign code reproduces its weights") {
+  // Bit for bit in the Release build that wrote the file; other builds (the sanitizer build,
+  // another -march) may round the row normalisations differently, so allow 4 ulp.
   const auto f = io::H5File::open_read(test::source_path(kFile));
   for (const Case& c : cases()) {
     CAPTURE(c.name);
@@ -214,7 +216,7 @@ TEST_CASE("initialisation with the seed of the pre-redesign code reproduces its 
         const Mat<double>& now = net.layers[l].w[n];
         REQUIRE(now.rows() == old.rows());
         REQUIRE(now.cols() == old.cols());
-        CHECK(max_abs(now - old) == 0.0);
+        CHECK(max_abs(now - old) <= 4 * 2.3e-16 * std::max(1.0, max_abs(old)));
       }
     }
   }
