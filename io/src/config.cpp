@@ -990,8 +990,9 @@ class Reader {
   void read_projections(models::CircuitSpec& s) {
     for (const auto& [name, entry] : entries(kProjections)) {
       const std::string prefix = kProjections + "." + name;
+      const std::string& wanted = name;  // (clang < 16 cannot capture structured bindings)
       auto it = std::find_if(s.projections.begin(), s.projections.end(),
-                             [&](const models::Projection& p) { return p.name == name; });
+                             [&](const models::Projection& p) { return p.name == wanted; });
       if (read_remove(prefix, entry, "projection")) {
         const std::string path = prefix + ".remove";
         if (it == s.projections.end())
