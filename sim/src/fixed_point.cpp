@@ -31,6 +31,7 @@ void finish_result(SolveResult& res) {
       case SolverStatus::converged:
         return 0;
       case SolverStatus::max_iterations:
+      case SolverStatus::unstable:
         return 1;
       case SolverStatus::diverged:
         return 2;

@@ -2,7 +2,9 @@
 #include "eisim/sim/forward.hpp"
 
 #include <cmath>
+#include <sstream>
 
+#include "eisim/models/error.hpp"
 #include "eisim/models/nonlinearity.hpp"
 
 namespace eisim::sim {
@@ -20,6 +22,91 @@ void plain_drive(const Layer<S>& layer, const Mat<S>& x, LayerCache<S>& c) {
   c.z.z.resize(1);
 }
 
+// The populations' parameters, for messages about a layer's dynamics.
+std::string circuit_parameters(const models::CircuitSpec& c) {
+  std::ostringstream os;
+  os << "circuit " << c.preset << ":";
+  for (const auto& p : c.populations) {
+    os << " " << p.name << " (" << models::to_string(p.dynamics) << ", n " << p.size << ", tau "
+       << p.tau << " ms";
+    if (p.dynamics != models::Dynamics::leaky) os << ", gain " << p.gain << ", leak " << p.leak;
+    os << ")";
+  }
+  return os.str();
+}
+
+// The stability check and its policy (FixedPointParameters::stability) on the solved layer.
+template <class S>
+void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, LayerCache<S>& c) {
+  const int B = int(c.z.v().cols());
+  c.checked.clear();
+  for (int j = 0; j < B; ++j)
+    if (c.solve.sample_status[j] == SolverStatus::converged &&
+        (fp.stability_samples <= 0 || j < fp.stability_samples))
+      c.checked.push_back(j);
+  if (c.checked.empty()) return;  // (an empty list would mean every sample)
+  c.stability = stability(layer, c.in, c.z, StabilityParameters{}, c.checked);
+  c.found_unstable = c.stability.unstable;
+  c.found_oscillatory = c.stability.oscillatory;
+  if (c.stability.not_stable() == 0) return;
+  if (fp.stability == StabilityCheck::fail)
+    throw numerical_error("stability", c.stability.describe() + " (" +
+                                           circuit_parameters(layer.spec.circuit) +
+                                           "; fixed_point.stability: integrate replaces them "
+                                           "by integrating the ODE)");
+  // Integrate the ODE from the common initial state where the equilibrium is not stable.
+  std::vector<int> bad, at;
+  for (std::size_t q = 0; q < c.checked.size(); ++q) {
+    const Stability k = c.stability.samples[q].cls;
+    if (k == Stability::unstable || k == Stability::oscillatory) {
+      bad.push_back(c.checked[q]);
+      at.push_back(int(q));
+    }
+  }
+  CircuitInput<S> ins;
+  select_samples(c.in, bad, ins);
+  CircuitState<S> zs;
+  initial_state(layer, int(bad.size()), zs);
+  const SolveResult ores = integrate(layer, ins, fallback_ode(fp), zs);
+  const StabilityResult again = stability(layer, ins, zs);
+  for (std::size_t q = 0; q < bad.size(); ++q) {
+    const int j = bad[q];
+    c.solve.sample_iterations[j] += ores.sample_iterations[q];
+    if (ores.sample_status[q] == SolverStatus::converged &&
+        again.samples[q].cls == Stability::stable) {
+      for (std::size_t k = 0; k < c.z.z.size(); ++k) c.z.z[k].col(j) = zs.z[k].col(Eigen::Index(q));
+      c.solve.sample_residual[j] = ores.sample_residual[q];
+      c.stability.samples[std::size_t(at[q])] = again.samples[q];
+      ++c.reintegrated;
+    } else {
+      // Keep the solver's equilibrium and its classification: the layer has no stable one.
+      c.solve.sample_status[j] = SolverStatus::unstable;
+      ++c.no_stable;
+    }
+  }
+  // Counts and the batch status after the policy.
+  StabilityResult& st = c.stability;
+  st.stable = st.unstable = st.oscillatory = st.unknown = 0;
+  for (const auto& s : st.samples) switch (s.cls) {
+      case Stability::stable:
+        ++st.stable;
+        break;
+      case Stability::unstable:
+        ++st.unstable;
+        break;
+      case Stability::oscillatory:
+        ++st.oscillatory;
+        break;
+      case Stability::unknown:
+        ++st.unknown;
+        break;
+    }
+  if (c.no_stable > 0) {
+    c.solve.failed_samples += c.no_stable;
+    if (c.solve.status == SolverStatus::converged) c.solve.status = SolverStatus::unstable;
+  }
+}
+
 template <class S>
 void run(models::CircuitKind, const Layer<S>& layer, const Mat<S>& x,
          const FixedPointParameters& fp, LayerCache<S>& c) {
@@ -27,6 +114,10 @@ void run(models::CircuitKind, const Layer<S>& layer, const Mat<S>& x,
   // Every batch starts from the same initial state, so results do not depend on history.
   initial_state(layer, int(x.cols()), c.z);
   c.solve = solve_fixed_point(layer, c.in, fp, c.z);
+  c.stability = StabilityResult{};
+  c.checked.clear();
+  c.found_unstable = c.found_oscillatory = c.reintegrated = c.no_stable = 0;
+  if (fp.stability != StabilityCheck::off) check_stability(layer, fp, c);
 }
 
 template <class S>
@@ -69,8 +160,24 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const Fixed
   int circuits = 0;
   for (std::size_t l = 0; l < net.layers.size(); ++l) {
     LayerCache<S>& c = cache.layers[l];
-    forward_layer(net.layers[l], l == 0 ? x : cache.layers[l - 1].r, fp, c);
+    try {
+      forward_layer(net.layers[l], l == 0 ? x : cache.layers[l - 1].r, fp, c);
+    } catch (const numerical_error& e) {
+      throw numerical_error("layer " + std::to_string(l), e.what());
+    }
     if (net.layers[l].spec.kind != models::LayerKind::circuit) continue;
+    stats.stability_checked += int(c.checked.size());
+    stats.unstable_samples += c.found_unstable;
+    stats.oscillatory_samples += c.found_oscillatory;
+    stats.reintegrated_samples += c.reintegrated;
+    if (c.no_stable > 0)
+      throw numerical_error(
+          "layer " + std::to_string(l),
+          "no stable equilibrium for " + std::to_string(c.no_stable) + " of " +
+              std::to_string(x.cols()) + " samples: " + c.stability.describe() +
+              "; integrating the ODE from the initial state did not settle either (" +
+              circuit_parameters(net.layers[l].spec.circuit) +
+              "). `eisim simulate` records what the layer does instead (a limit cycle)");
     stats.iterations_max = std::max(stats.iterations_max, c.solve.iterations);
     for (int it : c.solve.sample_iterations) iter_sum += it;
     ++circuits;

@@ -16,6 +16,20 @@ const char* to_string(SolverStatus s) {
       return "diverged";
     case SolverStatus::non_finite:
       return "non_finite";
+    case SolverStatus::unstable:
+      return "unstable";
+  }
+  return "unknown";
+}
+
+const char* to_string(StabilityCheck s) {
+  switch (s) {
+    case StabilityCheck::off:
+      return "off";
+    case StabilityCheck::integrate:
+      return "integrate";
+    case StabilityCheck::fail:
+      return "fail";
   }
   return "unknown";
 }

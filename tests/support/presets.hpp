@@ -257,10 +257,10 @@ inline double scaled_residual(const models::Layer<double>& L, const Mat<double>&
   return worst;
 }
 
-/// Largest real part of the eigenvalues of the Jacobian of dz/dt = F / tau at sample j of the
-/// state z (central differences of terms()): < 0 where the equilibrium is stable (1/ms).
-inline double growth_rate(const models::Layer<double>& L, const Mat<double>& x,
-                          const sim::CircuitState<double>& z, int j) {
+/// The Jacobian of dz/dt = F / tau (1/ms) at sample j of the state z, all populations in order,
+/// by central differences of terms().
+inline Eigen::MatrixXd fd_jacobian(const models::Layer<double>& L, const Mat<double>& x,
+                                   const sim::CircuitState<double>& z, int j) {
   const auto& pops = L.spec.circuit.populations;
   std::vector<std::pair<int, int>> unit;  // (population, index) of every state component
   for (std::size_t p = 0; p < pops.size(); ++p)
@@ -282,7 +282,17 @@ inline double growth_rate(const models::Layer<double>& L, const Mat<double>& x,
       J(a, b) = (tu.F[pa](ia, 0) - td.F[pa](ia, 0)) / (2 * h) / pops[pa].tau;
     }
   }
-  return Eigen::EigenSolver<Eigen::MatrixXd>(J, false).eigenvalues().real().maxCoeff();
+  return J;
+}
+
+/// Largest real part of the eigenvalues of the Jacobian of dz/dt = F / tau at sample j of the
+/// state z (central differences of terms()): < 0 where the equilibrium is stable (1/ms).
+inline double growth_rate(const models::Layer<double>& L, const Mat<double>& x,
+                          const sim::CircuitState<double>& z, int j) {
+  return Eigen::EigenSolver<Eigen::MatrixXd>(fd_jacobian(L, x, z, j), false)
+      .eigenvalues()
+      .real()
+      .maxCoeff();
 }
 
 /// E's potentials at equilibrium with every other population's state held at z (the frozen

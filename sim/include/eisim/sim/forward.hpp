@@ -5,6 +5,7 @@
 #include "eisim/models/network.hpp"
 #include "eisim/sim/circuit.hpp"
 #include "eisim/sim/solver.hpp"
+#include "eisim/sim/stability.hpp"
 
 namespace eisim::sim {
 
@@ -16,6 +17,13 @@ struct LayerCache {
   Mat<S> r;            ///< output rates phi(v)
   Mat<S> aux;          ///< none: W_IX x; layernorm: 1 x B inverse spread
   SolveResult solve;   ///< circuit only
+  /// Circuit only: the stability of the equilibria of the samples `checked` (in that order),
+  /// after the policy of FixedPointParameters::stability; `found_unstable` / `found_oscillatory`
+  /// count what the solver's equilibria were before it, `reintegrated` the samples replaced by
+  /// the ODE's equilibrium, `no_stable` those left with status `unstable`.
+  StabilityResult stability;
+  std::vector<int> checked;
+  int found_unstable = 0, found_oscillatory = 0, reintegrated = 0, no_stable = 0;
   const Mat<S>& x() const { return in.x; }
   const Mat<S>& e() const { return in.ext[0]; }
 };
@@ -33,15 +41,23 @@ struct ForwardStats {
   int failed_samples = 0;
   int fallback_samples = 0;  ///< samples that needed the ODE fallback of the fixed-point solver
   double worst_residual = 0.0;
+  /// Stability of the solved equilibria (sim/stability.hpp), over circuit layers and samples:
+  int stability_checked = 0;     ///< equilibria whose Jacobian spectrum was computed
+  int unstable_samples = 0;      ///< found unstable (a real eigenvalue > 0), before the policy
+  int oscillatory_samples = 0;   ///< found with a complex pair of positive real part (Hopf)
+  int reintegrated_samples = 0;  ///< replaced by integrating the ODE (solver.unstable: integrate)
 };
 
 /// Run one layer on input x (a circuit with the fixed-point solver from the common initial
-/// state). A solver failure is recorded in c.solve, never hidden.
+/// state, then the stability check and its policy). A solver failure, or an equilibrium that is
+/// not stable, is recorded in c.solve (status `unstable`), never hidden; with the policy `fail`
+/// it throws numerical_error.
 template <class S>
 void forward_layer(const models::Layer<S>& layer, const Mat<S>& x, const FixedPointParameters& fp,
                    LayerCache<S>& c);
 
-/// Run every layer to its equilibrium.
+/// Run every layer to its equilibrium. Throws numerical_error naming the layer when a layer has
+/// no stable equilibrium for some samples (it oscillates or diverges: see `eisim simulate`).
 template <class S>
 ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const FixedPointParameters& fp,
                      ForwardCache<S>& cache);

@@ -2,6 +2,7 @@
 // How a circuit is run: the ODE integrator and the fixed-point (Newton) solver. Both take
 // parameters in and return a status with statistics; non-convergence is a status, never a
 // silently returned state.
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -11,8 +12,13 @@
 
 namespace eisim::sim {
 
-enum class SolverStatus { converged, max_iterations, diverged, non_finite };
+/// `unstable`: the solver's equilibrium is not stable and integrating the ODE found no stable
+/// one (the forward pass's stability check, FixedPointParameters::stability).
+enum class SolverStatus { converged, max_iterations, diverged, non_finite, unstable };
 const char* to_string(SolverStatus s);
+
+enum class StabilityCheck { off, integrate, fail };
+const char* to_string(StabilityCheck s);
 
 struct FixedPointParameters {
   Tolerance tol;
@@ -26,6 +32,13 @@ struct FixedPointParameters {
   /// compile-time fixed-size instantiation of the solver. false forces the dynamic-size one
   /// (same source and iterates; for verification).
   bool pooled_fast_path = true;
+  /// What the forward pass does with an equilibrium that is not stable (sim/stability.hpp):
+  /// `integrate` replaces it by integrating the ODE from the initial state (and reports a layer
+  /// with no stable equilibrium), `fail` throws naming the layer, `off` skips the check.
+  StabilityCheck stability = StabilityCheck::integrate;
+  /// Equilibria checked per batch: 0 = every sample, k > 0 = the first k of each batch (the
+  /// check costs a dense eigenproblem per sample for large interneuron populations).
+  int stability_samples = 0;
 };
 
 /// Per-batch outcome. `status` is the worst sample's status.
@@ -55,6 +68,19 @@ struct OdeParameters {
   int max_steps = 200000;
   int check_every = 1;  ///< test the residual every this many accepted steps
 };
+
+/// The ODE settings of the fixed-point solver's fallback (and of the forward pass's
+/// re-integration of unstable equilibria): the fallback's caps, and a step error well below the
+/// equilibrium tolerance, or the residual stalls just above it (measured in bench/README.md).
+inline OdeParameters fallback_ode(const FixedPointParameters& p) {
+  OdeParameters op;
+  op.tol = p.tol;
+  op.t_max = p.fallback_t_max;
+  op.max_steps = p.fallback_max_steps;
+  op.stepper_abs_tol = std::min(op.stepper_abs_tol, 0.01 * p.tol.abs_tol);
+  op.stepper_rel_tol = std::min(op.stepper_rel_tol, 0.01 * std::max(p.tol.rel_tol, 1e-14));
+  return op;
+}
 
 /// Observer called with (t, state) at requested times (ODE only).
 template <class S>

@@ -1,0 +1,104 @@
+#pragma once
+// Linear stability of a circuit's equilibria: the leading eigenvalues of the full circuit's
+// Jacobian d(dz/dt)/dz (every population, in 1/ms, the ODE's time units) at each solved
+// equilibrium, and their classification. See docs/numerics.md, "Stability".
+#include <Eigen/Dense>
+#include <complex>
+#include <string>
+#include <vector>
+
+#include "eisim/models/network.hpp"
+#include "eisim/sim/circuit.hpp"
+
+namespace eisim::sim {
+
+enum class Stability {
+  stable,       ///< every eigenvalue has a negative real part (a damped oscillation if the
+                ///< leading pair is complex: `frequency_hz` > 0)
+  unstable,     ///< the leading eigenvalue is real and positive (a saddle or an unstable node)
+  oscillatory,  ///< the leading pair is complex with a positive real part: past a Hopf
+                ///< bifurcation, the circuit oscillates around this point
+  unknown,      ///< not computed (non-finite state or Jacobian)
+};
+const char* to_string(Stability s);
+
+struct StabilityParameters {
+  /// Eigenvalues with real part <= margin (1/ms) count as not growing. Floating-point error in
+  /// the eigenvalues of a well-scaled Jacobian is ~1e-15 / ms; the margin keeps exactly
+  /// marginal modes (integral control without leak) on the stable side.
+  double margin = 1e-9;
+  int keep = 4;  ///< leading eigenvalues kept per sample (by decreasing real part)
+};
+
+/// Outcome for one equilibrium.
+struct SampleStability {
+  Stability cls = Stability::unknown;
+  double max_real = 0.0;                      ///< leading real part (1/ms); < 0 stable
+  double frequency_hz = 0.0;                  ///< |Im| of the leading eigenvalue / 2 pi, in Hz
+  std::vector<std::complex<double>> leading;  ///< `keep` eigenvalues, by decreasing real part
+};
+
+struct StabilityResult {
+  std::vector<SampleStability> samples;
+  int stable = 0, unstable = 0, oscillatory = 0, unknown = 0;
+  int not_stable() const { return unstable + oscillatory; }
+  /// "2 of 32 equilibria not stable: 1 unstable (leading eigenvalue 0.03/ms), 1 oscillatory
+  /// (12.4 Hz, growth 0.01/ms)"
+  std::string describe() const;
+};
+
+/// The dense Jacobian d(dz/dt)/dz (1/ms) of one sample (column `sample` of z and `in`), all
+/// populations in order, built from the circuit's one vector-Jacobian product (sim::vjp) with
+/// unit cotangents. Rows of rectified units held at their boundary are zero. For verification
+/// and small circuits; stability() does not form it when E can be eliminated.
+template <class S>
+Eigen::MatrixXd dense_jacobian(const models::Layer<S>& layer, const CircuitInput<S>& in,
+                               const CircuitState<S>& z, int sample);
+
+/// The stability of the equilibria z (one per column). Units of integrator populations held at
+/// their rectification boundary (r = 0 with F < 0) are left out: the boundary holds them. When
+/// E is leaky and receives no recurrent input (E eliminated by the solver), the spectrum is
+/// that of a 2m x 2m matrix (m = interneuron units) plus -1/tau_E: J = [[a I, B], [C, D]] with
+/// a = -1/tau_E has, besides a, the eigenvalues of [[D, I], [C B, a I]]; otherwise the full
+/// dense Jacobian is used. `samples` restricts the check to those columns (empty = all); the
+/// result has one entry per checked column, in that order.
+template <class S>
+StabilityResult stability(const models::Layer<S>& layer, const CircuitInput<S>& in,
+                          const CircuitState<S>& z, const StabilityParameters& params = {},
+                          const std::vector<int>& samples = {});
+
+/// Classify a spectrum (any order).
+SampleStability classify(const Eigen::VectorXcd& eigenvalues, const StabilityParameters& params);
+
+/// What a layer does where it has no stable equilibrium, per sample: the ODE integrated from the
+/// initial state, observed over the last `window` ms.
+struct Oscillation {
+  bool periodic = false;   ///< at least three cycles of E's mean state in the window
+  double period_ms = 0.0;  ///< mean interval between upward crossings of E's window mean
+  double frequency_hz = 0.0;
+  std::vector<double> amplitude;  ///< per population: half the range of its mean state
+  bool finite = true;             ///< false: the state became non-finite (it diverged)
+};
+
+struct OscillationParameters {
+  double t_end = 2000.0;   ///< ms integrated from the initial state
+  double window = 1000.0;  ///< ms at the end that are analysed
+  int points = 4001;       ///< observations in the window
+};
+
+/// Integrate samples `cols` of a layer from the common initial state (Boost.Odeint, as
+/// sim::integrate) and measure the limit cycle of each (period from E's population-mean state,
+/// amplitude of every population's mean state).
+template <class S>
+std::vector<Oscillation> measure_oscillation(const models::Layer<S>& layer,
+                                             const CircuitInput<S>& in,
+                                             const std::vector<int>& cols,
+                                             const OscillationParameters& params = {});
+
+/// Columns `cols` of every matrix of a batch input / state (repeats allowed).
+template <class S>
+void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out);
+template <class S>
+void select_samples(const CircuitState<S>& z, const std::vector<int>& cols, CircuitState<S>& out);
+
+}  // namespace eisim::sim

@@ -1,0 +1,403 @@
+// Linear stability of equilibria (see stability.hpp). The Jacobian's entries come from the
+// circuit's one vector-Jacobian product (sim::vjp) with unit cotangents, so no equation is
+// written here a second time.
+#include "eisim/sim/stability.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <sstream>
+
+#include "eisim/models/error.hpp"
+#include "eisim/sim/solver.hpp"
+
+namespace eisim::sim {
+
+using models::Layer;
+
+const char* to_string(Stability s) {
+  switch (s) {
+    case Stability::stable:
+      return "stable";
+    case Stability::unstable:
+      return "unstable";
+    case Stability::oscillatory:
+      return "oscillatory";
+    case Stability::unknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+std::string StabilityResult::describe() const {
+  std::ostringstream os;
+  os << not_stable() << " of " << samples.size() << " equilibria not stable";
+  const SampleStability* worst_u = nullptr;
+  const SampleStability* worst_o = nullptr;
+  for (const auto& s : samples) {
+    if (s.cls == Stability::unstable && (!worst_u || s.max_real > worst_u->max_real)) worst_u = &s;
+    if (s.cls == Stability::oscillatory && (!worst_o || s.max_real > worst_o->max_real))
+      worst_o = &s;
+  }
+  if (worst_u)
+    os << "; " << unstable << " unstable (largest eigenvalue " << worst_u->max_real << " /ms)";
+  if (worst_o)
+    os << "; " << oscillatory << " oscillatory (growth " << worst_o->max_real << " /ms at "
+       << worst_o->frequency_hz << " Hz)";
+  if (unknown > 0) os << "; " << unknown << " not computed (non-finite)";
+  return os.str();
+}
+
+SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& params) {
+  SampleStability out;
+  std::vector<std::complex<double>> l(ev.data(), ev.data() + ev.size());
+  for (const auto& x : l)
+    if (!std::isfinite(x.real()) || !std::isfinite(x.imag())) return out;
+  std::sort(l.begin(), l.end(), [](const auto& a, const auto& b) {
+    return a.real() > b.real() || (a.real() == b.real() && a.imag() > b.imag());
+  });
+  if (l.empty()) {
+    out.cls = Stability::stable;
+    return out;
+  }
+  out.max_real = l[0].real();
+  out.frequency_hz = std::abs(l[0].imag()) * 1000.0 / (2.0 * std::numbers::pi);
+  // A complex pair shows as conjugates; a real eigenvalue's imaginary part is exactly 0 from
+  // Eigen's real Schur form.
+  const bool complex_pair = l[0].imag() != 0.0;
+  if (out.max_real > params.margin)
+    out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
+  else
+    out.cls = Stability::stable;
+  l.resize(std::min<std::size_t>(l.size(), std::size_t(std::max(params.keep, 0))));
+  out.leading = std::move(l);
+  return out;
+}
+
+template <class S>
+void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out) {
+  const auto pick = [&](const Mat<S>& a, Mat<S>& b) {
+    if (a.size() == 0) {
+      b.resize(0, 0);
+      return;
+    }
+    b.resize(a.rows(), Eigen::Index(cols.size()));
+    for (std::size_t q = 0; q < cols.size(); ++q) b.col(Eigen::Index(q)) = a.col(cols[q]);
+  };
+  pick(in.x, out.x);
+  out.ext.resize(in.ext.size());
+  for (std::size_t k = 0; k < in.ext.size(); ++k) pick(in.ext[k], out.ext[k]);
+  out.ux.resize(in.ux.size());
+  for (std::size_t k = 0; k < in.ux.size(); ++k) pick(in.ux[k], out.ux[k]);
+}
+
+template <class S>
+void select_samples(const CircuitState<S>& z, const std::vector<int>& cols, CircuitState<S>& out) {
+  out.z.resize(z.z.size());
+  for (std::size_t k = 0; k < z.z.size(); ++k) {
+    out.z[k].resize(z.z[k].rows(), Eigen::Index(cols.size()));
+    for (std::size_t q = 0; q < cols.size(); ++q)
+      out.z[k].col(Eigen::Index(q)) = z.z[k].col(cols[q]);
+  }
+}
+
+namespace {
+
+template <class S>
+models::LayerWeights<S>* no_grads() {
+  return nullptr;
+}
+template <class S>
+std::vector<Mat<S>>* no_mats() {
+  return nullptr;
+}
+template <class S>
+Mat<S>* no_mat() {
+  return nullptr;
+}
+
+// Offsets of each population's units in the stacked state.
+std::vector<int> offsets(const models::CircuitSpec& c, int from) {
+  std::vector<int> off(c.populations.size() + 1, 0);
+  for (std::size_t p = 0; p < c.populations.size(); ++p)
+    off[p + 1] = off[p] + (int(p) >= from ? c.populations[p].size : 0);
+  return off;
+}
+
+// Unit i of population p is held at its rectification boundary (an integrator population at
+// r <= 0 with a negative push: population_terms zeroes its partials there).
+template <class S>
+bool clamped(const models::Population& p, const CircuitState<S>& z, const CircuitTerms<S>& t,
+             int pi, int i, int col) {
+  return p.dynamics == models::Dynamics::integrator && z.z[pi](i, col) <= S(0) &&
+         t.dF_dq[pi](i, col) == S(0) && t.dF_dz[pi](i, col) == S(0);
+}
+
+template <class S>
+bool finite_sample(const CircuitState<S>& z, int col) {
+  for (const auto& m : z.z)
+    if (!m.col(col).allFinite()) return false;
+  return true;
+}
+
+// Rows of J = T^-1 dF/dz for the units [from, P) of every replicated sample: the cotangent
+// e_c / tau_c through vjp gives row c of J (J^T e_c). Each sample is replicated once per
+// probed unit; column q * n + c of the result belongs to sample q and unit c.
+template <class S>
+void jacobian_rows(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
+                   const std::vector<int>& cols, int from, CircuitTerms<S>& t,
+                   std::vector<Mat<S>>& rows, CircuitInput<S>& in_r, CircuitState<S>& z_r) {
+  const auto& c = layer.spec.circuit;
+  const std::vector<int> off = offsets(c, from);
+  const int n = off.back();
+  std::vector<int> rep;
+  rep.reserve(cols.size() * std::size_t(n));
+  for (int s : cols)
+    for (int k = 0; k < n; ++k) rep.push_back(s);
+  select_samples(in, rep, in_r);
+  select_samples(z, rep, z_r);
+  evaluate(layer, in_r, z_r, t, true);
+  const Eigen::Index R = Eigen::Index(rep.size());
+  std::vector<Mat<S>> w(c.populations.size());
+  for (std::size_t p = std::size_t(from); p < c.populations.size(); ++p) {
+    w[p].setZero(c.populations[p].size, R);
+    const S inv_tau = S(1.0 / c.populations[p].tau);
+    for (std::size_t q = 0; q < cols.size(); ++q)
+      for (int i = 0; i < c.populations[p].size; ++i)
+        w[p](i, Eigen::Index(q) * n + off[p] + i) = inv_tau;
+  }
+  rows.assign(c.populations.size(), Mat<S>());
+  vjp(layer, in_r, t, w, no_grads<S>(), &rows, no_mats<S>(), no_mat<S>());
+}
+
+}  // namespace
+
+template <class S>
+Eigen::MatrixXd dense_jacobian(const Layer<S>& layer, const CircuitInput<S>& in,
+                               const CircuitState<S>& z, int sample) {
+  const auto& c = layer.spec.circuit;
+  if (layer.spec.kind != models::LayerKind::circuit)
+    throw internal_error("dense_jacobian: not a circuit layer");
+  const std::vector<int> off = offsets(c, 0);
+  const int N = off.back();
+  CircuitTerms<S> t;
+  std::vector<Mat<S>> rows;
+  CircuitInput<S> in_r;
+  CircuitState<S> z_r;
+  jacobian_rows(layer, in, z, {sample}, 0, t, rows, in_r, z_r);
+  Eigen::MatrixXd J = Eigen::MatrixXd::Zero(N, N);
+  for (std::size_t p = 0; p < c.populations.size(); ++p) {
+    if (rows[p].size() == 0) continue;
+    for (int r = 0; r < N; ++r)
+      for (int i = 0; i < c.populations[p].size; ++i) J(r, off[p] + i) = double(rows[p](i, r));
+  }
+  return J;
+}
+
+template <class S>
+StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
+                          const CircuitState<S>& z, const StabilityParameters& params,
+                          const std::vector<int>& samples) {
+  const auto& c = layer.spec.circuit;
+  if (layer.spec.kind != models::LayerKind::circuit)
+    throw internal_error("stability: not a circuit layer");
+  std::vector<int> cols = samples;
+  if (cols.empty()) {
+    cols.resize(std::size_t(z.v().cols()));
+    for (std::size_t j = 0; j < cols.size(); ++j) cols[j] = int(j);
+  }
+  StabilityResult res;
+  res.samples.resize(cols.size());
+  // Samples with a non-finite state are not computed.
+  std::vector<int> ok;
+  std::vector<std::size_t> ok_at;
+  for (std::size_t q = 0; q < cols.size(); ++q)
+    if (finite_sample(z, cols[q])) {
+      ok.push_back(cols[q]);
+      ok_at.push_back(q);
+    }
+  const models::CircuitStructure st = models::analyse(c);
+  const int n_E = c.populations[0].size;
+  const std::vector<int> off = offsets(c, 1);
+  const int m = off.back();  // interneuron units
+  const bool reduced =
+      st.eliminate_E && c.populations[0].dynamics == models::Dynamics::leaky && m < n_E;
+  CircuitTerms<S> t;
+  std::vector<Mat<S>> rows;
+  CircuitInput<S> in_r;
+  CircuitState<S> z_r;
+  if (!ok.empty() && reduced) {
+    const double a = -1.0 / c.populations[0].tau;
+    jacobian_rows(layer, in, z, ok, 1, t, rows, in_r, z_r);
+    // C B: push the E block of each row (row j of C) through J_E,I^T with a second vjp.
+    std::vector<Mat<S>> w2(c.populations.size()), cb(c.populations.size());
+    w2[0] = rows[0] * S(-a);  // C^T columns / tau_E
+    vjp(layer, in_r, t, w2, no_grads<S>(), &cb, no_mats<S>(), no_mat<S>());
+    for (std::size_t q = 0; q < ok.size(); ++q) {
+      // Free units (not held at a rectification boundary).
+      std::vector<std::pair<int, int>> free;  // (population, unit)
+      for (std::size_t p = 1; p < c.populations.size(); ++p)
+        for (int i = 0; i < c.populations[p].size; ++i)
+          if (!clamped(c.populations[p], z_r, t, int(p), i, int(q) * m + off[p] + i))
+            free.emplace_back(int(p), i);
+      const int f = int(free.size());
+      Eigen::MatrixXd M = Eigen::MatrixXd::Zero(2 * f, 2 * f);
+      for (int r = 0; r < f; ++r) {
+        const Eigen::Index col = Eigen::Index(q) * m + off[free[r].first] + free[r].second;
+        for (int k = 0; k < f; ++k) {
+          const auto [p, i] = free[k];
+          if (rows[p].size() > 0) M(r, k) = double(rows[p](i, col));
+          if (cb[p].size() > 0) M(f + r, k) = double(cb[p](i, col));
+        }
+        M(r, f + r) = 1.0;
+        M(f + r, f + r) = a;
+      }
+      Eigen::VectorXcd ev(2 * f + 1);
+      if (f > 0) {
+        Eigen::EigenSolver<Eigen::MatrixXd> es(M, false);
+        if (es.info() != Eigen::Success) continue;  // unknown
+        ev.head(2 * f) = es.eigenvalues();
+      }
+      ev(2 * f) = a;
+      res.samples[ok_at[q]] = classify(ev, params);
+    }
+  } else {
+    const std::vector<int> off0 = offsets(c, 0);
+    const int N = off0.back();
+    for (std::size_t q = 0; q < ok.size(); ++q) {
+      jacobian_rows(layer, in, z, {ok[q]}, 0, t, rows, in_r, z_r);
+      std::vector<int> idx;  // free units
+      for (std::size_t p = 0; p < c.populations.size(); ++p)
+        for (int i = 0; i < c.populations[p].size; ++i)
+          if (!clamped(c.populations[p], z_r, t, int(p), i, off0[p] + i))
+            idx.push_back(off0[p] + i);
+      std::vector<int> pop_of(static_cast<std::size_t>(N)), unit_of(static_cast<std::size_t>(N));
+      for (std::size_t p = 0; p < c.populations.size(); ++p)
+        for (int i = 0; i < c.populations[p].size; ++i) {
+          pop_of[std::size_t(off0[p] + i)] = int(p);
+          unit_of[std::size_t(off0[p] + i)] = i;
+        }
+      const int f = int(idx.size());
+      Eigen::MatrixXd J = Eigen::MatrixXd::Zero(f, f);
+      for (int r = 0; r < f; ++r)
+        for (int k = 0; k < f; ++k) {
+          const auto& R = rows[std::size_t(pop_of[std::size_t(idx[k])])];
+          if (R.size() > 0) J(r, k) = double(R(unit_of[std::size_t(idx[k])], idx[r]));
+        }
+      if (f == 0) {
+        res.samples[ok_at[q]] = classify(Eigen::VectorXcd(0), params);
+        continue;
+      }
+      Eigen::EigenSolver<Eigen::MatrixXd> es(J, false);
+      if (es.info() != Eigen::Success) continue;
+      res.samples[ok_at[q]] = classify(es.eigenvalues(), params);
+    }
+  }
+  for (const auto& s : res.samples) {
+    switch (s.cls) {
+      case Stability::stable:
+        ++res.stable;
+        break;
+      case Stability::unstable:
+        ++res.unstable;
+        break;
+      case Stability::oscillatory:
+        ++res.oscillatory;
+        break;
+      case Stability::unknown:
+        ++res.unknown;
+        break;
+    }
+  }
+  return res;
+}
+
+template <class S>
+std::vector<Oscillation> measure_oscillation(const Layer<S>& layer, const CircuitInput<S>& in,
+                                             const std::vector<int>& cols,
+                                             const OscillationParameters& params) {
+  const auto& pops = layer.spec.circuit.populations;
+  const int n = int(cols.size());
+  std::vector<Oscillation> out(cols.size());
+  if (n == 0) return out;
+  if (!(params.window > 0 && params.window <= params.t_end && params.points >= 3))
+    throw internal_error("measure_oscillation: bad window");
+  CircuitInput<S> ins;
+  select_samples(in, cols, ins);
+  CircuitState<S> z;
+  initial_state(layer, n, z);
+  std::vector<double> times(std::size_t(params.points));
+  const double t0 = params.t_end - params.window;
+  for (int k = 0; k < params.points; ++k)
+    times[std::size_t(k)] = t0 + params.window * k / (params.points - 1);
+  // Population means per sample at each observation: mean[p](k, q).
+  std::vector<Eigen::MatrixXd> mean(pops.size(),
+                                    Eigen::MatrixXd::Constant(params.points, n, std::nan("")));
+  int k = 0;
+  OdeParameters op;
+  op.t_max = params.t_end;
+  op.max_steps = 10000000;
+  op.tol = {0.0, 0.0};  // never "settled": integrate the whole span
+  const TraceObserver<S> observe = [&](double, const CircuitState<S>& s) {
+    if (k >= params.points) return;
+    for (std::size_t p = 0; p < pops.size(); ++p)
+      mean[p].row(k) = s.z[p].colwise().mean().template cast<double>();
+    ++k;
+  };
+  integrate(layer, ins, op, z, times, observe);
+
+  for (int q = 0; q < n; ++q) {
+    Oscillation& o = out[std::size_t(q)];
+    o.amplitude.assign(pops.size(), 0.0);
+    for (std::size_t p = 0; p < pops.size(); ++p) {
+      const auto m = mean[p].col(q).head(k);
+      if (k < params.points || !m.allFinite()) {
+        o.finite = false;
+        o.amplitude[p] = std::nan("");
+        continue;
+      }
+      o.amplitude[p] = 0.5 * (m.maxCoeff() - m.minCoeff());
+    }
+    if (!o.finite) continue;
+    const auto e = mean[0].col(q);
+    const double c = e.mean();
+    std::vector<double> up;  // upward crossings of the window mean, linearly interpolated
+    for (int i = 1; i < params.points; ++i)
+      if (e(i - 1) < c && e(i) >= c) {
+        const double f = (c - e(i - 1)) / (e(i) - e(i - 1));
+        up.push_back(times[std::size_t(i - 1)] +
+                     f * (times[std::size_t(i)] - times[std::size_t(i - 1)]));
+      }
+    // A limit cycle keeps its amplitude: E's range in the window's two halves agrees to 10 %
+    // (a damped oscillation shrinks), and it is more than rounding.
+    const int h = params.points / 2;
+    const double r1 = e.head(h).maxCoeff() - e.head(h).minCoeff();
+    const double r2 = e.tail(params.points - h).maxCoeff() - e.tail(params.points - h).minCoeff();
+    const bool sustained = r2 > 1e-6 * (1.0 + std::abs(c)) && std::abs(r1 - r2) <= 0.1 * r2;
+    if (up.size() >= 4 && sustained) {
+      o.periodic = true;
+      o.period_ms = (up.back() - up.front()) / double(up.size() - 1);
+      o.frequency_hz = 1000.0 / o.period_ms;
+    }
+  }
+  return out;
+}
+
+#define EISIM_INSTANTIATE(S)                                                                \
+  template Eigen::MatrixXd dense_jacobian<S>(const Layer<S>&, const CircuitInput<S>&,       \
+                                             const CircuitState<S>&, int);                  \
+  template StabilityResult stability<S>(const Layer<S>&, const CircuitInput<S>&,            \
+                                        const CircuitState<S>&, const StabilityParameters&, \
+                                        const std::vector<int>&);                           \
+  template void select_samples<S>(const CircuitInput<S>&, const std::vector<int>&,          \
+                                  CircuitInput<S>&);                                        \
+  template std::vector<Oscillation> measure_oscillation<S>(                                 \
+      const Layer<S>&, const CircuitInput<S>&, const std::vector<int>&,                     \
+      const OscillationParameters&);                                                        \
+  template void select_samples<S>(const CircuitState<S>&, const std::vector<int>&,          \
+                                  CircuitState<S>&);
+EISIM_INSTANTIATE(float)
+EISIM_INSTANTIATE(double)
+#undef EISIM_INSTANTIATE
+
+}  // namespace eisim::sim

@@ -1,0 +1,324 @@
+// The stability of equilibria (sim/stability.hpp) against independent answers: the Jacobian by
+// central differences of the equations written out in tests/support/presets.hpp, a dense
+// eigensolver, and the analytic Hopf point of the linear two-population E/I circuit of
+// ../shared/circuits.md.
+#include "eisim/sim/stability.hpp"
+
+#include <doctest/doctest.h>
+
+#include <Eigen/Eigenvalues>
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <random>
+
+#include "eisim/models/error.hpp"
+#include "eisim/sim/forward.hpp"
+#include "eisim/sim/solver.hpp"
+#include "presets.hpp"
+
+using namespace eisim;
+namespace presets = test::presets;
+
+namespace {
+
+constexpr int kInputs = 12, kUnits = 20, kSamples = 4;
+
+Mat<double> inputs(std::uint64_t salt) {
+  std::mt19937_64 rng(test::seed() + salt);
+  return test::random_matrix<double>(kInputs, kSamples, 0.0, 1.0, rng);
+}
+
+sim::CircuitInput<double> input_of(const models::Layer<double>& L, const Mat<double>& x) {
+  sim::CircuitInput<double> in;
+  sim::circuit_input(L, x, in);
+  return in;
+}
+
+sim::CircuitState<double> equilibrium(const models::Layer<double>& L, const Mat<double>& x) {
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-12, 1e-12};
+  fp.max_iterations = 100;
+  sim::CircuitState<double> z;
+  sim::initial_state(L, int(x.cols()), z);
+  const sim::SolveResult res = sim::solve_fixed_point(L, input_of(L, x), fp, z);
+  INFO(res.describe());
+  REQUIRE(res.ok());
+  return z;
+}
+
+// Eigenvalues sorted by decreasing real part (then imaginary part).
+std::vector<std::complex<double>> sorted_eigenvalues(const Eigen::MatrixXd& J) {
+  const Eigen::VectorXcd ev = Eigen::EigenSolver<Eigen::MatrixXd>(J, false).eigenvalues();
+  std::vector<std::complex<double>> l(ev.data(), ev.data() + ev.size());
+  std::sort(l.begin(), l.end(), [](const auto& a, const auto& b) {
+    return a.real() > b.real() || (a.real() == b.real() && a.imag() > b.imag());
+  });
+  return l;
+}
+
+// The linear two-population circuit of ../shared/circuits.md:
+//   tau_E dr_E/dt = -r_E + w_EE r_E - w_EI r_I + h,  tau_I dr_I/dt = -r_I + w_IE r_E - w_II r_I,
+// as the ssn preset with one unit per population and identity rate functions.
+constexpr double kWEE = 2.0, kWEI = 2.0, kWIE = 2.0, kWII = 0.5, kTauE = 10.0;
+
+models::Layer<double> linear_ei(double tau_I) {
+  models::LayerSpec t;
+  t.kind = models::LayerKind::circuit;
+  t.n_E = 1;
+  t.circuit = models::make_preset("ssn", models::CircuitParams{}, 1, t.phi);
+  auto& pops = t.circuit.populations;
+  REQUIRE(pops.size() == 2);
+  for (auto& p : pops) p.phi.kind = models::Nonlinearity::identity;
+  pops[0].tau = kTauE;
+  pops[1].tau = tau_I;
+  auto spec = models::make_network_spec(3, 2, {t}, 1.0, 1);
+  auto net = models::initialise<double>(spec, 5);
+  auto L = net.layers.front();
+  L.w["W_EE"].setConstant(kWEE);
+  L.w["W_EI"].setConstant(kWEI);
+  L.w["W_IE"].setConstant(kWIE);
+  L.w["W_II"].setConstant(kWII);
+  L.w["W_IX"].setConstant(0.1);
+  L.w.W_EX.setConstant(0.2);
+  L.w.b.setConstant(0.1);
+  return L;
+}
+
+double hopf_tau_I() {
+  return kTauE * (1 + kWII) / (kWEE - 1);
+}
+
+sim::SampleStability classify_linear(double tau_I) {
+  const auto L = linear_ei(tau_I);
+  const Mat<double> x = Mat<double>::Ones(3, 1);
+  sim::CircuitState<double> z;
+  sim::initial_state(L, 1, z);
+  const auto res = sim::stability(L, input_of(L, x), z);
+  REQUIRE(res.samples.size() == 1);
+  return res.samples[0];
+}
+
+}  // namespace
+
+TEST_CASE("the Jacobian of every preset equals central differences of the equations") {
+  for (const auto& c : presets::all()) {
+    CAPTURE(c.label);
+    const auto L = presets::layer<double>(c, kInputs, kUnits, 31);
+    const Mat<double> x = inputs(1);
+    const auto z = equilibrium(L, x);
+    for (int j = 0; j < kSamples; ++j) {
+      CAPTURE(j);
+      const Eigen::MatrixXd J = sim::dense_jacobian(L, input_of(L, x), z, j);
+      const Eigen::MatrixXd Jfd = presets::fd_jacobian(L, x, z, j);
+      REQUIRE(J.rows() == Jfd.rows());
+      const double err = (J - Jfd).cwiseAbs().maxCoeff() / std::max(1.0, Jfd.cwiseAbs().maxCoeff());
+      CHECK(err <= 1e-6);
+    }
+  }
+}
+
+TEST_CASE("stability() reports the spectrum of the dense Jacobian, reduced or not") {
+  // Presets whose E population is eliminated use the 2m x 2m reduction; ssn (recurrent E) the
+  // dense Jacobian. Both must give the leading eigenvalues of an independent dense eigensolve
+  // of the finite-difference Jacobian.
+  for (const auto& c : presets::all()) {
+    CAPTURE(c.label);
+    const auto L = presets::layer<double>(c, kInputs, kUnits, 31);
+    const Mat<double> x = inputs(2);
+    const auto z = equilibrium(L, x);
+    sim::StabilityParameters sp;
+    sp.keep = 3;
+    const auto res = sim::stability(L, input_of(L, x), z, sp);
+    REQUIRE(int(res.samples.size()) == kSamples);
+    CHECK(res.stable == kSamples);
+    for (int j = 0; j < kSamples; ++j) {
+      CAPTURE(j);
+      const auto ref = sorted_eigenvalues(presets::fd_jacobian(L, x, z, j));
+      const auto& got = res.samples[j];
+      CHECK(got.cls == sim::Stability::stable);
+      REQUIRE(got.leading.size() == 3);
+      for (int k = 0; k < 3; ++k) {
+        CAPTURE(k);
+        CHECK(std::abs(got.leading[k] - ref[k]) <= 1e-6 * std::max(1.0, std::abs(ref[k])));
+      }
+      CHECK(std::abs(got.max_real - presets::growth_rate(L, x, z, j)) <= 1e-6);
+    }
+  }
+}
+
+TEST_CASE("the classification flips at the analytic Hopf point of the linear E/I circuit") {
+  const double ts = hopf_tau_I();  // 15 ms
+  REQUIRE(ts == doctest::Approx(15.0));
+  // Below tau_I*: a stable focus; above: an oscillatory instability.
+  const auto below = classify_linear(0.99 * ts);
+  const auto above = classify_linear(1.01 * ts);
+  CHECK(below.cls == sim::Stability::stable);
+  CHECK(above.cls == sim::Stability::oscillatory);
+  // The frequency at the Hopf point: sqrt(det J) / (2 pi), det J at tau_I*.
+  const double det = (-(kWEE - 1) * (1 + kWII) + kWEI * kWIE) / (kTauE * ts);  // 1 / ms^2
+  const double f_hopf = std::sqrt(det) / (2 * std::numbers::pi) * 1000.0;      // Hz
+  CHECK(above.frequency_hz == doctest::Approx(f_hopf).epsilon(0.01));
+  CHECK(below.frequency_hz == doctest::Approx(f_hopf).epsilon(0.01));
+  // The flip by bisection on the classifier: within 0.1 % of tau_I* (the issue asks 1 %).
+  double lo = 0.5 * ts, hi = 2 * ts;
+  REQUIRE(classify_linear(lo).cls == sim::Stability::stable);
+  REQUIRE(classify_linear(hi).cls == sim::Stability::oscillatory);
+  for (int i = 0; i < 40; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (classify_linear(mid).cls == sim::Stability::stable ? lo : hi) = mid;
+  }
+  CHECK(std::abs(lo - ts) / ts <= 1e-3);
+  // The growth rate is trace J / 2 where the pair is complex: checks its sign and size.
+  const double t_above = 1.01 * ts;
+  CHECK(above.max_real ==
+        doctest::Approx(0.5 * ((kWEE - 1) / kTauE - (1 + kWII) / t_above)).epsilon(1e-9));
+}
+
+TEST_CASE("the forward pass replaces an unstable equilibrium by the ODE's stable one") {
+  // The heterogeneous ssn layer on which Newton converges to an unstable equilibrium of sample 1
+  // (largest eigenvalue +0.023 / ms; tests/sim/presets_test.cpp): the stability check finds it
+  // and the forward pass integrates the ODE from the initial state instead.
+  const auto ssn = presets::all()[3];
+  REQUIRE(ssn.preset == "ssn");
+  const auto L = presets::layer<double>(ssn, kInputs, kUnits, 211);
+  std::mt19937_64 rng(20261129ULL + 211);
+  const Mat<double> x = test::random_matrix<double>(kInputs, kSamples, 0.0, 1.0, rng);
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-10, 1e-10};
+  sim::LayerCache<double> c;
+  sim::forward_layer(L, x, fp, c);
+  INFO(c.solve.describe());
+  CHECK(c.solve.ok());
+  CHECK(c.found_unstable + c.found_oscillatory >= 1);
+  CHECK(c.reintegrated == c.found_unstable + c.found_oscillatory);
+  CHECK(c.no_stable == 0);
+  CHECK(c.stability.stable == kSamples);
+  for (int j = 0; j < kSamples; ++j) CHECK(presets::growth_rate(L, x, c.z, j) < 0.0);
+  // The policy `fail` names the problem instead.
+  fp.stability = sim::StabilityCheck::fail;
+  CHECK_THROWS_AS(sim::forward_layer(L, x, fp, c), numerical_error);
+  // And `off` keeps Newton's answer, unchecked.
+  fp.stability = sim::StabilityCheck::off;
+  sim::forward_layer(L, x, fp, c);
+  CHECK(c.checked.empty());
+  CHECK(presets::growth_rate(L, x, c.z, 1) > 0.0);
+}
+
+TEST_CASE("a layer with no stable equilibrium stops the forward pass with a clear error") {
+  // The linear circuit past its Hopf point: the fixed point is an unstable focus and the ODE
+  // grows without bound, so no stable equilibrium exists.
+  auto L = linear_ei(1.2 * hopf_tau_I());
+  models::Network<double> net;
+  net.layers.push_back(L);
+  sim::FixedPointParameters fp;
+  fp.fallback_t_max = 2000;  // ms: enough to see the growth
+  sim::ForwardCache<double> cache;
+  const Mat<double> x = Mat<double>::Ones(3, 2);
+  try {
+    sim::forward(net, x, fp, cache);
+    FAIL("forward accepted an unstable equilibrium");
+  } catch (const numerical_error& e) {
+    const std::string what = e.what();
+    CAPTURE(what);
+    CHECK(what.find("layer 0") != std::string::npos);
+    CHECK(what.find("no stable equilibrium for 2 of 2 samples") != std::string::npos);
+    CHECK(what.find("oscillatory") != std::string::npos);
+    CHECK(what.find("tau 18 ms") != std::string::npos);
+  }
+}
+
+namespace {
+
+// The E/I circuit with rectified square-root rates r = sqrt([v]_+) (steep at threshold, then
+// saturating), w_EE = w_EI = w_IE = 3, w_II = 0.5, tau_E = 20 ms, drive 1.5: its equilibrium loses
+// stability with slower inhibition and the circuit settles on a bounded limit cycle.
+models::Layer<double> sqrt_ei(double tau_I) {
+  auto L = linear_ei(tau_I);
+  for (auto& p : L.spec.circuit.populations) p.phi.kind = models::Nonlinearity::sqrt;
+  L.spec.circuit.populations[0].tau = 20.0;
+  L.w["W_EE"].setConstant(3.0);
+  L.w["W_EI"].setConstant(3.0);
+  L.w["W_IE"].setConstant(3.0);
+  L.w["W_IX"].setConstant(0.0);
+  L.w.W_EX.setConstant(0.5);  // drive 1.5
+  L.w.b.setConstant(0.0);
+  return L;
+}
+
+// Period of E's potential by a fixed-step RK4 integration of the equations written out in
+// tests/support/presets.hpp (not sim/'s code): mean interval between upward crossings of its
+// mean over [1000, 2000] ms.
+double reference_period(const models::Layer<double>& L, const Mat<double>& x) {
+  const auto& pops = L.spec.circuit.populations;
+  sim::CircuitState<double> z;
+  for (const auto& p : pops) z.z.push_back(Mat<double>::Constant(1, 1, p.initial));
+  auto f = [&](const sim::CircuitState<double>& s) {
+    const auto t = presets::terms(L, x, s);
+    sim::CircuitState<double> d;
+    for (std::size_t p = 0; p < pops.size(); ++p) d.z.push_back(t.F[p] / pops[p].tau);
+    return d;
+  };
+  auto axpy = [](const sim::CircuitState<double>& a, double h, const sim::CircuitState<double>& b) {
+    sim::CircuitState<double> r = a;
+    for (std::size_t p = 0; p < r.z.size(); ++p) r.z[p] += h * b.z[p];
+    return r;
+  };
+  const double dt = 0.01;
+  std::vector<double> t_obs, e_obs;
+  for (int k = 0; k < 200000; ++k) {
+    const auto k1 = f(z), k2 = f(axpy(z, dt / 2, k1)), k3 = f(axpy(z, dt / 2, k2)),
+               k4 = f(axpy(z, dt, k3));
+    for (std::size_t p = 0; p < z.z.size(); ++p)
+      z.z[p] += dt / 6 * (k1.z[p] + 2 * k2.z[p] + 2 * k3.z[p] + k4.z[p]);
+    const double t = (k + 1) * dt;
+    if (t >= 1000) {
+      t_obs.push_back(t);
+      e_obs.push_back(z.z[0](0, 0));
+    }
+  }
+  double mean = 0;
+  for (double e : e_obs) mean += e / double(e_obs.size());
+  std::vector<double> up;
+  for (std::size_t i = 1; i < e_obs.size(); ++i)
+    if (e_obs[i - 1] < mean && e_obs[i] >= mean)
+      up.push_back(t_obs[i - 1] + (mean - e_obs[i - 1]) / (e_obs[i] - e_obs[i - 1]) * dt);
+  REQUIRE(up.size() >= 4);
+  return (up.back() - up.front()) / double(up.size() - 1);
+}
+
+}  // namespace
+
+TEST_CASE("a layer past its Hopf point oscillates: the limit cycle is measured") {
+  const Mat<double> x = Mat<double>::Ones(3, 1);
+  // Fast inhibition (tau_I = 5 ms): a stable focus, no sustained oscillation.
+  {
+    const auto L = sqrt_ei(5.0);
+    sim::LayerCache<double> c;
+    sim::forward_layer(L, x, sim::FixedPointParameters{}, c);
+    INFO(c.solve.describe());
+    REQUIRE(c.solve.ok());
+    CHECK(c.stability.stable == 1);
+    CHECK(c.stability.samples[0].frequency_hz > 0.0);  // a damped oscillation
+    const auto o = sim::measure_oscillation(L, c.in, {0});
+    CHECK_FALSE(o[0].periodic);
+  }
+  // tau_I = 10 ms: the equilibrium is an unstable focus; the ODE finds no stable equilibrium
+  // and settles on a limit cycle near the focus's frequency.
+  const auto L = sqrt_ei(10.0);
+  sim::LayerCache<double> c;
+  sim::forward_layer(L, x, sim::FixedPointParameters{}, c);
+  CHECK(c.found_oscillatory == 1);
+  CHECK(c.no_stable == 1);
+  CHECK(c.solve.sample_status[0] == sim::SolverStatus::unstable);
+  CHECK(c.stability.samples[0].cls == sim::Stability::oscillatory);
+  const auto o = sim::measure_oscillation(L, c.in, {0});
+  REQUIRE(o[0].periodic);
+  const double ref = reference_period(L, x);
+  CHECK(o[0].period_ms == doctest::Approx(ref).epsilon(0.01));
+  CHECK(o[0].frequency_hz == doctest::Approx(1000.0 / ref).epsilon(0.01));
+  CHECK(o[0].amplitude[0] > 0.1);
+  CHECK(o[0].amplitude[1] > 0.1);
+  // Near the Hopf point the cycle's frequency is the focus's (within 10 % here).
+  CHECK(o[0].frequency_hz == doctest::Approx(c.stability.samples[0].frequency_hz).epsilon(0.1));
+}
