@@ -75,7 +75,8 @@ SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& 
 }
 
 template <class S>
-void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out) {
+void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out,
+                    bool with_x) {
   const auto pick = [&](const Mat<S>& a, Mat<S>& b) {
     if (a.size() == 0) {
       b.resize(0, 0);
@@ -84,7 +85,10 @@ void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, Cir
     b.resize(a.rows(), Eigen::Index(cols.size()));
     for (std::size_t q = 0; q < cols.size(); ++q) b.col(Eigen::Index(q)) = a.col(cols[q]);
   };
-  pick(in.x, out.x);
+  if (with_x)
+    pick(in.x, out.x);
+  else
+    out.x.resize(0, 0);
   out.ext.resize(in.ext.size());
   for (std::size_t k = 0; k < in.ext.size(); ++k) pick(in.ext[k], out.ext[k]);
   out.ux.resize(in.ux.size());
@@ -154,11 +158,14 @@ void jacobian_rows(const Layer<S>& layer, const CircuitInput<S>& in, const Circu
   rep.reserve(cols.size() * std::size_t(n));
   for (int s : cols)
     for (int k = 0; k < n; ++k) rep.push_back(s);
-  select_samples(in, rep, in_r);
+  // The layer input x itself is not read without weight gradients: only the drives.
+  select_samples(in, rep, in_r, /*with_x=*/false);
   select_samples(z, rep, z_r);
   evaluate(layer, in_r, z_r, t, true);
   const Eigen::Index R = Eigen::Index(rep.size());
-  std::vector<Mat<S>> w(c.populations.size());
+  thread_local std::vector<Mat<S>> w;
+  w.resize(c.populations.size());
+  for (int p = 0; p < from; ++p) w[std::size_t(p)].resize(0, 0);
   for (std::size_t p = std::size_t(from); p < c.populations.size(); ++p) {
     w[p].setZero(c.populations[p].size, R);
     const S inv_tau = S(1.0 / c.populations[p].tau);
@@ -166,7 +173,9 @@ void jacobian_rows(const Layer<S>& layer, const CircuitInput<S>& in, const Circu
       for (int i = 0; i < c.populations[p].size; ++i)
         w[p](i, Eigen::Index(q) * n + off[p] + i) = inv_tau;
   }
-  rows.assign(c.populations.size(), Mat<S>());
+  // Zero-filled rather than empty, so the buffers are reused (vjp adds into them).
+  rows.resize(c.populations.size());
+  for (std::size_t p = 0; p < c.populations.size(); ++p) rows[p].setZero(c.populations[p].size, R);
   vjp(layer, in_r, t, w, no_grads<S>(), &rows, no_mats<S>(), no_mat<S>());
 }
 
@@ -222,15 +231,21 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
   const int m = off.back();  // interneuron units
   const bool reduced =
       st.eliminate_E && c.populations[0].dynamics == models::Dynamics::leaky && m < n_E;
-  CircuitTerms<S> t;
-  std::vector<Mat<S>> rows;
-  CircuitInput<S> in_r;
-  CircuitState<S> z_r;
+  // Buffers reused from call to call (the training loop checks every batch).
+  thread_local CircuitTerms<S> t;
+  thread_local std::vector<Mat<S>> rows, w2, cb;
+  thread_local CircuitInput<S> in_r;
+  thread_local CircuitState<S> z_r;
   if (!ok.empty() && reduced) {
     const double a = -1.0 / c.populations[0].tau;
     jacobian_rows(layer, in, z, ok, 1, t, rows, in_r, z_r);
     // C B: push the E block of each row (row j of C) through J_E,I^T with a second vjp.
-    std::vector<Mat<S>> w2(c.populations.size()), cb(c.populations.size());
+    w2.resize(c.populations.size());
+    cb.resize(c.populations.size());
+    for (std::size_t p = 0; p < c.populations.size(); ++p) {
+      w2[p].resize(0, 0);
+      cb[p].setZero(c.populations[p].size, rows[0].cols());
+    }
     w2[0] = rows[0] * S(-a);  // C^T columns / tau_E
     vjp(layer, in_r, t, w2, no_grads<S>(), &cb, no_mats<S>(), no_mat<S>());
     for (std::size_t q = 0; q < ok.size(); ++q) {
@@ -390,7 +405,7 @@ std::vector<Oscillation> measure_oscillation(const Layer<S>& layer, const Circui
                                         const CircuitState<S>&, const StabilityParameters&, \
                                         const std::vector<int>&);                           \
   template void select_samples<S>(const CircuitInput<S>&, const std::vector<int>&,          \
-                                  CircuitInput<S>&);                                        \
+                                  CircuitInput<S>&, bool);                                  \
   template std::vector<Oscillation> measure_oscillation<S>(                                 \
       const Layer<S>&, const CircuitInput<S>&, const std::vector<int>&,                     \
       const OscillationParameters&);                                                        \

@@ -95,9 +95,11 @@ std::vector<Oscillation> measure_oscillation(const models::Layer<S>& layer,
                                              const std::vector<int>& cols,
                                              const OscillationParameters& params = {});
 
-/// Columns `cols` of every matrix of a batch input / state (repeats allowed).
+/// Columns `cols` of every matrix of a batch input / state (repeats allowed). Without x, the
+/// input keeps only the drives (enough for evaluate() and a vjp without weight gradients).
 template <class S>
-void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out);
+void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out,
+                    bool with_x = true);
 template <class S>
 void select_samples(const CircuitState<S>& z, const std::vector<int>& cols, CircuitState<S>& out);
 
