@@ -27,7 +27,8 @@ CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
                "Sneaker", "Bag", "Ankle boot"]
 
 PROVENANCE_ATTRS = ["eisim_version", "git_commit", "build_type", "seed", "precision", "command",
-                    "created", "hostname"]
+                    "created", "hostname", "cpu_model", "isa", "compiler", "eigen_version",
+                    "native"]
 
 
 class EisimFileError(Exception):

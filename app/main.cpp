@@ -67,6 +67,23 @@ int main(int argc, char** argv) {
   train->add_flag("--resume", resume, "continue from the checkpoint in --out");
   train->add_flag("--overwrite", overwrite, "replace an existing --out file with a new run");
 
+  experiments::EvaluateOptions eo;
+  auto* evaluate = app.add_subcommand(
+      "evaluate", "evaluate a trained run file on the test set and the validation split");
+  evaluate->add_option("--run", eo.run, "run file written by eisim train")
+      ->required()
+      ->check(CLI::ExistingFile);
+  evaluate->add_option("--out", eo.out, "output HDF5 file (default: print the table only)")
+      ->check(non_empty);
+  evaluate->add_flag("--overwrite", eo.overwrite, "replace an earlier evaluation at --out");
+  evaluate
+      ->add_option("--split", eo.split,
+                   "test, validation, or all (test, and validation if the run has one)")
+      ->check(CLI::IsMember({"test", "validation", "all"}));
+  evaluate->add_option("--set", eo.overrides,
+                       "change data.dir, data.eval_eps, data.test_limit, data.test_seed or "
+                       "fixed_point.*: path.to.key=value");
+
   experiments::SweepOptions so;
   auto* sweep = app.add_subcommand("sweep", "run a grid of trainings (conditions x eps x seeds)");
   sweep->add_option("--config", so.config_path, "YAML configuration with a sweep section")
@@ -147,10 +164,21 @@ int main(int argc, char** argv) {
         header.push_back("acc@" + std::to_string(s.eval_eps[k]).substr(0, 4));
         row.push_back(std::to_string(100 * s.test_accuracy[k]).substr(0, 5));
       }
+      for (std::size_t k = 0; k < s.validation_accuracy.size(); ++k) {
+        header.push_back("val@" + std::to_string(s.eval_eps[k]).substr(0, 4));
+        row.push_back(std::to_string(100 * s.validation_accuracy[k]).substr(0, 5));
+      }
       header.push_back("seconds");
       row.push_back(std::to_string(int(s.seconds)));
       std::printf("%s", experiments::format_table(header, {row}).c_str());
       std::fprintf(stderr, "wrote %s\n", out.c_str());
+    } else if (*evaluate) {
+      if (eo.overwrite && eo.out.empty())
+        throw config_error("--overwrite", "evaluate --overwrite needs --out");
+      eo.command = cmd;
+      const auto s = experiments::run_evaluate(eo);
+      std::printf("%s", experiments::evaluation_table(s).c_str());
+      if (!eo.out.empty()) std::fprintf(stderr, "wrote %s\n", eo.out.c_str());
     } else if (*sweep) {
       // -1 is the default (no --task-id); given explicitly it is refused like any negative N.
       if (task_id->count() > 0 && so.task_id < 0)

@@ -2,6 +2,7 @@
 // Depends on sim/ only (no learning code): the forward pass is sim::forward_layer.
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 
 #include "eisim/experiments/commands.hpp"
@@ -89,6 +90,72 @@ void check_population_names(const models::LayerSpec& spec) {
                              "' cannot name an HDF5 group in /simulate (no '/', ',', '.' or '..')");
 }
 
+// The stability of each image's equilibrium (after the forward pass's policy) and, for images
+// with no stable equilibrium, the limit cycle the layer settles on.
+void write_stability(io::H5File& f, const std::string& g, const models::Layer<double>& layer,
+                     const sim::LayerCache<double>& c, std::size_t l, int N) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const int K = sim::StabilityParameters{}.keep;
+  std::vector<std::string> cls(std::size_t(N), "unchecked");
+  std::vector<double> max_real(std::size_t(N), nan), freq(std::size_t(N), nan);
+  Mat<double> lead_re = Mat<double>::Constant(N, K, nan), lead_im = lead_re;
+  for (std::size_t q = 0; q < c.checked.size(); ++q) {
+    const int j = c.checked[q];
+    const auto& s = c.stability.samples[q];
+    cls[std::size_t(j)] = sim::to_string(s.cls);
+    max_real[std::size_t(j)] = s.max_real;
+    freq[std::size_t(j)] = s.frequency_hz;
+    for (std::size_t k = 0; k < s.leading.size() && int(k) < K; ++k) {
+      lead_re(j, Eigen::Index(k)) = s.leading[k].real();
+      lead_im(j, Eigen::Index(k)) = s.leading[k].imag();
+    }
+  }
+  f.write(g + "/stability", cls);
+  f.write(g + "/eig_max_real", max_real);
+  f.write(g + "/eig_frequency_hz", freq);
+  f.write(g + "/eig_leading_real", lead_re);
+  f.write(g + "/eig_leading_imag", lead_im);
+  f.set_attr(g, "found_unstable", std::int64_t(c.found_unstable));
+  f.set_attr(g, "found_oscillatory", std::int64_t(c.found_oscillatory));
+  f.set_attr(g, "reintegrated", std::int64_t(c.reintegrated));
+  f.set_attr(g, "no_stable_equilibrium", std::int64_t(c.no_stable));
+  std::vector<int> none;
+  for (int j = 0; j < N; ++j)
+    if (c.solve.sample_status[std::size_t(j)] == sim::SolverStatus::unstable) none.push_back(j);
+  if (none.empty()) return;
+  const auto osc = sim::measure_oscillation(layer, c.in, none);
+  const auto& pops = layer.spec.circuit.populations;
+  std::vector<std::int64_t> idx(none.begin(), none.end()), periodic;
+  std::vector<double> period, fhz;
+  Mat<double> amp(Eigen::Index(none.size()), Eigen::Index(pops.size()));
+  for (std::size_t q = 0; q < none.size(); ++q) {
+    const auto& o = osc[q];
+    periodic.push_back(o.periodic ? 1 : 0);
+    period.push_back(o.periodic ? o.period_ms : nan);
+    fhz.push_back(o.periodic ? o.frequency_hz : nan);
+    for (std::size_t p = 0; p < pops.size(); ++p)
+      amp(Eigen::Index(q), Eigen::Index(p)) = o.amplitude[p];
+    if (o.periodic)
+      std::fprintf(stderr,
+                   "layer %zu, image %d: no stable equilibrium; the circuit oscillates with period "
+                   "%.4g ms (%.4g Hz), E amplitude %.3g (see %s/limit_cycle)\n",
+                   l, none[q], o.period_ms, o.frequency_hz, o.amplitude[0], g.c_str());
+    else
+      std::fprintf(
+          stderr, "layer %zu, image %d: no stable equilibrium and no periodic orbit in %g ms%s\n",
+          l, none[q], sim::OscillationParameters{}.t_end, o.finite ? "" : " (the state diverged)");
+  }
+  const std::string lc = g + "/limit_cycle";
+  f.write(lc + "/images", idx);
+  f.write(lc + "/periodic", periodic);
+  f.write(lc + "/period_ms", period);
+  f.write(lc + "/frequency_hz", fhz);
+  f.write(lc + "/amplitude", amp);
+  std::string names;
+  for (const auto& p : pops) names += (names.empty() ? "" : ",") + p.name;
+  f.set_attr(lc, "populations", names);
+}
+
 }  // namespace
 
 int write_simulation(io::H5File& f, const io::Config& config, const models::Network<double>& net,
@@ -144,6 +211,7 @@ int write_simulation(io::H5File& f, const io::Config& config, const models::Netw
       f.write(g + "/fp_iterations", its);
       f.write(g + "/fp_residual", c.solve.sample_residual);
       f.write(g + "/fp_status", statuses(c.solve));
+      write_stability(f, g, layer, c, l, N);
       failures += c.solve.failed_samples;
       // ODE traces of every population from the solvers' common initial state.
       std::vector<sim::CircuitState<double>> traces;

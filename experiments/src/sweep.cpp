@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -426,6 +427,10 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
   std::vector<double> eps, final_acc, secs;
   std::vector<std::int64_t> seeds, epochs;
   std::vector<std::vector<double>> per_eps;
+  // Validation accuracy after the last epoch (NaN for a run without data.validation).
+  std::vector<double> val_final;
+  std::vector<std::vector<double>> val_per_eps;
+  bool any_validation = false;
   std::vector<double> eval_eps;
   std::string eval_eps_run;
   std::vector<std::vector<std::string>> rows;
@@ -495,6 +500,20 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     std::vector<double> row(eval_eps.size());
     for (std::size_t k = 0; k < row.size(); ++k) row[k] = acc(E - 1, Eigen::Index(k));
     per_eps.push_back(row);
+    std::vector<double> vrow(eval_eps.size(), std::numeric_limits<double>::quiet_NaN());
+    if (f.exists("train/validation_accuracy")) {
+      const Mat<double> va = f.read_matrix("train/validation_accuracy");
+      if (va.cols() != Eigen::Index(ev.size()) || va.rows() < E)
+        throw data_error(path, 0,
+                         "/train/validation_accuracy has shape (" + std::to_string(va.rows()) +
+                             ", " + std::to_string(va.cols()) + "); expected at least " +
+                             std::to_string(E) + " epochs of " + std::to_string(ev.size()) +
+                             " eval eps");
+      for (std::size_t k = 0; k < vrow.size(); ++k) vrow[k] = va(E - 1, Eigen::Index(k));
+      any_validation = true;
+    }
+    val_final.push_back(vrow[best]);
+    val_per_eps.push_back(vrow);
     double total = 0;
     for (int e = 0; e < E; ++e) total += s[std::size_t(e)];
     secs.push_back(total);
@@ -502,6 +521,12 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     std::ostringstream a;
     a << std::fixed << std::setprecision(2) << 100 * final_acc.back();
     r.push_back(a.str());
+    std::ostringstream va;
+    if (std::isnan(val_final.back()))
+      va << "-";
+    else
+      va << std::fixed << std::setprecision(2) << 100 * val_final.back();
+    r.push_back(va.str());
     for (double x : row) {
       std::ostringstream b;
       b << std::fixed << std::setprecision(2) << 100 * x;
@@ -548,6 +573,13 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     f.write("summary/accuracy_per_eps", pe);
     f.write("summary/seconds", secs);
     f.write("summary/epochs", epochs);
+    if (any_validation) {
+      f.write("summary/validation_accuracy", val_final);
+      Mat<double> ve(val_per_eps.size(), eval_eps.size());
+      for (std::size_t i = 0; i < val_per_eps.size(); ++i)
+        for (std::size_t k = 0; k < eval_eps.size(); ++k) ve(i, k) = val_per_eps[i][k];
+      f.write("summary/validation_accuracy_per_eps", ve);
+    }
     io::write_provenance(f, base, "eisim sweep --merge --config " + o.config_path);
     f.set_attr("/", "file_kind", kSummaryKind);
     for (std::size_t i = 0; i < run.size(); ++i) {
@@ -557,7 +589,8 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
       if (src.exists("simulate")) f.copy_from(src, "simulate", "runs/" + name + "/simulate");
       for (const char* a :
            {"rule", "error_transform", "kind", "status", "git_commit", "eisim_version",
-            "build_type", "config", "precision", "command", "created", "hostname"}) {
+            "build_type", "config", "precision", "command", "created", "hostname", "cpu_model",
+            "isa", "eigen_simd", "compiler", "eigen_version", "compile_flags"}) {
         std::string v;
         try {
           v = src.attr_string("/", a);
@@ -567,6 +600,11 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
         f.set_attr("runs/" + name, a, v);
       }
       f.set_attr("runs/" + name, "seed", src.attr_int("/", "seed"));
+      try {
+        f.set_attr("runs/" + name, "native", src.attr_int("/", "native"));
+      } catch (const error&) {
+        // written by an eisim from before the attribute
+      }
     }
   });
   // The CSV beside the summary, written atomically like every output.
@@ -574,16 +612,20 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     std::ostringstream os;
     os << kCsvHeader;
     for (double e : eval_eps) os << ",accuracy_eps" << number_text(e);
-    os << ",seconds\n";
+    os << ",seconds";
+    if (any_validation) os << ",validation_accuracy";
+    os << "\n";
     for (std::size_t i = 0; i < run.size(); ++i) {
       os << run[i] << "," << cond[i] << "," << number_text(eps[i]) << "," << seeds[i] << ","
          << epochs[i] << "," << number_text(final_acc[i]);
       for (double x : per_eps[i]) os << "," << number_text(x);
-      os << "," << number_text(secs[i]) << "\n";
+      os << "," << number_text(secs[i]);
+      if (any_validation) os << "," << number_text(val_final[i]);
+      os << "\n";
     }
     io::write_text_atomically(target.csv, os.str());
   }
-  std::vector<std::string> header{"condition", "eps", "seed", "final acc %"};
+  std::vector<std::string> header{"condition", "eps", "seed", "final acc %", "val acc %"};
   for (double e : eval_eps) header.push_back("acc@" + number_text(e));
   header.push_back("seconds");
   std::printf("Per run (test accuracy %% after the last epoch):\n%s\n",
@@ -613,12 +655,17 @@ int merge(const SweepOptions& o, const io::Config& base, const std::vector<GridP
     const auto [mu, sd] = mean_sd([&](std::size_t i) { return 100 * final_acc[i]; });
     std::vector<std::string> r{c, number_text(e), std::to_string(m.size()),
                                fmt(mu, 2) + " +- " + fmt(sd, 2)};
+    {
+      const auto [vmu, vsd] = mean_sd([&](std::size_t i) { return 100 * val_final[i]; });
+      r.push_back(std::isnan(vmu) ? "-" : fmt(vmu, 2) + " +- " + fmt(vsd, 2));
+    }
     for (std::size_t k = 0; k < eval_eps.size(); ++k)
       r.push_back(fmt(mean_sd([&](std::size_t i) { return 100 * per_eps[i][k]; }).first, 2));
     r.push_back(fmt(mean_sd([&](std::size_t i) { return secs[i]; }).first, 0));
     agg.push_back(r);
   }
-  std::vector<std::string> h2{"rule/condition", "eps", "seeds", "final acc % (mean +- sd)"};
+  std::vector<std::string> h2{"rule/condition", "eps", "seeds", "final acc % (mean +- sd)",
+                              "val acc % (mean +- sd)"};
   for (double e : eval_eps) h2.push_back("acc@" + number_text(e));
   h2.push_back("seconds/run");
   std::printf("Comparison (mean over seeds):\n%s", format_table(h2, agg).c_str());

@@ -19,6 +19,7 @@
 #include "eisim/learning/optimizer.hpp"
 #include "eisim/models/error.hpp"
 #include "eisim/sim/forward.hpp"
+#include "evaluation.hpp"
 #include "progress.hpp"
 #include "simulation.hpp"
 
@@ -27,7 +28,6 @@ namespace eisim::experiments {
 namespace {
 
 constexpr int kHistBins = 64;
-constexpr int kEvalBatch = 500;
 
 // Per-epoch records, written to /train.
 struct History {
@@ -35,6 +35,20 @@ struct History {
   std::vector<double> loss, accuracy, seconds, sps, fwd_it_mean, align_total, local_loss;
   std::vector<std::vector<double>> test_acc, test_fail, align, act_mean, act_var;
   std::vector<std::vector<std::int64_t>> hist;
+  /// The stability counters of the training forward solves (sim::ForwardStats). A file written
+  /// before they existed has none: `stability` is false after reading it, until
+  /// fill_missing_stability() (after the checksum, which covers only what the file held).
+  std::vector<std::int64_t> stab_checked, fwd_unstable, fwd_oscillatory, fwd_reintegrated;
+  bool stability = true;
+  /// Validation set (data.validation > 0 only), epochs x eval eps.
+  std::vector<std::vector<double>> val_acc, val_loss, val_fail;
+
+  void fill_missing_stability() {
+    if (stability) return;
+    for (auto* v : {&stab_checked, &fwd_unstable, &fwd_oscillatory, &fwd_reintegrated})
+      v->assign(epoch.size(), 0);
+    stability = true;
+  }
 
   void write(io::H5File& f, const std::vector<double>& eval_eps) const {
     f.write("train/epoch", epoch);
@@ -50,6 +64,15 @@ struct History {
     f.write("train/forward_failures", fwd_fail);
     f.write("train/forward_fallbacks", fwd_fallback);
     f.write("train/adjoint_failures", adj_fail);
+    f.write("train/stability_checked", stab_checked);
+    f.write("train/forward_unstable", fwd_unstable);
+    f.write("train/forward_oscillatory", fwd_oscillatory);
+    f.write("train/forward_reintegrated", fwd_reintegrated);
+    if (!val_acc.empty()) {
+      f.write("train/validation_accuracy", rows(val_acc, eval_eps.size()));
+      f.write("train/validation_loss", rows(val_loss, eval_eps.size()));
+      f.write("train/validation_forward_failures", rows(val_fail, eval_eps.size()));
+    }
     f.write("train/grad_alignment", rows(align, align.empty() ? 0 : align[0].size()));
     f.write("train/grad_alignment_total", align_total);
     f.write("train/activity_mean", rows(act_mean, act_mean.empty() ? 0 : act_mean[0].size()));
@@ -78,6 +101,26 @@ struct History {
     fwd_fail = ints("train/forward_failures");
     fwd_fallback = ints("train/forward_fallbacks");
     adj_fail = ints("train/adjoint_failures");
+    stability = f.exists("train/forward_unstable");
+    if (stability) {
+      stab_checked = ints("train/stability_checked");
+      fwd_unstable = ints("train/forward_unstable");
+      fwd_oscillatory = ints("train/forward_oscillatory");
+      fwd_reintegrated = ints("train/forward_reintegrated");
+    } else {
+      stab_checked.clear();
+      fwd_unstable.clear();
+      fwd_oscillatory.clear();
+      fwd_reintegrated.clear();
+    }
+    val_acc.clear();
+    val_loss.clear();
+    val_fail.clear();
+    if (f.exists("train/validation_accuracy")) {
+      val_acc = mat_rows("train/validation_accuracy");
+      val_loss = mat_rows("train/validation_loss");
+      val_fail = mat_rows("train/validation_forward_failures");
+    }
     loss = f.read_vector("train/loss");
     accuracy = f.read_vector("train/accuracy");
     seconds = f.read_vector("train/seconds");
@@ -104,11 +147,18 @@ struct History {
     for (const auto* m : {&test_acc, &test_fail, &align, &act_mean, &act_var})
       for (const auto& r : *m) c.add(r);
     for (const auto& r : hist) c.add(r);
+    // Added later: absent from older files, whose checksums they must not change.
+    if (stability)
+      for (const auto* v : {&stab_checked, &fwd_unstable, &fwd_oscillatory, &fwd_reintegrated})
+        c.add(*v);
+    for (const auto* m : {&val_acc, &val_loss, &val_fail})
+      for (const auto& r : *m) c.add(r);
   }
 
   /// Throws data_error unless every per-epoch record holds exactly `epochs` entries numbered
   /// 1..epochs (a truncated or padded history would be extended silently otherwise).
-  void check(const std::string& file, std::int64_t epochs, std::size_t n_eval) const {
+  void check(const std::string& file, std::int64_t epochs, std::size_t n_eval,
+             bool validation) const {
     auto require = [&](std::size_t n, const char* what) {
       if (std::int64_t(n) != epochs)
         throw data_error(file, 0,
@@ -136,6 +186,26 @@ struct History {
     require(act_mean.size(), "activity_mean");
     require(act_var.size(), "activity_var");
     require(hist.size(), "iterations_histogram");
+    if (stability) {
+      require(stab_checked.size(), "stability_checked");
+      require(fwd_unstable.size(), "forward_unstable");
+      require(fwd_oscillatory.size(), "forward_oscillatory");
+      require(fwd_reintegrated.size(), "forward_reintegrated");
+    }
+    if (validation) {
+      require(val_acc.size(), "validation_accuracy");
+      require(val_loss.size(), "validation_loss");
+      require(val_fail.size(), "validation_forward_failures");
+      for (const auto* m : {&val_acc, &val_loss, &val_fail})
+        for (const auto& r : *m)
+          if (r.size() != n_eval)
+            throw data_error(file, 0,
+                             "/train/validation_* have " + std::to_string(r.size()) +
+                                 " columns, data.eval_eps has " + std::to_string(n_eval));
+    } else if (!val_acc.empty()) {
+      throw data_error(file, 0,
+                       "/train/validation_accuracy exists but the stored data.validation is 0");
+    }
     for (const auto& r : test_acc)
       if (r.size() != n_eval)
         throw data_error(file, 0,
@@ -259,7 +329,7 @@ Checkpoint<S> read_checkpoint(const io::H5File& f, const io::Config& cfg) {
   for (const auto& l : vel.layers) ck.velocity.push_back(l.w);
   ck.rng = f.read_string("checkpoint/rng");
   ck.hist.read(f);
-  ck.hist.check(file, ck.epoch, cfg.data.eval_eps.size());
+  ck.hist.check(file, ck.epoch, cfg.data.eval_eps.size(), cfg.data.validation > 0);
   const auto stored = f.read_vector("checkpoint/checksum");
   const std::uint32_t now = ck.checksum(f.attr_string("/", "config"));
   if (stored.size() != 1 || stored[0] != double(now)) {
@@ -296,7 +366,13 @@ class Trainer {
                   " does not exist; run without --resume to start a new run there");
     io::check_output_path(opt_.out, opt_.resume || opt_.overwrite, "--out");  // under the lock
     if (!opt_.quiet) std::fprintf(stderr, "%s", io::provenance_header(cfg_, opt_.command).c_str());
-    train_ = io::load_fashion_mnist(cfg_.data.dir, true, cfg_.data.train_limit);
+    {
+      io::TrainingData td =
+          io::load_training_data(cfg_.data.dir, cfg_.data.train_limit, cfg_.data.validation);
+      train_ = std::move(td.train);
+      val_ = std::move(td.validation);
+      val_first_ = td.validation_first;
+    }
     test_ = io::load_fashion_mnist(cfg_.data.dir, false, cfg_.data.test_limit);
     for (int i : cfg_.simulate.images)
       if (i < 0 || i >= test_.size())
@@ -337,6 +413,14 @@ class Trainer {
         for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k)
           std::fprintf(stderr, " %.2f%% (eps %.2f)", 100 * hist_.test_acc.back()[k],
                        cfg_.data.eval_eps[k]);
+        if (!hist_.val_acc.empty()) {
+          std::fprintf(stderr, ", validation acc");
+          for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k)
+            std::fprintf(stderr, " %.2f%%", 100 * hist_.val_acc.back()[k]);
+          std::fprintf(stderr, " (loss %.4f at eps %.2f)",
+                       hist_.val_loss.back()[nearest_eval(cfg_.data.train_eps)],
+                       cfg_.data.eval_eps[nearest_eval(cfg_.data.train_eps)]);
+        }
         std::fprintf(stderr, ", %.1f s, alignment %.3f\n", secs, hist_.align_total.back());
       }
       if (!failure.empty())
@@ -362,18 +446,25 @@ class Trainer {
     s.test_accuracy = hist_.test_acc.empty() ? std::vector<double>{} : hist_.test_acc.back();
     s.epochs = int(hist_.epoch.size());
     s.seconds = std::accumulate(hist_.seconds.begin(), hist_.seconds.end(), 0.0);
-    if (!s.test_accuracy.empty()) {
-      std::size_t best = 0;
-      for (std::size_t k = 0; k < s.eval_eps.size(); ++k)
-        if (std::abs(s.eval_eps[k] - cfg_.data.train_eps) <
-            std::abs(s.eval_eps[best] - cfg_.data.train_eps))
-          best = k;
-      s.final_accuracy = s.test_accuracy[best];
+    if (!s.test_accuracy.empty())
+      s.final_accuracy = s.test_accuracy[nearest_eval(cfg_.data.train_eps)];
+    if (!hist_.val_acc.empty()) {
+      s.validation_accuracy = hist_.val_acc.back();
+      s.validation_loss = hist_.val_loss.back();
     }
     return s;
   }
 
  private:
+  /// The index of the data.eval_eps entry nearest to `eps` (the first of equals).
+  std::size_t nearest_eval(double eps) const {
+    std::size_t best = 0;
+    for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k)
+      if (std::abs(cfg_.data.eval_eps[k] - eps) < std::abs(cfg_.data.eval_eps[best] - eps))
+        best = k;
+    return best;
+  }
+
   int resume() {
     const io::H5File f = io::H5File::open_read(opt_.out, /*require_checksum=*/true);
     if (!f.exists("checkpoint"))
@@ -404,6 +495,7 @@ class Trainer {
     is >> rng_;
     if (!is) throw data_error(opt_.out, 0, "corrupt /checkpoint/rng");
     hist_ = std::move(ck.hist);
+    hist_.fill_missing_stability();  // a file from before the stability counters: 0 checked
     owns_file_ = true;
     stored_status_ = f.attr_string("/", "status");
     // Sums over threads round differently: a resume is bit-identical to an uninterrupted run
@@ -422,10 +514,13 @@ class Trainer {
     return int(ck.epoch);
   }
 
+  /// The diagnostic probe batch: the first train.probe_batch images of the validation set, or of
+  /// the test set when there is none (data.validation = 0).
   void make_probe() {
-    std::vector<int> idx(std::min(cfg_.train.probe_batch, test_.size()));
+    const io::Dataset& src = val_.size() > 0 ? val_ : test_;
+    std::vector<int> idx(std::min(cfg_.train.probe_batch, src.size()));
     std::iota(idx.begin(), idx.end(), 0);
-    gather(test_, idx, 0, idx.size(), probe_x_, probe_y_);
+    gather(src, idx, 0, idx.size(), probe_x_, probe_y_);
     std::mt19937_64 prng(cfg_.data.test_seed + 999);
     io::apply_jitter<S>(probe_x_, cfg_.data.train_eps, prng);
   }
@@ -438,6 +533,7 @@ class Trainer {
     double loss_sum = 0, local_sum = 0;
     long correct = 0, seen = 0, it_sum = 0, it_count = 0;
     std::int64_t it_max = 0, fwd_fail = 0, fwd_fallback = 0, adj_fail = 0;
+    std::int64_t stab_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
     std::vector<std::int64_t> hist(kHistBins, 0);
     const auto t0 = std::chrono::steady_clock::now();
     Mat<S> x, dlogits;
@@ -451,6 +547,21 @@ class Trainer {
       io::apply_jitter<S>(x, cfg_.data.train_eps, rng_);
       double loss = 0;
       int hits = 0;
+      // A solver or adjoint failure, with where it happened and what to try.
+      const auto in_context = [&](auto&& step) {
+        try {
+          step();
+        } catch (const numerical_error& e) {
+          std::ostringstream os;
+          os << e.what() << " [at epoch " << ep + 1 << ", batch " << b + 1 << "/" << nb;
+          if (ep > 0 || b > 0)
+            os << "; training had already started, so the weights may have diverged: try a "
+                  "smaller learning rate (learning.lr_E = "
+               << cfg_.learning.lr_E << ")";
+          os << "]";
+          throw numerical_error("training", os.str());
+        }
+      };
       if (cfg_.learning.rule == learning::Rule::bptt) {
         learning::backward_bptt(net_, x, labels, cfg_.learning, grads, &loss);
         sim::ForwardCache<S> c2;  // accuracy of the trajectory's end point
@@ -458,25 +569,18 @@ class Trainer {
         Mat<S> d;
         learning::cross_entropy(c2.logits(), labels, cfg_.learning.label_smoothing, d, &hits);
       } else {
-        const auto fs = sim::forward(net_, x, cfg_.fixed_point, cache);
+        sim::ForwardStats fs;
+        in_context([&] { fs = sim::forward(net_, x, cfg_.fixed_point, cache); });
         fwd_fail += fs.failed_samples;
         fwd_fallback += fs.fallback_samples;
+        stab_checked += fs.stability_checked;
+        unstable += fs.unstable_samples;
+        oscillatory += fs.oscillatory_samples;
+        reintegrated += fs.reintegrated_samples;
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
                                        dlogits, &hits);
-        if (std::isfinite(loss)) {
-          try {
-            learning::backward(net_, cache, dlogits, cfg_.learning, grads);
-          } catch (const numerical_error& e) {
-            std::ostringstream os;
-            os << e.what() << " [at epoch " << ep + 1 << ", batch " << b + 1 << "/" << nb;
-            if (ep > 0 || b > 0)
-              os << "; training had already started, so the weights may have diverged: try a "
-                    "smaller learning rate (learning.lr_E = "
-                 << cfg_.learning.lr_E << ")";
-            os << "]";
-            throw numerical_error("training", os.str());
-          }
-        }
+        if (std::isfinite(loss))
+          in_context([&] { learning::backward(net_, cache, dlogits, cfg_.learning, grads); });
         adj_fail += grads.adjoint.failed;
         for (const auto& lc : cache.layers)
           for (int it : lc.solve.sample_iterations) {
@@ -527,6 +631,10 @@ class Trainer {
     hist_.fwd_fail.push_back(fwd_fail);
     hist_.fwd_fallback.push_back(fwd_fallback);
     hist_.adj_fail.push_back(adj_fail);
+    hist_.stab_checked.push_back(stab_checked);
+    hist_.fwd_unstable.push_back(unstable);
+    hist_.fwd_oscillatory.push_back(oscillatory);
+    hist_.fwd_reintegrated.push_back(reintegrated);
     hist_.local_loss.push_back(local_sum / nb);
     hist_.hist.push_back(hist);
     if (fwd_fallback > 0 && !opt_.quiet)
@@ -537,49 +645,45 @@ class Trainer {
                    "warning: %lld forward solves did not converge in epoch %d "
                    "(see /train/forward_failures; raise fixed_point.max_iterations?)\n",
                    static_cast<long long>(fwd_fail), ep + 1);
+    if ((unstable > 0 || oscillatory > 0) && !opt_.quiet)
+      std::fprintf(stderr,
+                   "note: %lld unstable and %lld oscillatory equilibria (of %lld checked), %lld "
+                   "re-integrated, in epoch %d (see /train/forward_unstable)\n",
+                   static_cast<long long>(unstable), static_cast<long long>(oscillatory),
+                   static_cast<long long>(stab_checked), static_cast<long long>(reintegrated),
+                   ep + 1);
   }
 
   void evaluate(int ep, double secs) {
     hist_.seconds.push_back(secs);
     std::vector<double> acc, fails;
-    std::vector<int> idx(test_.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    Mat<S> x, d;
-    std::vector<int> labels;
+    Mat<S> d;
     sim::ForwardCache<S> cache;
     for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k) {
-      std::mt19937_64 trng(cfg_.data.test_seed + 1000 * (k + 1));
-      long correct = 0, failed = 0;
-      for (std::size_t from = 0; from < idx.size(); from += kEvalBatch) {
-        const std::size_t n = std::min<std::size_t>(kEvalBatch, idx.size() - from);
-        gather(test_, idx, from, n, x, labels);
-        io::apply_jitter<S>(x, cfg_.data.eval_eps[k], trng);
-        sim::forward(net_, x, cfg_.fixed_point, cache);
-        int hits = 0;
-        learning::cross_entropy(cache.logits(), labels, 0.0, d, &hits);
-        // A sample whose equilibrium did not converge in some layer is counted, and counted as
-        // wrong: an accuracy never rests on a solve that failed.
-        for (int j = 0; j < int(n); ++j) {
-          bool ok = true;
-          for (const auto& lc : cache.layers)
-            if (!lc.solve.sample_status.empty() &&
-                lc.solve.sample_status[j] != sim::SolverStatus::converged)
-              ok = false;
-          if (ok) continue;
-          ++failed;
-          Eigen::Index best = 0;
-          cache.logits().col(j).maxCoeff(&best);
-          if (int(best) == labels[j]) --hits;
-        }
-        correct += hits;
-      }
-      acc.push_back(double(correct) / idx.size());
-      fails.push_back(double(failed));
-      if (failed > 0 && !opt_.quiet)
+      const double eps = cfg_.data.eval_eps[k];
+      const EvalResult r = evaluate_set(
+          net_, test_, eps, eval_seed(cfg_.data.test_seed, k, EvalSet::test), cfg_.fixed_point);
+      acc.push_back(r.accuracy);
+      fails.push_back(double(r.failed));
+      if (r.failed > 0 && !opt_.quiet)
         std::fprintf(stderr,
-                     "warning: %ld test images (eps %.2f) did not reach a converged equilibrium "
+                     "warning: %lld test images (eps %.2f) did not reach a converged equilibrium "
                      "at epoch %d; they count as errors (see /train/test_forward_failures)\n",
-                     failed, cfg_.data.eval_eps[k], ep + 1);
+                     static_cast<long long>(r.failed), eps, ep + 1);
+    }
+    if (val_.size() > 0) {
+      std::vector<double> va, vl, vf;
+      for (std::size_t k = 0; k < cfg_.data.eval_eps.size(); ++k) {
+        const EvalResult r =
+            evaluate_set(net_, val_, cfg_.data.eval_eps[k],
+                         eval_seed(cfg_.data.test_seed, k, EvalSet::validation), cfg_.fixed_point);
+        va.push_back(r.accuracy);
+        vl.push_back(r.loss);
+        vf.push_back(double(r.failed));
+      }
+      hist_.val_acc.push_back(va);
+      hist_.val_loss.push_back(vl);
+      hist_.val_fail.push_back(vf);
     }
     hist_.test_acc.push_back(acc);
     hist_.test_fail.push_back(fails);
@@ -686,9 +790,16 @@ class Trainer {
         throw internal_error("train: the stored configuration is not to_yaml(config)");
       f.set_attr("/", "status", status);
       if (!failure.empty()) f.set_attr("/", "failure", failure);
-      f.set_attr("/", "rule", learning::to_string(cfg_.learning.rule));
-      f.set_attr("/", "error_transform", learning::to_string(cfg_.learning.error_transform));
+      // The learning rule exists only for circuits: layernorm and none layers are trained by
+      // plain back-propagation whatever learning.rule says, so their files record no rule.
+      if (cfg_.network.kind == models::LayerKind::circuit) {
+        f.set_attr("/", "rule", learning::to_string(cfg_.learning.rule));
+        f.set_attr("/", "error_transform", learning::to_string(cfg_.learning.error_transform));
+      }
       f.set_attr("/", "kind", models::to_string(cfg_.network.kind));
+      f.set_attr("/", "validation_images", std::int64_t(val_.size()));
+      f.set_attr("/", "validation_first", std::int64_t(val_first_));
+      f.set_attr("/", "probe_set", val_.size() > 0 ? "validation" : "test");
       hist_.write(f, cfg_.data.eval_eps);
       save_network(f, net_);
       // Optimiser state in the same layout as the weights.
@@ -715,7 +826,8 @@ class Trainer {
   std::string stored_status_;  ///< of the resumed file
   learning::Sgd<S> sgd_;
   std::mt19937_64 rng_;
-  io::Dataset train_, test_;
+  io::Dataset train_, test_, val_;
+  int val_first_ = 0;  ///< index of the first validation image in the training file
   models::Network<S> net_;
   History hist_;
   Mat<S> probe_x_;

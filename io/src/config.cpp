@@ -228,6 +228,10 @@ constexpr std::array<EnumName<models::Dynamics>, 3> kDynamics{
     {{"leaky", models::Dynamics::leaky},
      {"integrator", models::Dynamics::integrator},
      {"multiplicative", models::Dynamics::multiplicative}}};
+constexpr std::array<EnumName<sim::StabilityCheck>, 3> kStability{
+    {{"integrate", sim::StabilityCheck::integrate},
+     {"fail", sim::StabilityCheck::fail},
+     {"off", sim::StabilityCheck::off}}};
 constexpr std::array<EnumName<models::Signal>, 5> kSignal{
     {{"rate", models::Signal::rate},
      {"potential", models::Signal::potential},
@@ -350,6 +354,7 @@ void visit_schema(Config& c, V& v) {
   v.real("data.train_eps", c.data.train_eps, closed(0, 1));
   v.reals("data.eval_eps", c.data.eval_eps, closed(0, 1));
   v.integer("data.train_limit", c.data.train_limit, closed(0, 60000));
+  v.integer("data.validation", c.data.validation, closed(0, 59999));
   v.integer("data.test_limit", c.data.test_limit, closed(0, 10000));
   v.uinteger("data.test_seed", c.data.test_seed);
 
@@ -402,6 +407,8 @@ void visit_schema(Config& c, V& v) {
   v.boolean("fixed_point.ode_fallback", fp.ode_fallback);
   v.real("fixed_point.fallback_t_max", fp.fallback_t_max, gt(0));
   v.integer("fixed_point.fallback_max_steps", fp.fallback_max_steps, ge(1));
+  v.choice("fixed_point.stability", fp.stability, kStability);
+  v.integer("fixed_point.stability_samples", fp.stability_samples, ge(0));
 
   auto& ode = c.ode;
   v.real("ode.abs_tol", ode.tol.abs_tol, gt(0));
@@ -1306,6 +1313,9 @@ Config normalised(const Config& config) {
 // ---------------------------------------------------------------------------------------------
 // Cross-checks and the pipeline
 
+/// Images in Fashion-MNIST's training file.
+constexpr int kTrainImages = 60000;
+
 void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
   auto node_at = [&](const std::string& path) {
     auto n = find_node(root, path);
@@ -1321,6 +1331,13 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
     fail(
         ctx, "network.circuit.n_D", node_at("network.circuit.n_D"),
         "network.circuit.n_D = " + std::to_string(ci.n_D) + " must be <= network.width = " + width);
+  if (c.data.validation > 0 && c.data.train_limit > kTrainImages - c.data.validation)
+    fail(ctx, "data.train_limit", node_at("data.train_limit"),
+         "data.train_limit = " + std::to_string(c.data.train_limit) +
+             " exceeds the training images left after data.validation = " +
+             std::to_string(c.data.validation) + " are held out (" +
+             std::to_string(kTrainImages - c.data.validation) +
+             "); lower one of them (train_limit = 0 uses all that are left)");
   for (std::size_t i = 0; i < c.data.eval_eps.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (c.data.eval_eps[i] == c.data.eval_eps[j])

@@ -320,6 +320,43 @@ Dataset load_fashion_mnist(const std::string& dir, bool train, int limit) {
   return d;
 }
 
+Dataset slice(const Dataset& d, int first, int n) {
+  if (first < 0 || n < 0 || first > d.size() - n)
+    throw error("slice: images [" + std::to_string(first) + ", " + std::to_string(first + n) +
+                ") are outside a dataset of " + std::to_string(d.size()));
+  Dataset out;
+  out.images = d.images.middleCols(first, n);
+  out.labels.assign(d.labels.begin() + first, d.labels.begin() + first + n);
+  out.rows = d.rows;
+  out.cols = d.cols;
+  return out;
+}
+
+TrainingData load_training_data(const std::string& dir, int train_limit, int validation) {
+  if (validation < 0) throw error("data.validation = " + std::to_string(validation) + " < 0");
+  TrainingData t;
+  if (validation == 0) {
+    t.train = load_fashion_mnist(dir, true, train_limit);
+    return t;
+  }
+  Dataset all = load_fashion_mnist(dir, true, 0);
+  const int left = all.size() - validation;
+  if (left < 1)
+    throw data_error(idx_path(dir, "train-images-idx3-ubyte"), 0,
+                     "data.validation = " + std::to_string(validation) + " holds out all " +
+                         std::to_string(all.size()) +
+                         " training images; nothing is left to train on");
+  if (train_limit > left)
+    throw config_error("data.train_limit", "data.train_limit = " + std::to_string(train_limit) +
+                                               " exceeds the " + std::to_string(left) +
+                                               " training images left after data.validation = " +
+                                               std::to_string(validation) + " are held out");
+  t.validation_first = left;
+  t.validation = slice(all, left, validation);
+  t.train = slice(all, 0, train_limit > 0 ? train_limit : left);
+  return t;
+}
+
 template <class S>
 void apply_jitter(Eigen::Ref<Mat<S>> x, double eps, std::mt19937_64& rng) {
   if (!(eps >= 0.0 && eps <= 1.0))

@@ -1,5 +1,6 @@
 #pragma once
 // The eisim commands (simulate, train, sweep) as library functions; app/main.cpp is a thin CLI.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,10 @@ struct TrainOptions {
 /// Final numbers of a training run.
 struct TrainSummary {
   std::vector<double> eval_eps;
-  std::vector<double> test_accuracy;  ///< final epoch, per eval eps
-  double final_accuracy = 0;          ///< at the training eps (nearest eval eps)
+  std::vector<double> test_accuracy;        ///< final epoch, per eval eps
+  double final_accuracy = 0;                ///< at the training eps (nearest eval eps)
+  std::vector<double> validation_accuracy;  ///< final epoch, per eval eps (data.validation > 0)
+  std::vector<double> validation_loss;      ///< likewise
   double seconds = 0;
   int epochs = 0;
 };
@@ -45,6 +48,55 @@ TrainSummary run_train(const io::Config& config, const TrainOptions& options);
 void verify_run_file(const std::string& path);
 /// The same on an open file (so that what is verified is what the caller then reads).
 void verify_run_file(const io::H5File& file);
+
+/// What one evaluation of an image set at one jitter eps found (train's per-epoch test and
+/// validation accuracies, and `eisim evaluate`).
+struct EvalResult {
+  double accuracy = 0;  ///< a sample whose solve failed in some layer counts as wrong
+  double loss = 0;      ///< mean cross-entropy (no label smoothing)
+  std::int64_t images = 0;
+  std::int64_t failed = 0;     ///< samples with a non-converged equilibrium in some layer
+  std::int64_t fallbacks = 0;  ///< sim::ForwardStats, summed over batches
+  std::int64_t stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
+  double iterations_mean = 0;  ///< per layer solve of a sample
+  std::int64_t iterations_max = 0;
+};
+
+struct EvaluateOptions {
+  std::string run;                     ///< a run file written by eisim train
+  std::string out;                     ///< HDF5 output ("" = print the table only)
+  bool overwrite = false;              ///< replace an earlier evaluation file at `out`
+  std::string split = "all";           ///< test, validation or all (validation if the run has one)
+  std::vector<std::string> overrides;  ///< --set, of the keys evaluate_may_change only
+  std::string command;
+};
+
+/// The keys `eisim evaluate --set` may change (they do not change the network): data.dir,
+/// data.eval_eps, data.test_limit, data.test_seed and fixed_point.
+const std::vector<std::string>& evaluate_may_change();
+
+struct EvaluationRow {
+  std::string set;  ///< "test" or "validation"
+  double eps = 0;
+  EvalResult result;
+};
+
+struct EvaluateSummary {
+  std::int64_t epoch = 0;  ///< the run's epochs (its /checkpoint/epoch)
+  std::string status;      ///< the run's status
+  std::vector<EvaluationRow> rows;
+};
+
+/// `eisim evaluate`: verifies the run file as --resume does (checksums, shapes), rebuilds its
+/// network from the stored configuration and weights, and evaluates it on the test set and/or
+/// the validation split at every data.eval_eps, exactly as train does after every epoch (so
+/// its numbers reproduce the run's last epoch). Writes `out` atomically if given (never the run
+/// file, never a file that is not an earlier evaluation). Throws config_error for a wrong
+/// option or --set, data_error for a wrong or corrupt run file.
+EvaluateSummary run_evaluate(const EvaluateOptions& options);
+
+/// The table of run_evaluate's rows, as printed by the CLI.
+std::string evaluation_table(const EvaluateSummary& summary);
 
 struct SweepOptions {
   std::string config_path;

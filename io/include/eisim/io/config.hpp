@@ -22,7 +22,10 @@ struct DataSpec {
   std::string dir = "/usr/share/datasets/fashion-mnist";
   double train_eps = 0.75;                             ///< brightness jitter half-width, training
   std::vector<double> eval_eps{0.0, 0.25, 0.5, 0.75};  ///< test-set jitter grid
-  int train_limit = 0;              ///< use the first N training images (0 = all)
+  int train_limit = 0;  ///< use the first N training images (0 = all)
+  /// Hold out the last N images of the training file (never trained on) as the validation set
+  /// (0 = none). The training set is then the first 60000 - N images (of which train_limit).
+  int validation = 0;
   int test_limit = 0;               ///< use the first N test images (0 = all)
   std::uint64_t test_seed = 20260;  ///< seed of the (fixed) test-set jitter
 };

@@ -23,6 +23,25 @@ struct Dataset {
 /// decompressed stream) if a file is missing or malformed, or if the two files disagree.
 Dataset load_fashion_mnist(const std::string& dir, bool train, int limit = 0);
 
+/// Images [first, first + n) of `d`, in order. Throws eisim::error if the range is outside `d`.
+Dataset slice(const Dataset& d, int first, int n);
+
+/// The images of a training run (data.validation, docs/config.md).
+struct TrainingData {
+  Dataset train;             ///< what is trained on
+  Dataset validation;        ///< held out, never trained on (empty if validation = 0)
+  int validation_first = 0;  ///< index in the training file of the first validation image
+};
+
+/// The training file of `dir` split for data.validation = `validation` (>= 0): the validation
+/// set is the file's last `validation` images; the training set is the first `train_limit`
+/// (0 = all) of the images before them, so the two never share an image, and the validation
+/// set does not depend on train_limit or on any seed (the file is in random order). With
+/// validation = 0 this is load_fashion_mnist(dir, true, train_limit). Throws data_error if the
+/// file holds no image to train on, config_error ("data.train_limit") if train_limit exceeds the
+/// images left.
+TrainingData load_training_data(const std::string& dir, int train_limit, int validation);
+
 /// The images of an IDX3 file (magic 0x00000803, 28 x 28 unsigned bytes) as pixel / 255,
 /// one image per column. `limit` > 0 reads only the first `limit` images.
 Mat<float> read_idx_images(const std::string& gz_path, int limit = 0);

@@ -1,0 +1,71 @@
+// Evaluation of a network on a jittered image set (see evaluation.hpp).
+#include "evaluation.hpp"
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "eisim/learning/gradients.hpp"
+#include "eisim/sim/forward.hpp"
+
+namespace eisim::experiments {
+
+template <class S>
+EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, double eps,
+                        std::uint64_t seed, const sim::FixedPointParameters& fp) {
+  EvalResult r;
+  std::mt19937_64 rng(seed);
+  Mat<S> x, dl;
+  std::vector<int> labels;
+  sim::ForwardCache<S> cache;
+  long correct = 0, it_count = 0;
+  double loss_sum = 0, it_sum = 0;
+  const int N = d.size();
+  for (int from = 0; from < N; from += kEvalBatch) {
+    const int n = std::min(kEvalBatch, N - from);
+    x = d.images.middleCols(from, n).template cast<S>();
+    labels.assign(d.labels.begin() + from, d.labels.begin() + from + n);
+    io::apply_jitter<S>(x, eps, rng);
+    const sim::ForwardStats fs = sim::forward(net, x, fp, cache);
+    r.fallbacks += fs.fallback_samples;
+    r.stability_checked += fs.stability_checked;
+    r.unstable += fs.unstable_samples;
+    r.oscillatory += fs.oscillatory_samples;
+    r.reintegrated += fs.reintegrated_samples;
+    int hits = 0;
+    loss_sum += n * learning::cross_entropy(cache.logits(), labels, 0.0, dl, &hits);
+    // A sample whose equilibrium did not converge in some layer is counted, and counted as
+    // wrong: an accuracy never rests on a solve that failed.
+    for (int j = 0; j < n; ++j) {
+      bool ok = true;
+      for (const auto& lc : cache.layers)
+        if (!lc.solve.sample_status.empty() &&
+            lc.solve.sample_status[j] != sim::SolverStatus::converged)
+          ok = false;
+      if (ok) continue;
+      ++r.failed;
+      Eigen::Index best = 0;
+      cache.logits().col(j).maxCoeff(&best);
+      if (int(best) == labels[j]) --hits;
+    }
+    correct += hits;
+    for (const auto& lc : cache.layers)
+      for (int it : lc.solve.sample_iterations) {
+        it_sum += it;
+        ++it_count;
+        r.iterations_max = std::max<std::int64_t>(r.iterations_max, it);
+      }
+  }
+  r.images = N;
+  r.accuracy = N > 0 ? double(correct) / N : 0.0;
+  r.loss = N > 0 ? loss_sum / N : 0.0;
+  r.iterations_mean = it_count ? it_sum / double(it_count) : 0.0;
+  return r;
+}
+
+template EvalResult evaluate_set(const models::Network<float>&, const io::Dataset&, double,
+                                 std::uint64_t, const sim::FixedPointParameters&);
+template EvalResult evaluate_set(const models::Network<double>&, const io::Dataset&, double,
+                                 std::uint64_t, const sim::FixedPointParameters&);
+
+}  // namespace eisim::experiments
