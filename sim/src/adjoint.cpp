@@ -28,11 +28,16 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
   std::vector<char> bad(B, 0);
 #pragma omp parallel if (B >= 128)
   {
-    detail::SampleSystem<Pooled> sys(model, Tolerance{});
-    typename detail::SampleSystem<Pooled>::State x;
-    Md M;
-    Vd rhs, a, gv, back;
-    Eigen::PartialPivLU<Md> lu;
+    using Sys = detail::SampleSystem<Pooled>;
+    Sys sys(model, Tolerance{});
+    typename Sys::State x;
+    // Over the unknowns: fixed capacity when Pooled (no heap allocation per sample).
+    typename Sys::SM M;
+    typename Sys::SV rhs, a;
+    Vd gv, back;
+    Eigen::PartialPivLU<typename Sys::SM> lu;
+    Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
+    Vd ae;
 #pragma omp for schedule(static)
     for (int j = 0; j < B; ++j) {
       sys.load(in, z, j, x);
@@ -43,13 +48,14 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
       gv = g_v.col(j).template cast<double>();
       if (!through) {
         // Inhibition held constant: E's own block only (E excites itself here).
+        // (E is a core population here, so the circuit is not Pooled: dynamic sizes.)
         const Md ME = M.block(oE, oE, n_E, n_E);
-        lu.compute(ME.transpose());
-        a = lu.solve(-gv);
-        rcond[j] = lu.rcond();
-        resid[j] = (ME.transpose() * a + gv).norm() / std::max(gv.norm(), 1e-300);
-        if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
-        w[0].col(j) = a.cast<S>();
+        lue.compute(ME.transpose());
+        ae = lue.solve(-gv);
+        rcond[j] = lue.rcond();
+        resid[j] = (ME.transpose() * ae + gv).norm() / std::max(gv.norm(), 1e-300);
+        if (!ae.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
+        w[0].col(j) = ae.cast<S>();
         continue;
       }
       if (elim) {

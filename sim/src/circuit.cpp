@@ -56,6 +56,26 @@ void circuit_input(const Layer<S>& layer, const Mat<S>& x, CircuitInput<S>& in) 
   }
 }
 
+namespace {
+
+// out += sign * W s (sign +-1). A projection from a single unit (W one column, s one row) is an
+// outer product: written as one, Eigen runs a scaled copy per column instead of a depth-1 GEMM.
+template <class S>
+void add_product(Mat<S>& out, const Mat<S>& W, const Mat<S>& s, int sign) {
+  if (W.cols() == 1) {
+    if (sign > 0)
+      out.noalias() += W.col(0) * s.row(0);
+    else
+      out.noalias() -= W.col(0) * s.row(0);
+  } else if (sign > 0) {
+    out.noalias() += W * s;
+  } else {
+    out.noalias() -= W * s;
+  }
+}
+
+}  // namespace
+
 template <class S>
 void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitState<S>& z,
               CircuitTerms<S>& t, const EvalNeeds& needs) {
@@ -90,15 +110,12 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
                       needs.dsignal ? &t.dsignal[k] : nullptr);
     const Mat<S>& W = layer.w.at(spec.projection_weight[k]);
     if (pr.action == models::Action::subtractive) {
-      if (models::source_sign(pr) > 0)
-        t.q[pr.tgt].noalias() += W * t.signal[k];
-      else
-        t.q[pr.tgt].noalias() -= W * t.signal[k];
+      add_product(t.q[pr.tgt], W, t.signal[k], models::source_sign(pr) > 0 ? 1 : -1);
     } else {
       Mat<S>& g = t.g[pr.tgt];
       if (g.size() == 0)
         g.setConstant(c.populations[pr.tgt].size, B, S(c.populations[pr.tgt].conductance));
-      g.noalias() += W * t.signal[k];
+      add_product(g, W, t.signal[k], 1);
     }
   }
   for (std::size_t p = 0; p < P; ++p) {
@@ -166,24 +183,21 @@ void vjp(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>
         d += w[p].cwiseProduct(t.dF_dz[p]);
     }
   }
-  if (dext) {
-    dext->resize(P);
-    for (std::size_t p = 0; p < P; ++p) (*dext)[p] = uq[p];
-  }
-  Mat<S> coef, back;
+  Mat<S> back;
   for (std::size_t k = 0; k < c.projections.size(); ++k) {
     const auto& pr = c.projections[k];
     if (uq[pr.tgt].size() == 0) continue;
     const int wi = spec.projection_weight[k];
     const Mat<S>& W = layer.w.at(wi);
     if (pr.src >= 0) {
-      if (pr.action == models::Action::subtractive)
-        coef = S(models::source_sign(pr)) * uq[pr.tgt];
-      else
-        coef = ug[pr.tgt];
-      if (grads) grads->at(wi).noalias() += coef * t.signal[k].transpose();
+      // The cotangent of the projection's product: sign * w dF/dq, or w dF/dg (the sign, +-1,
+      // as the products' scale factor: no temporary).
+      const bool sub = pr.action == models::Action::subtractive;
+      const Mat<S>& coef = sub ? uq[pr.tgt] : ug[pr.tgt];
+      const S sign = sub ? S(models::source_sign(pr)) : S(1);
+      if (grads) grads->at(wi).noalias() += (sign * coef) * t.signal[k].transpose();
       if (dz) {
-        back.noalias() = W.transpose() * coef;
+        back.noalias() = W.transpose() * (sign * coef);
         Mat<S>& d = (*dz)[pr.src];
         if (d.size() == 0)
           d = back.cwiseProduct(t.dsignal[k]);
@@ -201,6 +215,10 @@ void vjp(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitTerms<S>
       if (grads) grads->at(ui).noalias() += d_ux * in.x.transpose();
       if (dx) dx->noalias() += layer.w.at(ui).transpose() * d_ux;
     }
+  }
+  if (dext) {  // uq is not read after this: handed over, not copied
+    dext->resize(P);
+    for (std::size_t p = 0; p < P; ++p) (*dext)[p].swap(uq[p]);
   }
 }
 

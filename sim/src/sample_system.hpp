@@ -29,6 +29,22 @@ using Md = Eigen::MatrixXd;
 using Vd = Eigen::VectorXd;
 constexpr double kTinyRate = 1e-300;
 
+/// Pooled circuits with at most this many unknowns keep their Jacobian, residual and LU in
+/// fixed-capacity storage (no heap allocation per sample); larger ones take the dynamic path.
+constexpr int kMaxPooled = 8;
+
+/// The matrices and vectors over the unknowns: dynamic, or of capacity kMaxPooled when Pooled.
+template <bool Pooled>
+struct Small {
+  using M = Md;
+  using V = Vd;
+};
+template <>
+struct Small<true> {
+  using M = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, kMaxPooled, kMaxPooled>;
+  using V = Eigen::Matrix<double, Eigen::Dynamic, 1, 0, kMaxPooled, 1>;
+};
+
 /// The circuit's structure and weights in double, shared read-only by every thread.
 struct SampleModel {
   const models::LayerSpec* spec = nullptr;
@@ -37,11 +53,11 @@ struct SampleModel {
   std::vector<Md> W;  ///< per projection from a population (empty for input projections)
   /// Projections with one row or one column, as contiguous vectors (the pooled kernels).
   std::vector<Vd> Wv;
-  std::vector<int> offset;      ///< per population: offset among the unknowns, -1 if not core
-  std::vector<int> links;       ///< projections between dynamic populations (core or eliminated E)
-  std::vector<int> fixed_in;    ///< projections from explicit populations into dynamic ones
-  int n = 0;                    ///< unknowns
-  bool pooled = false;          ///< every core population has one unit, E is eliminated
+  std::vector<int> offset;    ///< per population: offset among the unknowns, -1 if not core
+  std::vector<int> links;     ///< projections between dynamic populations (core or eliminated E)
+  std::vector<int> fixed_in;  ///< projections from explicit populations into dynamic ones
+  int n = 0;                  ///< unknowns
+  bool pooled = false;  ///< every core population has one unit, E is eliminated, n <= kMaxPooled
   std::vector<char> rate_used;  ///< per population: some projection carries its rate
   /// Pooled and E eliminated with exactly one subtractive and at most one divisive link: E is
   /// computed in two fused passes (e_sub, e_div: those links, -1 if none).
@@ -72,7 +88,7 @@ struct SampleModel {
     rate_used.assign(pops.size(), 0);
     for (const auto& pr : c->projections)
       if (pr.src >= 0 && pr.signal == models::Signal::rate) rate_used[pr.src] = 1;
-    pooled = st.eliminate_E && !st.core.empty();
+    pooled = st.eliminate_E && !st.core.empty() && n <= kMaxPooled;
     for (int p : st.core) pooled = pooled && pops[p].size == 1;
     int n_sub = 0, n_div = 0;
     for (int k : links)
@@ -114,14 +130,16 @@ inline void accumulate(const SampleModel& m, int k, const Vd& s, double sign, Vd
 template <bool Pooled>
 class SampleSystem {
  public:
+  using SM = typename Small<Pooled>::M;  ///< a matrix over the unknowns
+  using SV = typename Small<Pooled>::V;  ///< a vector over the unknowns
   const SampleModel& m;
   const Tolerance tol;
   // Per population (index as in the circuit): state, rate, drive, conductance, F, partials.
   std::vector<Vd> z, r, dr, q, g, F, dF_dz, dF_dq, dF_dg, q0, g0;
   std::vector<char> has_g;
   std::vector<Vd> s, ds;      // per projection from a population: signal and derivative
-  Vd G;                       // Newton residual over the unknowns
-  Md J;                       // Jacobian of F over the unknowns (raw coordinates), see jacobian()
+  SV G;                       // Newton residual over the unknowns
+  SM J;                       // Jacobian of F over the unknowns (raw coordinates), see jacobian()
   Md A, C;                    // E eliminated, not Pooled: dv_E / dz_core and dF_core / dv_E
   std::vector<char> clamped;  // per unknown: integrator unit held at 0
   std::vector<char> degenerate_unit;  // per unknown: multiplicative unit with h <= floor
@@ -139,6 +157,14 @@ class SampleSystem {
       for (auto* v : {&z, &r, &dr, &q, &g, &F, &dF_dz, &dF_dq, &dF_dg, &q0, &g0})
         (*v)[p].setZero(n);
     }
+    // A conductance without divisive input from explicit populations is the baseline for every
+    // sample: set once here, not in load().
+    g0_per_sample_.assign(P, 0);
+    for (int k : m.fixed_in)
+      if (m.c->projections[k].action == models::Action::divisive)
+        g0_per_sample_[m.c->projections[k].tgt] = 1;
+    for (std::size_t p = 0; p < P; ++p)
+      if (has_g[p]) g0[p].setConstant(pops[p].conductance);
     s.resize(m.c->projections.size());
     ds.resize(m.c->projections.size());
     for (std::size_t k = 0; k < s.size(); ++k)
@@ -157,11 +183,13 @@ class SampleSystem {
     for (int p : m.st.core)
       if (pops[p].dynamics == models::Dynamics::integrator)
         for (int i = 0; i < pops[p].size; ++i) block_idx_.push_back(m.offset[p] + i);
+    in_block_.assign(m.n, 0);
+    for (int i : block_idx_) in_block_[i] = 1;
   }
 
   /// Unknowns of a state (u = log r for multiplicative populations).
   struct State {
-    Vd u;
+    SV u;
   };
 
   /// Sample j of the batch: the constants (external drives and explicit populations) and the
@@ -174,7 +202,7 @@ class SampleSystem {
         q0[p] = in.ext[p].col(j).template cast<double>();
       else
         q0[p].setZero();
-      if (has_g[p]) g0[p].setConstant(pops[p].conductance);
+      if (g0_per_sample_[p]) g0[p].setConstant(pops[p].conductance);
       if (!m.dynamic(int(p))) {
         z[p] = zs.z[p].col(j).template cast<double>();
         population_rate(pops[p], z[p], r[p], &dr[p]);
@@ -319,7 +347,9 @@ class SampleSystem {
   /// J = dF/dz over the unknowns in raw coordinates (z, not log r), at the last evaluation,
   /// without the populations' local terms dF_dz (added by callers: Newton and the adjoint use
   /// them differently). With E eliminated also A = dv_E/dz and C = dF/dv_E, and J includes C A.
-  void jacobian() {
+  /// `block_only` (Pooled): only the entries among the integrator populations (block_start);
+  /// the others are left 0.
+  void jacobian(bool block_only = false) {
     if (m.st.eliminate_E) {
       // The partials of the eliminated E's F at the current point.
       const auto& E = m.c->populations[0];
@@ -336,18 +366,23 @@ class SampleSystem {
     if (Pooled) {
       // One unit per core population: J += C A as one fused sum over E per pair of links
       // (population <- E, E <- population); A and C are never formed (see At_times, Ct_times).
+      const auto wanted = [&](int row, int col) {
+        return !block_only || (in_block_[row] && in_block_[col]);
+      };
       for (int k : m.links) {
         const auto& pr = m.c->projections[k];
-        if (pr.tgt != 0 && pr.src != 0)
+        if (pr.tgt != 0 && pr.src != 0 && wanted(m.offset[pr.tgt], m.offset[pr.src]))
           J(m.offset[pr.tgt], m.offset[pr.src]) += coefficient(pr)(0) * m.W[k](0, 0) * ds[k](0);
       }
       for (int kp : m.links) {
         const auto& pp = m.c->projections[kp];
         if (pp.src != 0) continue;  // population <- E
+        if (block_only && !in_block_[m.offset[pp.tgt]]) continue;
         const double cp = coefficient(pp)(0);
         for (int kq : m.links) {
           const auto& pq = m.c->projections[kq];
           if (pq.tgt != 0) continue;  // E <- population
+          if (!wanted(m.offset[pp.tgt], m.offset[pq.src])) continue;
           J(m.offset[pp.tgt], m.offset[pq.src]) += cp * ds[kq](0) * e_pair_sum(pp, kp, pq, kq);
         }
       }
@@ -404,7 +439,8 @@ class SampleSystem {
   }
 
   /// E eliminated: A^T y with A = dv_E / dz_core (after jacobian()).
-  void At_times(const Vd& y, Vd& out) {
+  template <class V>
+  void At_times(const Vd& y, V& out) {
     if (!Pooled) {
       out.noalias() = A.transpose() * y;
       return;
@@ -427,7 +463,8 @@ class SampleSystem {
   }
 
   /// E eliminated: C^T a with C = dF_core / dv_E (after jacobian()).
-  void Ct_times(const Vd& a, Vd& out) {
+  template <class V>
+  void Ct_times(const V& a, Vd& out) {
     if (!Pooled) {
       out.noalias() = C.transpose() * a;
       return;
@@ -452,15 +489,16 @@ class SampleSystem {
   }
 
   /// The populations' local derivatives dF/dz on the diagonal (raw coordinates).
-  void add_local_terms(Md& M) const {
+  template <class Mx>
+  void add_local_terms(Mx& M) const {
     for (int p : m.st.core) M.diagonal().segment(m.offset[p], dF_dz[p].size()) += dF_dz[p];
   }
 
   // --- Newton ---------------------------------------------------------------------------------
 
-  Vd delta;
-  Md JG;
-  Eigen::PartialPivLU<Md> lu;
+  SV delta;
+  SM JG;
+  Eigen::PartialPivLU<SM> lu;
 
   double merit() const {
     double s2 = 0;
@@ -487,7 +525,7 @@ class SampleSystem {
   /// step on their block alone (exact when their drive is linear in their rates).
   void block_start(State& x) {
     if (block_idx_.empty()) return;
-    newton_jacobian();
+    newton_jacobian(true);
     const int k = int(block_idx_.size());
     if (k == 1) {
       const int i = block_idx_[0];
@@ -598,7 +636,9 @@ class SampleSystem {
   // d F_target / d signal of a projection, per target unit.
   Vd coef_;
   std::vector<double> h_;
-  std::vector<int> block_idx_;  // unknowns of the integrator populations (block_start)
+  std::vector<int> block_idx_;       // unknowns of the integrator populations (block_start)
+  std::vector<char> in_block_;       // per unknown: in block_idx_
+  std::vector<char> g0_per_sample_;  // per population: g0 has divisive input from the constants
   const Vd& coefficient(const models::Projection& pr) {
     if (pr.action == models::Action::divisive) return dF_dg[pr.tgt];
     if (models::source_sign(pr) > 0) return dF_dq[pr.tgt];
@@ -609,8 +649,8 @@ class SampleSystem {
   // Jacobian of the Newton residual G over u: rows of multiplicative populations divided by
   // r h (the derivative of the log residual), their columns times r (u = log r), local terms,
   // and identity rows for degenerate or clamped units.
-  void newton_jacobian() {
-    jacobian();
+  void newton_jacobian(bool block_only = false) {
+    jacobian(block_only);
     JG = J;
     const auto& pops = m.c->populations;
     for (int p : m.st.core) {
