@@ -569,6 +569,74 @@ def circuit_populations(g, T, N):
     return out
 
 
+class Protocol:
+    """The stimulus protocol of a /simulate group (docs/hdf5.md, "Stimulus protocol").
+
+    `t` (T',) ms; `segments`: list of dicts (start, end, image, label, brightness);
+    `perturbations`: list of dicts (population, layer (-1 = every layer), start, end, current,
+    silence); `layers`: list of (l, status, [(name, rate (T', n) array)]) in layer order, E first.
+    """
+
+    def __init__(self, t, segments, perturbations, layers):
+        self.t, self.segments, self.perturbations, self.layers = t, segments, perturbations, layers
+
+    def windows_of(self, l):
+        """The perturbations that apply to layer l."""
+        return [p for p in self.perturbations if p["layer"] < 0 or p["layer"] == l]
+
+
+def read_protocol(sim):
+    """The Protocol of the /simulate group `sim`, or None if it has none; a missing or misshapen
+    dataset is an error naming it."""
+    if "protocol" not in sim:
+        return None
+    g = child(sim, "protocol", "group")
+    t = read_vector(g, "t").astype(float)
+    T = t.size
+    sg = child(g, "segments", "group")
+    cols = {k: read_vector(sg, k) for k in ("start", "end", "image", "brightness")}
+    labels = read_vector(sg, "label") if "label" in sg else np.full(cols["start"].size, -1)
+    for k, a in list(cols.items()) + [("label", labels)]:
+        if a.size != cols["start"].size:
+            raise EisimFileError(f"{_where(sg)}: '{sg.name}/{k}' has {a.size} entries, "
+                                 f"'{sg.name}/start' {cols['start'].size}")
+    segments = [{"start": float(cols["start"][i]), "end": float(cols["end"][i]),
+                 "image": int(cols["image"][i]), "label": int(labels[i]),
+                 "brightness": float(cols["brightness"][i])}
+                for i in range(cols["start"].size)]
+    pg = child(g, "perturbations", "group")
+    names = read_strings(pg, "population")
+    pc = {k: read_vector(pg, k) for k in ("layer", "start", "end", "current", "silence")}
+    for k, a in pc.items():
+        if a.size != len(names):
+            raise EisimFileError(f"{_where(pg)}: '{pg.name}/{k}' has {a.size} entries, "
+                                 f"'{pg.name}/population' {len(names)}")
+    perturbations = [{"population": names[i], "layer": int(pc["layer"][i]),
+                      "start": float(pc["start"][i]), "end": float(pc["end"][i]),
+                      "current": float(pc["current"][i]), "silence": bool(pc["silence"][i])}
+                     for i in range(len(names))]
+    layers = []
+    for name, lg in g.items():
+        m = re.fullmatch(r"layer_(\d+)", name)
+        if not (m and isinstance(lg, h5py.Group)):
+            continue
+        pops_group = child(lg, "populations", "group")
+        listed = attr(lg, "populations")
+        pops = [x for x in str(listed).split(",") if x] if listed is not None else \
+            sorted(pops_group, key=lambda k: int(attr(pops_group[k], "index", 0)))
+        rates = []
+        for p in pops:
+            r = read_matrix(child(pops_group, p, "group"), "rate", rows=T).astype(float)
+            if r.shape[0] != T:
+                raise EisimFileError(f"{_where(lg)}: dataset '{pops_group.name}/{p}/rate' should "
+                                     f"have {T} rows like '{g.name}/t', has shape {r.shape}")
+            rates.append((p, r))
+        layers.append((int(m.group(1)), str(attr(lg, "status", "?")), rates))
+    if not layers:
+        raise EisimFileError(f"{_where(g)}: no '{g.name}/layer_<l>' groups")
+    return Protocol(t, segments, perturbations, sorted(layers, key=lambda x: x[0]))
+
+
 # --------------------------------------------------------------------------------------------
 # Statistics and formatting
 

@@ -9,7 +9,10 @@ Writes, next to the input file unless --out is given:
                           point, all against time (ms), one colour per image;
   equilibrium_moments.png histograms over images of the mean and variance over units of the
                           equilibrium E potentials, per layer, with the set point (0 and theta)
-                          of the layers that normalise.
+                          of the layers that normalise;
+  protocol.png            (files with /simulate/protocol) the stimulus protocol: the mean rate
+                          of every population of every circuit layer against time, with the
+                          perturbation windows shaded and the segment boundaries marked.
 
 Example: /usr/bin/python3 analysis/plot_traces.py results/simulate.h5 --out results/figures
 """
@@ -238,12 +241,64 @@ def plot_equilibrium_moments(plt, sim, layers, theta, title_prefix):
     return fig
 
 
+def window_label(p):
+    what = "silenced" if p["silence"] else f"{p['current']:+g}"
+    return f"{p['population']} {what} [{p['start']:g}, {p['end']:g}) ms"
+
+
+def plot_protocol(plt, protocol, title_prefix):
+    """The protocol figure: one row per circuit layer, one panel per population (mean rate over
+    its units against time); windows shaded (hatched on the perturbed population's own panel),
+    segment boundaries dashed and labelled with the segment's image and brightness."""
+    t = protocol.t
+    rows = protocol.layers
+    ncols = max(len(rates) for _, _, rates in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(4.2 * ncols, 3.2 * len(rows) + 1.0),
+                             squeeze=False)
+    colors = plt.cm.tab10(np.arange(10))
+    for r, (l, status, rates) in enumerate(rows):
+        windows = protocol.windows_of(l)
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c >= len(rates):
+                ax.set_visible(False)
+                continue
+            name, rate = rates[c]
+            ax.plot(t, rate.mean(axis=1), color="k", lw=1.3)
+            for i, p in enumerate(windows):
+                own = p["population"] == name
+                ax.axvspan(p["start"], p["end"], color=colors[i % 10], alpha=0.3 if own else 0.12,
+                           hatch="//" if own else None, lw=0,
+                           label=window_label(p) if c == 0 or own else None)
+            for k, seg in enumerate(protocol.segments):
+                if k > 0:
+                    ax.axvline(seg["start"], color="0.3", ls="--", lw=1)
+                if r == 0:
+                    ax.text(seg["start"], 1.01, f" image {seg['image']} x{seg['brightness']:g}",
+                            transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
+            n = rate.shape[1]
+            ax.set_title(f"layer {l}: {name} ({n} unit{'s' if n > 1 else ''})"
+                         + ("" if status == "converged" else f" [{status}]"), pad=14 if r == 0
+                         else 4)
+            ax.set_xlabel("time (ms)")
+            ax.set_ylabel(f"mean {name} rate (model units)")
+            ax.set_xlim(t[0], t[-1])
+            if windows and (c == 0 or any(p["population"] == name for p in windows)):
+                ax.legend(loc="best", fontsize=7)
+    fig.suptitle(f"{title_prefix}stimulus protocol: {len(protocol.segments)} segments "
+                 f"(dashed: boundaries), {len(protocol.perturbations)} perturbation windows "
+                 f"(shaded; hatched on the perturbed population)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.2 * len(rows) + 1.0)))
+    return fig
+
+
 def make_figures(ef, out_dir, run_name=None, max_images=4, n_units=3):
     """Writes the figures; returns (paths written, notes, (simulate group, run name))."""
     sim, run = ef.simulate_group(run_name)
     theta = eh.theta_from_config(ef.run_config(run))
     layers = eh.layer_groups(sim)
     eh.read_vector(sim, "t")
+    protocol = eh.read_protocol(sim)
     for l, g in layers:  # fail on a missing dataset before drawing anything
         circuit = read_layer_kind(g)[0] == "circuit"
         for name in ALL_LAYERS + (CIRCUIT_LAYERS if circuit else []):
@@ -264,6 +319,13 @@ def make_figures(ef, out_dir, run_name=None, max_images=4, n_units=3):
         notes.append(f"no circuit layers in '{sim.name}': no traces_layer<l>.png written")
     fig = plot_equilibrium_moments(plt, sim, layers, theta, prefix)
     eh.save(fig, out_dir, "equilibrium_moments.png", written)
+    if protocol is not None:
+        fig = plot_protocol(plt, protocol, prefix)
+        eh.save(fig, out_dir, "protocol.png", written)
+        names = [n for n, _ in protocol.layers[0][2]]
+        notes.append(f"protocol.png: layers {', '.join(str(l) for l, _, _ in protocol.layers)}; "
+                     f"populations {', '.join(names)}; windows "
+                     + ("; ".join(window_label(p) for p in protocol.perturbations) or "none"))
     return written, notes, (sim, run)
 
 

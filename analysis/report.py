@@ -25,6 +25,12 @@ import plot_traces  # noqa: E402
 import plot_training  # noqa: E402
 
 CAPTIONS = {
+    "protocol.png": (
+        "Stimulus protocol",
+        "Population-mean rates of every circuit layer through the protocol's segments (dashed "
+        "lines, labelled with image and brightness); perturbation windows are shaded (hatched on "
+        "the perturbed population's panel). Layer l > 0 is driven by layer l - 1's rates, held "
+        "constant over each record interval."),
     "learning_curves.png": (
         "Learning curves",
         "Left: test accuracy at each run's own training jitter eps after every epoch; middle: "

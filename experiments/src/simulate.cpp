@@ -1,4 +1,5 @@
-// eisim simulate: the equilibrium and the ODE trajectory of every population of every layer.
+// eisim simulate: the equilibrium and the ODE trajectory of every population of every layer, and
+// the stimulus protocol (simulate.protocol) if one is set.
 // Depends on sim/ only (no learning code): the forward pass is sim::forward_layer.
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include "eisim/models/error.hpp"
 #include "eisim/sim/circuit.hpp"
 #include "eisim/sim/forward.hpp"
+#include "eisim/sim/protocol.hpp"
 #include "eisim/sim/solver.hpp"
 #include "progress.hpp"
 #include "simulation.hpp"
@@ -156,7 +158,161 @@ void write_stability(io::H5File& f, const std::string& g, const models::Layer<do
   f.set_attr(lc, "populations", names);
 }
 
+// The protocol's time axis: every record_interval ms from 0, and its end T (the last interval may
+// be shorter; a point within 1e-12 T of T is replaced by T).
+std::vector<double> protocol_times(double T, double dt) {
+  std::vector<double> t;
+  for (long k = 0; double(k) * dt < T * (1 - 1e-12); ++k) t.push_back(double(k) * dt);
+  t.push_back(T);
+  return t;
+}
+
 }  // namespace
+
+int write_protocol(io::H5File& f, const io::Config& config, const models::Network<double>& net,
+                   const io::Dataset& test, bool progress) {
+  const auto& pc = config.simulate.protocol;
+  if (pc.empty()) return 0;
+  const std::string g = "simulate/protocol";
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+
+  // Layer 0's input: each segment's image times its brightness (no jitter, no clipping).
+  std::vector<sim::InputSegment<double>> input;
+  std::vector<double> seg_start, seg_end, brightness;
+  std::vector<std::int64_t> image, label;
+  double t0 = 0;
+  for (std::size_t i = 0; i < pc.segments.size(); ++i) {
+    const auto& s = pc.segments[i];
+    if (s.image < 0 || s.image >= test.size())
+      throw config_error("simulate.protocol.segments[" + std::to_string(i) + "].image",
+                         "image index " + std::to_string(s.image) +
+                             " is outside the test set (0.." + std::to_string(test.size() - 1) +
+                             ")");
+    input.push_back(
+        {Mat<double>(s.brightness * test.images.col(s.image).cast<double>()), s.duration});
+    seg_start.push_back(t0);
+    t0 += s.duration;  // the same sum as sim::run_protocol's
+    seg_end.push_back(t0);
+    brightness.push_back(s.brightness);
+    image.push_back(s.image);
+    label.push_back(test.labels[s.image]);
+  }
+  const double T = t0;
+  const std::vector<double> times = protocol_times(T, pc.record_interval);
+  const std::size_t Tn = times.size();
+  f.write(g + "/t", times);
+  f.write(g + "/segments/start", seg_start);
+  f.write(g + "/segments/end", seg_end);
+  f.write(g + "/segments/image", image);
+  f.write(g + "/segments/label", label);
+  f.write(g + "/segments/brightness", brightness);
+  std::vector<std::string> p_name;
+  std::vector<std::int64_t> p_layer, p_silence;
+  std::vector<double> p_start, p_end, p_current;
+  for (const auto& q : pc.perturbations) {
+    p_name.push_back(q.population);
+    p_layer.push_back(q.layer);
+    p_start.push_back(q.start);
+    p_end.push_back(q.end);
+    p_current.push_back(q.silence ? 0.0 : q.current);
+    p_silence.push_back(q.silence ? 1 : 0);
+  }
+  f.write(g + "/perturbations/population", p_name);
+  f.write(g + "/perturbations/layer", p_layer);
+  f.write(g + "/perturbations/start", p_start);
+  f.write(g + "/perturbations/end", p_end);
+  f.write(g + "/perturbations/current", p_current);
+  f.write(g + "/perturbations/silence", p_silence);
+  f.set_attr(g, "duration", T);
+  f.set_attr(g, "record_interval", pc.record_interval);
+
+  int failures = 0;
+  bool failed_below = false;
+  Progress bar(progress);
+  for (std::size_t l = 0; l < net.layers.size(); ++l) {
+    const auto& layer = net.layers[l];
+    if (layer.spec.kind != models::LayerKind::circuit) continue;  // the readout
+    const std::string lg = g + "/layer_" + std::to_string(l);
+    const auto& pops = layer.spec.circuit.populations;
+    std::vector<sim::Perturbation> windows;
+    for (std::size_t i = 0; i < pc.perturbations.size(); ++i) {
+      const auto& q = pc.perturbations[i];
+      if (q.layer >= 0 && std::size_t(q.layer) != l) continue;
+      const int k = models::find_population(layer.spec.circuit, q.population);
+      if (k < 0)  // the configuration checks this; a network built in code may differ
+        throw config_error(
+            "simulate.protocol.perturbations[" + std::to_string(i) + "].population",
+            "layer " + std::to_string(l) + " has no population '" + q.population + "'");
+      windows.push_back({k, q.start, q.end, q.current, q.silence});
+    }
+    // The state of every population at each recorded time (NaN where not reached).
+    std::vector<Mat<double>> state;
+    for (const auto& p : pops)
+      state.push_back(Mat<double>::Constant(p.size, Eigen::Index(Tn), nan));
+    std::size_t seen = 0;
+    std::string status = "skipped";
+    double steps = 0;
+    if (!failed_below) {
+      sim::CircuitState<double> z;
+      sim::initial_state(layer, 1, z);
+      const auto res =
+          sim::run_protocol<double>(layer, input, windows, config.ode, z, times,
+                                    [&](double t, const sim::CircuitState<double>& s) {
+                                      if (seen >= Tn) return;
+                                      for (std::size_t k = 0; k < pops.size(); ++k)
+                                        state[k].col(Eigen::Index(seen)) = s.z[k];
+                                      ++seen;
+                                      bar.update("protocol layer " + std::to_string(l), long(seen),
+                                                 long(Tn), "t = " + std::to_string(int(t)) + " ms");
+                                    });
+      status = sim::to_string(res.status);
+      steps = res.iterations;
+      if (!res.ok() || seen < Tn) {
+        ++failures;
+        failed_below = true;
+        std::fprintf(stderr,
+                     "warning: protocol, layer %zu: the integration stopped at t = %g ms (%s); "
+                     "the layers above are not integrated\n",
+                     l, res.t_final, res.describe().c_str());
+        if (res.ok()) status = "diverged";
+      }
+    }
+    std::string names;
+    for (const auto& p : pops) names += (names.empty() ? "" : ",") + p.name;
+    f.write_scalar(lg + "/ode_steps", steps);
+    for (std::size_t k = 0; k < pops.size(); ++k) {
+      const auto& p = pops[k];
+      const std::string pg = lg + "/populations/" + p.name;
+      f.write(pg + "/trace", Mat<double>(state[k].transpose()));
+      f.write(pg + "/rate", Mat<double>(rates(p, state[k]).transpose()));
+      f.set_attr(pg, "index", std::int64_t(k));
+      f.set_attr(pg, "size", std::int64_t(p.size));
+      f.set_attr(pg, "dynamics", models::to_string(p.dynamics));
+      f.set_attr(pg, "state", p.dynamics == models::Dynamics::leaky ? "v" : "r");
+      f.set_attr(pg, "tau", p.tau);
+    }
+    f.set_attr(lg, "populations", names);
+    f.set_attr(lg, "preset", layer.spec.circuit.preset);
+    f.set_attr(lg, "n_E", std::int64_t(layer.spec.n_E));
+    f.set_attr(lg, "status", status);
+    // The next layer's input: this layer's output rates, held constant over each record
+    // interval at the mean of their values at its two ends.
+    Mat<double> out;
+    models::apply_phi(layer.spec.phi, state[0], out);
+    // The durations are taken against the running sum that sim::run_protocol forms, so that its
+    // segment edges are the recorded times exactly (and the last observation, at T, is made).
+    input.clear();
+    double edge = 0;
+    for (std::size_t k = 0; k + 1 < Tn; ++k) {
+      const double d = times[k + 1] - edge;
+      input.push_back(
+          {Mat<double>(0.5 * (out.col(Eigen::Index(k)) + out.col(Eigen::Index(k + 1)))), d});
+      edge += d;
+    }
+  }
+  f.set_attr(g, "failed_layers", std::int64_t(failures));
+  return failures;
+}
 
 int write_simulation(io::H5File& f, const io::Config& config, const models::Network<double>& net,
                      const io::Dataset& test, bool progress) {
@@ -287,10 +443,14 @@ void run_simulate(const io::Config& config, const std::string& out_path, const s
   io::write_atomically(out, [&](io::H5File& f) {
     io::write_provenance(f, config, command);
     failures = write_simulation(f, config, net, test, config.train.progress);
+    failures += write_protocol(f, config, net, test, config.train.progress);
   });
-  std::fprintf(stderr, "wrote %s (%zu images, %zu layers%s)\n", out.c_str(),
+  std::fprintf(stderr, "wrote %s (%zu images, %zu layers%s%s)\n", out.c_str(),
                config.simulate.images.size(), net.layers.size(),
-               failures ? ", SOME SOLVES DID NOT CONVERGE: see */fp_status, */ode_status" : "");
+               config.simulate.protocol.empty() ? "" : ", a stimulus protocol",
+               failures ? ", SOME SOLVES DID NOT CONVERGE: see */fp_status, */ode_status, "
+                          "protocol/*/status"
+                        : "");
 }
 
 }  // namespace eisim::experiments

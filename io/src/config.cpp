@@ -446,6 +446,11 @@ void visit_schema(Config& c, V& v) {
   v.real("simulate.t_max", s.t_max, gt(0));
   v.integer("simulate.record_points", s.record_points, closed(2, 100000));
   v.text("simulate.weights", s.weights, /*non_empty=*/false);
+  // A stimulus protocol: lists of mappings, each element's fields checked by the reader
+  // (read_segment, read_perturbation); populations, layers and windows in cross_check.
+  v.segments("simulate.protocol.segments", s.protocol.segments);
+  v.perturbations("simulate.protocol.perturbations", s.protocol.perturbations);
+  v.real("simulate.protocol.record_interval", s.protocol.record_interval, gt(0));
 
   auto& sw = c.sweep;
   v.text("sweep.out_dir", sw.out_dir, /*non_empty=*/true);
@@ -471,6 +476,8 @@ struct KeyLister {
   void integers(const std::string& p, std::vector<int>&, const Range&) { add(p); }
   void uintegers(const std::string& p, std::vector<std::uint64_t>&) { add(p); }
   void conditions(const std::string& p, std::vector<SweepCondition>&) { add(p); }
+  void segments(const std::string& p, std::vector<ProtocolSegment>&) { add(p); }
+  void perturbations(const std::string& p, std::vector<ProtocolPerturbation>&) { add(p); }
   void preset(const std::string& p, std::string&) { add(p); }
   bool legacy_keys(const std::string&) { return true; }
   void drive(const std::string& p, std::string&) { add(p); }
@@ -757,6 +764,11 @@ bool is_condition_name(const std::string& s) {
   });
 }
 
+/// The fields of an element of simulate.protocol.segments and .perturbations.
+const std::vector<std::string> kSegmentFields{"image", "brightness", "duration"};
+const std::vector<std::string> kPerturbationFields{"population", "layer",   "start",
+                                                   "end",        "current", "silence"};
+
 class Reader {
  public:
   Reader(const YAML::Node& root, const Context& ctx) : root_(root), ctx_(ctx) {}
@@ -830,6 +842,53 @@ class Reader {
     if (!n->IsSequence())
       fail(ctx_, path, *n, "expected a list of {name, set} mappings, got " + describe_node(*n));
     for (std::size_t i = 0; i < n->size(); ++i) v.push_back(read_condition(path, i, (*n)[i], v));
+  }
+  void segments(const std::string& path, std::vector<ProtocolSegment>& v) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    v.clear();
+    for (const auto& [p, e] : maps(path, *n, kSegmentFields, "{image: 0, duration: 300}")) {
+      ProtocolSegment s;
+      s.image = read_int(p + ".image", required(p, e, "image"), closed(0, 9999));
+      if (e["brightness"]) s.brightness = read_real(p + ".brightness", e["brightness"], ge(0));
+      s.duration = read_real(p + ".duration", required(p, e, "duration"), gt(0));
+      v.push_back(s);
+    }
+  }
+  void perturbations(const std::string& path, std::vector<ProtocolPerturbation>& v) {
+    auto n = find_node(root_, path);
+    if (!n) return;
+    v.clear();
+    for (const auto& [p, e] :
+         maps(path, *n, kPerturbationFields, "{population: I, start: 100, end: 200, current: 1}")) {
+      ProtocolPerturbation q;
+      q.population = read_text(p + ".population", required(p, e, "population"));
+      if (q.population.empty())
+        fail(ctx_, p + ".population", e["population"], p + ".population must not be empty");
+      if (e["layer"]) q.layer = read_int(p + ".layer", e["layer"], closed(0, 7));
+      q.start = read_real(p + ".start", required(p, e, "start"), ge(0));
+      q.end = read_real(p + ".end", required(p, e, "end"), gt(0));
+      if (!(q.start < q.end))
+        fail(ctx_, p + ".end", e["end"],
+             p + ".end = " + format_number(q.end) + " must be > " + p +
+                 ".start = " + format_number(q.start) + " (a window [start, end) in ms)");
+      const bool has_current = bool(e["current"]);
+      if (has_current) q.current = read_real(p + ".current", e["current"], any_number());
+      if (e["silence"]) {
+        const YAML::Node sn = e["silence"];
+        expect_scalar(p + ".silence", sn, "true or false");
+        if (!YAML::convert<bool>::decode(sn, q.silence))
+          fail(ctx_, p + ".silence", sn, "expected true or false, got " + describe_node(sn));
+      }
+      if (q.silence && has_current)
+        fail(ctx_, p + ".silence", e["silence"],
+             p + " sets both silence: true and current: a window either silences the population "
+                 "or injects a current into it, not both; split it into two perturbations");
+      if (!q.silence && !has_current)
+        fail(ctx_, p, e,
+             p + " does nothing: give it a current (e.g. current: 0.5) or silence: true");
+      v.push_back(q);
+    }
   }
 
   void preset(const std::string& path, std::string& v) {
@@ -1097,6 +1156,53 @@ class Reader {
     return out;
   }
 
+  /// The elements of a list of mappings, each with its path `path[i]` (a single mapping counts as
+  /// a one-element list, null as the empty list); every key must be one of `fields` (an unknown
+  /// key names the nearest one).
+  std::vector<std::pair<std::string, YAML::Node>> maps(const std::string& path, const YAML::Node& n,
+                                                       const std::vector<std::string>& fields,
+                                                       const std::string& example) const {
+    std::vector<std::pair<std::string, YAML::Node>> out;
+    if (n.IsNull()) return out;
+    if (n.IsMap()) {
+      out.emplace_back(path + "[0]", n);
+    } else if (n.IsSequence()) {
+      for (std::size_t i = 0; i < n.size(); ++i)
+        out.emplace_back(path + "[" + std::to_string(i) + "]", n[i]);
+    } else {
+      fail(ctx_, path, n,
+           "expected a list of mappings such as " + example + ", got " + describe_node(n));
+    }
+    for (const auto& [p, e] : out) {
+      if (!e.IsMap())
+        fail(ctx_, p, e, "expected a mapping such as " + example + ", got " + describe_node(e));
+      std::set<std::string> seen;
+      for (auto it = e.begin(); it != e.end(); ++it) {
+        if (!it->first.IsScalar())
+          fail(ctx_, p, it->first, "keys must be plain names, got " + describe_node(it->first));
+        const std::string key = it->first.Scalar(), kpath = p + "." + key;
+        if (!seen.insert(key).second) fail(ctx_, kpath, it->first, "duplicate key '" + kpath + "'");
+        if (std::find(fields.begin(), fields.end(), key) != fields.end()) continue;
+        std::string best = fields.front();
+        for (const auto& f : fields)
+          if (edit_distance(key, f) < edit_distance(key, best)) best = f;
+        std::string all;
+        for (const auto& f : fields) all += (all.empty() ? "" : ", ") + f;
+        fail(ctx_, kpath, it->first,
+             "unknown key '" + kpath + "'; did you mean '" + p + "." + best + "'? (the keys of " +
+                 path + " entries: " + all + ")");
+      }
+    }
+    return out;
+  }
+
+  /// The value of `field` in the mapping `e` at `path`; an error if it is missing.
+  YAML::Node required(const std::string& path, const YAML::Node& e, const char* field) const {
+    const YAML::Node n = e[field];
+    if (!n) fail(ctx_, path + "." + field, e, path + " has no '" + field + "'");
+    return n;
+  }
+
   SweepCondition read_condition(const std::string& list_path, std::size_t i, const YAML::Node& n,
                                 const std::vector<SweepCondition>& earlier) const {
     const std::string path = list_path + "[" + std::to_string(i) + "]";
@@ -1253,6 +1359,46 @@ struct Writer {
   void remove(const std::string& prefix) {
     add(prefix + ".remove", [](YAML::Emitter& o) { o << "true"; });
   }
+  /// One flow mapping per segment: `- {image: 0, brightness: 1.0, duration: 300.0}`.
+  void segments(const std::string& p, std::vector<ProtocolSegment>& v) {
+    add(p, [x = v](YAML::Emitter& o) {
+      if (x.empty()) {
+        o << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+        return;
+      }
+      o << YAML::BeginSeq;
+      for (const auto& s : x)
+        o << YAML::Flow << YAML::BeginMap << YAML::Key << "image" << YAML::Value
+          << std::to_string(s.image) << YAML::Key << "brightness" << YAML::Value
+          << format_yaml_double(s.brightness) << YAML::Key << "duration" << YAML::Value
+          << format_yaml_double(s.duration) << YAML::EndMap;
+      o << YAML::EndSeq;
+    });
+  }
+  /// One flow mapping per window, `layer` only when it is one layer, and either `current` or
+  /// `silence: true`.
+  void perturbations(const std::string& p, std::vector<ProtocolPerturbation>& v) {
+    add(p, [x = v](YAML::Emitter& o) {
+      if (x.empty()) {
+        o << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+        return;
+      }
+      o << YAML::BeginSeq;
+      for (const auto& q : x) {
+        o << YAML::Flow << YAML::BeginMap << YAML::Key << "population" << YAML::Value
+          << YAML::DoubleQuoted << q.population;
+        if (q.layer >= 0) o << YAML::Key << "layer" << YAML::Value << std::to_string(q.layer);
+        o << YAML::Key << "start" << YAML::Value << format_yaml_double(q.start) << YAML::Key
+          << "end" << YAML::Value << format_yaml_double(q.end);
+        if (q.silence)
+          o << YAML::Key << "silence" << YAML::Value << "true";
+        else
+          o << YAML::Key << "current" << YAML::Value << format_yaml_double(q.current);
+        o << YAML::EndMap;
+      }
+      o << YAML::EndSeq;
+    });
+  }
   void conditions(const std::string& p, std::vector<SweepCondition>& v) {
     add(p, [x = v](YAML::Emitter& o) {
       if (x.empty()) {
@@ -1316,6 +1462,78 @@ Config normalised(const Config& config) {
 /// Images in Fashion-MNIST's training file.
 constexpr int kTrainImages = 60000;
 
+/// The node of `field` of element i of the list at `list_path` (the element itself if it lacks
+/// the field, the list if it has no element i), for the file and line of a message.
+YAML::Node list_field_node(const YAML::Node& root, const std::string& list_path, std::size_t i,
+                           const std::string& field) {
+  const auto list = find_node(root, list_path);
+  if (!list) return YAML::Node();
+  YAML::Node e;
+  if (list->IsMap() && i == 0)
+    e = *list;
+  else if (list->IsSequence() && i < list->size())
+    e = (*list)[i];
+  else
+    return *list;
+  const YAML::Node& ce = e;
+  return ce.IsMap() && ce[field] ? ce[field] : e;
+}
+
+/// simulate.protocol: what needs the circuit or the whole protocol (the reader checked each
+/// element's fields): the populations and layers exist, every window lies inside the protocol,
+/// and the recorded traces are of a sane size.
+void check_protocol(const Config& c, const YAML::Node& root, const Context& ctx) {
+  const ProtocolSpec& pc = c.simulate.protocol;
+  const std::string segs = "simulate.protocol.segments", perts = "simulate.protocol.perturbations";
+  auto at = [&](const std::string& path) {
+    auto n = find_node(root, path);
+    return n ? *n : YAML::Node();
+  };
+  if (pc.empty()) {
+    if (!pc.perturbations.empty())
+      fail(ctx, perts, at(perts),
+           perts + " needs a stimulus: list the protocol's segments under " + segs +
+               " (e.g. [{image: 0, duration: 300}])");
+    return;
+  }
+  if (c.network.kind != models::LayerKind::circuit)
+    fail(ctx, segs, at(segs),
+         "simulate.protocol integrates circuit layers, but network.kind = " +
+             std::string(name_of(c.network.kind, kLayerKind)) +
+             " has none; set network.kind: circuit or remove simulate.protocol");
+  const double T = pc.duration();
+  const auto& pops = c.network.circuit.spec.populations;
+  std::string names;
+  for (const auto& p : pops) names += (names.empty() ? "" : ", ") + p.name;
+  for (std::size_t i = 0; i < pc.perturbations.size(); ++i) {
+    const auto& q = pc.perturbations[i];
+    const std::string p = perts + "[" + std::to_string(i) + "]";
+    if (std::none_of(pops.begin(), pops.end(),
+                     [&](const models::Population& x) { return x.name == q.population; }))
+      fail(ctx, p + ".population", list_field_node(root, perts, i, "population"),
+           p + ".population = '" + q.population + "' is not a population of the circuit (it has " +
+               names + ")");
+    if (q.layer >= c.network.hidden_layers)
+      fail(ctx, p + ".layer", list_field_node(root, perts, i, "layer"),
+           p + ".layer = " + std::to_string(q.layer) +
+               " must be < network.hidden_layers = " + std::to_string(c.network.hidden_layers) +
+               " (hidden layers are numbered from 0; leave it out for every layer)");
+    if (q.end > T)
+      fail(ctx, p + ".end", list_field_node(root, perts, i, "end"),
+           p + ".end = " + format_number(q.end) + " must be <= the protocol's duration, " +
+               format_number(T) + " ms (the sum of the segments' durations)");
+  }
+  const double points = std::ceil(T / pc.record_interval) + 1;
+  double units = 0;
+  for (const auto& p : pops) units += p.size;
+  const double bytes = 16.0 * points * units * c.network.hidden_layers;
+  if (points > 1e6 || bytes > 2.0 * (1 << 30))
+    fail(ctx, "simulate.protocol.record_interval", at("simulate.protocol.record_interval"),
+         "simulate.protocol.record_interval = " + format_number(pc.record_interval) + " ms gives " +
+             format_number(points) + " recorded points over the protocol's " + format_number(T) +
+             " ms (limits: 1000000 points, 2048 MiB of traces); record less often");
+}
+
 void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
   auto node_at = [&](const std::string& path) {
     auto n = find_node(root, path);
@@ -1357,6 +1575,7 @@ void cross_check(const Config& c, const YAML::Node& root, const Context& ctx) {
              " images) at simulate.record_points = " + std::to_string(c.simulate.record_points) +
              " would take " + std::to_string(int(trace_bytes / (1 << 20))) +
              " MiB (limit 2048 MiB); record fewer points or images");
+  check_protocol(c, root, ctx);
   if (c.learning.error_transform != learning::ErrorTransform::none &&
       c.learning.rule != learning::Rule::frozen)
     fail(ctx, "learning.error_transform", node_at("learning.error_transform"),

@@ -7,12 +7,14 @@ Usage:
 
 Without arguments the test writes small synthetic files of the three layouts of docs/hdf5.md
 (simulate, train, merged sweep summary) into a temporary directory: the simulate file's circuit
-has four populations (E, PV, SST, VIP), the train file's the default three (E, I, D), and the
-merged file's first traces use the layout before /populations (r_I, r_D). For every file it runs
+has four populations (E, PV, SST, VIP) and a stimulus protocol (/simulate/protocol: two segments,
+two perturbation windows, two layers), the train file's circuit the default three (E, I, D), and
+the merged file's first traces use the layout before /populations (r_I, r_D). For every file it runs
 analysis/plot_training.py, analysis/plot_traces.py and analysis/report.py as subprocesses and
 checks that every expected PNG exists, is a PNG (signature, IHDR width and height > 0) and is not
 blank (pixel standard deviation > 0), that each trace figure draws every population of its layer
-(the script's note lists them), that report.md references every PNG, and that a missing
+(the script's note lists them), that protocol.png is drawn when (and only when) the file has a
+protocol, with every layer, population and window (the note lists them), that report.md references every PNG, and that a missing
 file, a non-HDF5 file and a missing dataset each give a non-zero exit with a message naming it.
 The expected figures are derived from the file independently of the scripts.
 Prints one line per failed check and ends with the line 'N passed, M failed'.
@@ -145,6 +147,7 @@ def expectations(path):
                     sim = f"/runs/{r}/simulate"
                     break
         trace_pngs, first_circuit, populations = [], None, {}
+        protocol_note, protocol_layer = None, None
         if sim is not None:
             for name in f[sim]:
                 m = re.fullmatch(r"layer_(\d+)", name)
@@ -160,12 +163,29 @@ def expectations(path):
                     else:
                         populations[png] = ["E", "I", "D"]
             trace_pngs.append("equilibrium_moments.png")
+            if "protocol" in f[sim]:
+                trace_pngs.append("protocol.png")
+                pr = f[sim]["protocol"]
+                layers = sorted((int(k.split("_")[1]) for k in pr if k.startswith("layer_")))
+                pops = pr[f"layer_{layers[0]}"].attrs["populations"]
+                pops = pops.decode() if isinstance(pops, bytes) else str(pops)
+                windows = []
+                pp = pr["perturbations"]
+                for i, name in enumerate(string_list(pp["population"])):
+                    what = "silenced" if pp["silence"][i] else f"{float(pp['current'][i]):+g}"
+                    windows.append(f"{name} {what} [{float(pp['start'][i]):g}, "
+                                   f"{float(pp['end'][i]):g}) ms")
+                protocol_note = (f"note: protocol.png: layers {', '.join(map(str, layers))}; "
+                                 f"populations {pops.replace(',', ', ')}; windows "
+                                 + ("; ".join(windows) or "none"))
+                protocol_layer = f"{sim}/protocol/layer_{layers[0]}"
         first_run = None
         if layout == "merged":
             first_run = runs[0]
     return {"layout": layout, "train_pngs": train_pngs, "trace_pngs": trace_pngs, "sim": sim,
             "first_circuit": first_circuit, "populations": populations,
-            "conditions": conditions, "paired": paired, "first_run": first_run}
+            "conditions": conditions, "paired": paired, "first_run": first_run,
+            "protocol_note": protocol_note, "protocol_layer": protocol_layer}
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,11 +343,59 @@ def write_train(g, rng, kind, rule, E=4, H=2, eps=0.75, quality=0.0):
     g["iterations_histogram"] = hist
 
 
+def write_protocol(g, rng, n_e=12, T=61):
+    """/simulate/protocol of docs/hdf5.md: two segments, two windows, two pv_sst_vip layers."""
+    p = g.create_group("protocol")
+    t = np.linspace(0.0, 600.0, T)
+    p["t"] = t
+    p.attrs["duration"] = 600.0
+    p.attrs["record_interval"] = 10.0
+    s = p.create_group("segments")
+    s["start"] = np.array([0.0, 300.0])
+    s["end"] = np.array([300.0, 600.0])
+    s["image"] = np.array([0, 0], dtype=np.int64)
+    s["label"] = np.array([9, 9], dtype=np.int64)
+    s["brightness"] = np.array([1.0, 0.5])
+    q = p.create_group("perturbations")
+    q["population"] = np.array(["VIP", "SST"], dtype=object).astype(STR)
+    q["layer"] = np.array([-1, 0], dtype=np.int64)
+    q["start"] = np.array([100.0, 400.0])
+    q["end"] = np.array([200.0, 500.0])
+    q["current"] = np.array([0.5, 0.0])
+    q["silence"] = np.array([0, 1], dtype=np.int64)
+    vip = ((t >= 100) & (t < 200)).astype(float)
+    sst_off = ((t >= 400) & (t < 500)).astype(float)
+    bright = np.where(t < 300, 1.0, 0.5) * (1 - np.exp(-t / 20.0))
+    for l in range(2):
+        lg = p.create_group(f"layer_{l}")
+        pops = CIRCUITS["pv_sst_vip"]
+        lg.attrs["populations"] = ",".join(x[0] for x in pops)
+        lg.attrs["preset"] = "pv_sst_vip"
+        lg.attrs["n_E"] = np.int64(n_e)
+        lg.attrs["status"] = "converged"
+        lg["ode_steps"] = np.float64(1234)
+        for k, (name, size, dyn, state) in enumerate(pops):
+            n = n_e if size is None else size
+            shape = {"E": 1 + 0.3 * vip + 0.5 * sst_off * (l == 0), "VIP": 1 + vip,
+                     "SST": (1 - 0.4 * vip) * (1 - sst_off * (l == 0)), "PV": 1 + 0.2 * vip}[name]
+            rate = (bright * shape)[:, None] * rng.uniform(0.5, 1.5, n)[None, :]
+            pg = lg.create_group(f"populations/{name}")
+            pg["trace"] = rate
+            pg["rate"] = rate
+            pg.attrs["index"] = np.int64(k)
+            pg.attrs["size"] = np.int64(n)
+            pg.attrs["dynamics"] = dyn
+            pg.attrs["state"] = state
+            pg.attrs["tau"] = 10.0
+
+
 def make_simulate_file(path, rng):
     with h5py.File(path, "w") as f:
         root_attrs(f)
-        # A four-population circuit (E, PV, SST, VIP): every population must be drawn.
+        # A four-population circuit (E, PV, SST, VIP): every population must be drawn; and a
+        # stimulus protocol: protocol.png.
         write_simulate(f.create_group("simulate"), rng, circuit="pv_sst_vip")
+        write_protocol(f["simulate"], rng)
 
 
 def make_train_file(path, rng):
@@ -428,6 +496,10 @@ def check_figures(res, tag, exp, results, tmp):
                 res.check(note in r["out"].splitlines(),
                           f"{tag}: {job}: {png} draws every population ({', '.join(names)})",
                           f"expected the line '{note}' in\n{r['out']}")
+        if job == "traces" and exp["protocol_note"]:
+            res.check(exp["protocol_note"] in r["out"].splitlines(),
+                      f"{tag}: {job}: protocol.png draws every layer, population and window",
+                      f"expected the line '{exp['protocol_note']}' in\n{r['out']}")
         if job in ("training", "report") and exp["layout"] != "simulate" and not exp["paired"]:
             res.check("paired_comparison.png skipped" in r["out"],
                       f"{tag}: {job} prints a note when the paired comparison does not apply",
@@ -498,6 +570,14 @@ def broken_copies(path, tmp, tag, exp):
             p = damaged("population", ds)
             jobs.append((f"plot_traces, no {ds}",
                          [script("plot_traces.py"), p, "--out", os.path.join(tmp, "junk")], ds))
+    if exp["protocol_layer"]:
+        with h5py.File(path, "r") as f:
+            last = f[exp["protocol_layer"]].attrs["populations"]
+            last = (last.decode() if isinstance(last, bytes) else str(last)).split(",")[-1]
+        ds = f"{exp['protocol_layer']}/populations/{last}/rate"
+        p = damaged("protocol", ds)
+        jobs.append((f"plot_traces, no {ds}",
+                     [script("plot_traces.py"), p, "--out", os.path.join(tmp, "junk")], ds))
     return jobs
 
 

@@ -186,3 +186,148 @@ TEST_CASE("the failure hints name only configuration keys that exist for the cir
       if (kind != "layernorm" || preset == "default" || preset == "inorm") CHECK(named >= 1);
     }
 }
+
+// Stimulus protocols (simulate.protocol; docs/config.md, docs/hdf5.md "Stimulus protocol").
+
+namespace {
+
+/// The mean over units of population `name`'s rate at row k of /simulate/protocol/layer_<l>.
+double protocol_mean_rate(const io::H5File& f, int l, const std::string& name, Eigen::Index k) {
+  const Mat<double> r = f.read_matrix("simulate/protocol/layer_" + std::to_string(l) +
+                                      "/populations/" + name + "/rate");
+  return r.row(k).mean();
+}
+
+}  // namespace
+
+TEST_CASE("a protocol run records its time axis, tables and every population's trace and rate") {
+  const auto dir = test::scratch_dir("simulate_protocol");
+  const std::string out = (dir / "sim.h5").string();
+  // Two windows on a default circuit of two hidden layers, then a long unperturbed segment of
+  // image 0 (simulate.images[0], unjittered) so that both layers settle on the equilibria that
+  // the fixed-point solver found for it.
+  const io::Config cfg =
+      tiny_with("default", {"simulate.eps=0",
+                            "simulate.protocol.segments=[{image: 1, brightness: 0.5, duration: "
+                            "100}, {image: 0, duration: 50}, {image: 0, duration: 1000}]",
+                            "simulate.protocol.perturbations=[{population: I, start: 20, end: 60, "
+                            "current: 0.5}, {population: I, start: 110, end: 130, silence: true, "
+                            "layer: 1}]",
+                            "simulate.protocol.record_interval=2.5"});
+  experiments::run_simulate(cfg, out, "test");
+  const auto net = models::initialise<double>(io::network_spec(cfg), cfg.seed);
+  const auto f = io::H5File::open_read(out);
+  const std::string g = "simulate/protocol";
+  // The existing outputs are still there, unchanged in shape.
+  CHECK(f.read_vector("simulate/t").size() == 21);
+  CHECK(f.attr_int("simulate", "failed_samples") == 0);
+
+  const auto t = f.read_vector(g + "/t");
+  REQUIRE(t.size() == 461);  // 1150 ms every 2.5 ms, both ends
+  CHECK(t.front() == 0.0);
+  CHECK(t[1] == 2.5);
+  CHECK(t.back() == 1150.0);
+  CHECK(f.attr_double(g, "duration") == 1150.0);
+  CHECK(f.attr_int(g, "failed_layers") == 0);
+  CHECK(f.read_vector(g + "/segments/start") == std::vector<double>{0, 100, 150});
+  CHECK(f.read_vector(g + "/segments/end") == std::vector<double>{100, 150, 1150});
+  CHECK(f.read_vector(g + "/segments/image") == std::vector<double>{1, 0, 0});
+  CHECK(f.read_vector(g + "/segments/brightness") == std::vector<double>{0.5, 1, 1});
+  CHECK(f.read_vector(g + "/segments/label") ==
+        std::vector<double>{f.read_vector("simulate/labels")[1],
+                            f.read_vector("simulate/labels")[0],
+                            f.read_vector("simulate/labels")[0]});
+  CHECK(f.read_strings(g + "/perturbations/population") == std::vector<std::string>{"I", "I"});
+  CHECK(f.read_vector(g + "/perturbations/layer") == std::vector<double>{-1, 1});
+  CHECK(f.read_vector(g + "/perturbations/start") == std::vector<double>{20, 110});
+  CHECK(f.read_vector(g + "/perturbations/end") == std::vector<double>{60, 130});
+  CHECK(f.read_vector(g + "/perturbations/current") == std::vector<double>{0.5, 0});
+  CHECK(f.read_vector(g + "/perturbations/silence") == std::vector<double>{0, 1});
+
+  CHECK_FALSE(f.exists(g + "/layer_2"));  // the readout is not a circuit
+  for (int l = 0; l < 2; ++l) {
+    CAPTURE(l);
+    const auto& spec = net.layers[std::size_t(l)].spec;
+    const auto& pops = spec.circuit.populations;
+    const std::string lg = g + "/layer_" + std::to_string(l);
+    CHECK(f.attr_string(lg, "status") == "converged");
+    CHECK(f.attr_string(lg, "populations") == joined(pops));
+    for (std::size_t k = 0; k < pops.size(); ++k) {
+      CAPTURE(pops[k].name);
+      const std::string pg = lg + "/populations/" + pops[k].name;
+      const Mat<double> z = f.read_matrix(pg + "/trace"), r = f.read_matrix(pg + "/rate");
+      CHECK(z.rows() == 461);
+      CHECK(z.cols() == pops[k].size);
+      CHECK(r.rows() == 461);
+      CHECK(r.cols() == pops[k].size);
+      CHECK(z.allFinite());
+      CHECK(f.attr_int(pg, "index") == std::int64_t(k));
+      // After 1000 ms of image 0 the layer sits at its equilibrium for image 0, which simulate's
+      // fixed-point solver found independently (layer 1: for layer 0's equilibrium rates).
+      const Mat<double> eq = f.read_matrix("simulate/layer_" + std::to_string(l) + "/populations/" +
+                                           pops[k].name + "/eq");
+      const double scale = std::max(1.0, eq.row(0).cwiseAbs().maxCoeff());
+      CHECK((z.row(460) - eq.row(0)).cwiseAbs().maxCoeff() < 1e-4 * scale);
+    }
+    // The E rates are phi(v).
+    Mat<double> phi;
+    models::apply_phi(spec.phi, f.read_matrix(lg + "/populations/E/trace"), phi);
+    CHECK(test::max_rel_error(phi, f.read_matrix(lg + "/populations/E/rate")) < 1e-12);
+  }
+}
+
+TEST_CASE(
+    "driving VIP in pv_sst_vip lowers SST's rate and raises E's (disinhibition, from the file)") {
+  const auto dir = test::scratch_dir("simulate_protocol_vip");
+  const std::string out = (dir / "sim.h5").string();
+  const io::Config cfg = tiny_with(
+      "pv_sst_vip", {"network.hidden_layers=1", "network.width=20", "simulate.images=[0]",
+                     "simulate.protocol.segments=[{image: 0, duration: 1000}]",
+                     "simulate.protocol.perturbations=[{population: VIP, start: 500, end: 1000, "
+                     "current: 0.5}]"});
+  experiments::run_simulate(cfg, out, "test");
+  const auto f = io::H5File::open_read(out);
+  const auto t = f.read_vector("simulate/protocol/t");
+  REQUIRE(t.size() == 1001);
+  REQUIRE(t[499] == 499.0);
+  REQUIRE(t[999] == 999.0);
+  CHECK(f.attr_string("simulate/protocol/layer_0", "status") == "converged");
+  // Just before the window (settled after 500 ms) and at its end.
+  const double vip0 = protocol_mean_rate(f, 0, "VIP", 499),
+               vip1 = protocol_mean_rate(f, 0, "VIP", 999);
+  const double sst0 = protocol_mean_rate(f, 0, "SST", 499),
+               sst1 = protocol_mean_rate(f, 0, "SST", 999);
+  const double e0 = protocol_mean_rate(f, 0, "E", 499), e1 = protocol_mean_rate(f, 0, "E", 999);
+  CAPTURE(vip0);
+  CAPTURE(vip1);
+  CAPTURE(sst0);
+  CAPTURE(sst1);
+  CAPTURE(e0);
+  CAPTURE(e1);
+  CHECK(vip1 > vip0);
+  CHECK(sst1 < sst0);
+  CHECK(e1 > e0);
+  // Before the window the circuit had settled: the rates of the last 50 ms before it agree.
+  CHECK(std::abs(protocol_mean_rate(f, 0, "SST", 449) - sst0) < 1e-3 * std::max(1.0, sst0));
+}
+
+TEST_CASE("a protocol whose integration fails says where, and leaves the layers above alone") {
+  // Silencing the default circuit's divisive interneuron leaves E with the conductance sigma0 =
+  // 1e-6 alone: its potentials run away and the integration stops (non_finite).
+  const auto dir = test::scratch_dir("simulate_protocol_fails");
+  const std::string out = (dir / "sim.h5").string();
+  const io::Config cfg = tiny_with(
+      "default", {"simulate.images=[0]", "simulate.protocol.segments=[{image: 0, duration: 200}]",
+                  "simulate.protocol.perturbations=[{population: D, start: 100, end: 200, "
+                  "silence: true, layer: 0}]"});
+  experiments::run_simulate(cfg, out, "test");
+  const auto f = io::H5File::open_read(out);
+  CHECK(f.attr_int("simulate/protocol", "failed_layers") == 1);
+  CHECK(f.attr_string("simulate/protocol/layer_0", "status") != "converged");
+  CHECK(f.attr_string("simulate/protocol/layer_1", "status") == "skipped");
+  const Mat<double> e0 = f.read_matrix("simulate/protocol/layer_0/populations/E/trace");
+  REQUIRE(e0.rows() == 201);
+  CHECK(e0.topRows(100).allFinite());  // recorded up to the failure
+  CHECK(std::isnan(e0(200, 0)));
+  CHECK(f.read_matrix("simulate/protocol/layer_1/populations/E/trace").array().isNaN().all());
+}

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 #include <string>
+#include <tuple>
 
 #include "eisim/models/error.hpp"
 #include "test_support.hpp"
@@ -385,7 +386,7 @@ TEST_CASE("to_yaml lists every key and parse_config(to_yaml(c)) reproduces c exa
 
 TEST_CASE("valid_keys lists every dotted path once, and docs/config.md documents each") {
   const auto keys = eisim::io::valid_keys();
-  CHECK(keys.size() == 105);
+  CHECK(keys.size() == 108);
   CHECK(std::find(keys.begin(), keys.end(), "network.circuit.tau_E") != keys.end());
   CHECK(std::find(keys.begin(), keys.end(), "sweep.conditions") != keys.end());
   auto sorted = keys;
@@ -1024,4 +1025,175 @@ TEST_CASE("the stored configuration of every shipped configuration reads back as
       CHECK(eisim::io::config_differences(point, stored).empty());
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// simulate.protocol: stimulus protocols (docs/config.md, "simulate.protocol")
+
+namespace {
+
+/// A valid protocol on the pv_sst_vip circuit (E, PV, SST, VIP), two hidden layers, 600 ms.
+const std::string kProtocol = R"(
+network:
+  hidden_layers: 2
+  width: 20
+  circuit: {preset: pv_sst_vip}
+simulate:
+  protocol:
+    segments:
+      - {image: 0, duration: 300}
+      - {image: 7, brightness: 0.5, duration: 300}
+    perturbations:
+      - {population: VIP, start: 100, end: 200, current: 0.5}
+      - {population: SST, start: 400, end: 600, silence: true, layer: 1}
+    record_interval: 0.5
+)";
+
+/// The key path and message of the error of kProtocol with `overrides`.
+std::pair<std::string, std::string> protocol_error(const std::vector<std::string>& overrides,
+                                                   const std::string& yaml = kProtocol) {
+  try {
+    parse_config(yaml, overrides);
+  } catch (const config_error& e) {
+    return {e.key_path(), e.what()};
+  }
+  return {"<no error>", ""};
+}
+
+}  // namespace
+
+TEST_CASE("a stimulus protocol is read in order, with its defaults, and round-trips") {
+  const Config c = parse_config(kProtocol);
+  const auto& p = c.simulate.protocol;
+  REQUIRE(p.segments.size() == 2);
+  CHECK(p.segments[0].image == 0);
+  CHECK(p.segments[0].brightness == 1.0);  // the default
+  CHECK(p.segments[0].duration == 300.0);
+  CHECK(p.segments[1].image == 7);
+  CHECK(p.segments[1].brightness == 0.5);
+  CHECK(p.duration() == 600.0);
+  REQUIRE(p.perturbations.size() == 2);
+  CHECK(p.perturbations[0].population == "VIP");
+  CHECK(p.perturbations[0].layer == -1);  // every layer
+  CHECK(p.perturbations[0].current == 0.5);
+  CHECK_FALSE(p.perturbations[0].silence);
+  CHECK(p.perturbations[1].population == "SST");
+  CHECK(p.perturbations[1].layer == 1);
+  CHECK(p.perturbations[1].silence);
+  CHECK(p.perturbations[1].end == 600.0);  // a window may end with the protocol
+  CHECK(p.record_interval == 0.5);
+  // No protocol by default.
+  CHECK(parse_config("").simulate.protocol.empty());
+  CHECK(parse_config("").simulate.protocol.perturbations.empty());
+
+  const std::string text = to_yaml(c);
+  const Config back = parse_config(text);
+  CHECK(to_yaml(back) == text);
+  CHECK(eisim::io::config_differences(back, c).empty());
+  REQUIRE(back.simulate.protocol.perturbations.size() == 2);
+  CHECK(back.simulate.protocol.perturbations[1].layer == 1);
+  CHECK(back.simulate.protocol.perturbations[1].silence);
+  // A single mapping is a one-element list; --set replaces a whole list.
+  const Config one = parse_config(
+      "simulate: {protocol: {segments: {image: 3, duration: 50}}}\n",
+      {"simulate.protocol.perturbations={population: I, start: 0, end: 50, current: -1}"});
+  REQUIRE(one.simulate.protocol.segments.size() == 1);
+  CHECK(one.simulate.protocol.segments[0].image == 3);
+  REQUIRE(one.simulate.protocol.perturbations.size() == 1);
+  CHECK(one.simulate.protocol.perturbations[0].current == -1.0);
+  // The protocol is simulate-only: a stored run's configuration that differs by it is the same
+  // run (simulate.* is ignored when a run is reused).
+  CHECK(eisim::io::config_differences(
+            c,
+            parse_config(kProtocol,
+                         {"simulate.protocol.segments=[]", "simulate.protocol.perturbations=[]"}),
+            {"simulate"})
+            .empty());
+  // The shipped example parses.
+  const Config shipped =
+      eisim::io::load_config(eisim::test::source_path("experiments/protocol.yaml"));
+  CHECK(shipped.simulate.protocol.segments.size() == 2);
+  CHECK(shipped.simulate.protocol.perturbations.size() == 2);
+  // A sweep condition may set a protocol.
+  const Config sw = parse_config(
+      "sweep: {conditions: [{name: a, set: {simulate.protocol.segments: [{image: 1, duration: "
+      "10}]}}]}\n");
+  REQUIRE(sw.sweep.conditions[0].set.size() == 1);
+}
+
+TEST_CASE("bad protocol keys are config errors naming the key") {
+  using Case = std::tuple<std::vector<std::string>, std::string, std::string>;
+  const std::string seg = "simulate.protocol.segments", per = "simulate.protocol.perturbations";
+  const std::vector<Case> cases{
+      {{seg + "=[{image: 0, duration: 0}]"}, seg + "[0].duration", "must be > 0"},
+      {{seg + "=[{image: 0, duration: 10}, {image: 1}]"},
+       seg + "[1].duration",
+       "has no 'duration'"},
+      {{seg + "=[{duration: 10}]"}, seg + "[0].image", "has no 'image'"},
+      {{seg + "=[{image: 0, durtion: 10}]"},
+       seg + "[0].durtion",
+       "did you mean 'simulate.protocol.segments[0].duration'"},
+      {{seg + "=[{image: 10000, duration: 10}]"}, seg + "[0].image", "must be in [0, 9999]"},
+      {{seg + "=[{image: 0, brightness: -1, duration: 10}]"}, seg + "[0].brightness", ">= 0"},
+      {{seg + "=[{image: 0, duration: .inf}]"}, seg + "[0].duration", "finite"},
+      {{seg + "=[3]"}, seg + "[0]", "expected a mapping"},
+      {{seg + "=oops"}, seg, "expected a list of mappings"},
+      {{per + "=[{population: VIP, start: 200, end: 100, current: 1}]"},
+       per + "[0].end",
+       "must be > simulate.protocol.perturbations[0].start = 200"},
+      {{per + "=[{population: VIP, start: 100, end: 100, current: 1}]"},
+       per + "[0].end",
+       "must be >"},
+      {{per + "=[{population: VIP, start: 100, end: 700, current: 1}]"},
+       per + "[0].end",
+       "must be <= the protocol's duration, 600 ms"},
+      {{per + "=[{population: VIP, start: -1, end: 100, current: 1}]"}, per + "[0].start", ">= 0"},
+      {{per + "=[{population: VIP, start: 0, end: 100, current: .nan}]"},
+       per + "[0].current",
+       "must be a finite number"},
+      {{per + "=[{population: VIP, start: 0, end: 100, current: 1, silence: true}]"},
+       per + "[0].silence",
+       "not both"},
+      {{per + "=[{population: VIP, start: 0, end: 100}]"}, per + "[0]", "does nothing"},
+      {{per + "=[{population: VIP, start: 0, end: 100, silence: false}]"},
+       per + "[0]",
+       "does nothing"},
+      {{per + "=[{population: VIP, start: 0, end: 100, silence: maybe}]"},
+       per + "[0].silence",
+       "expected true or false"},
+      {{per + "=[{population: I, start: 0, end: 100, current: 1}]"},
+       per + "[0].population",
+       "is not a population of the circuit (it has E, PV, SST, VIP)"},
+      {{per + "=[{start: 0, end: 100, current: 1}]"},
+       per + "[0].population",
+       "has no 'population'"},
+      {{per + "=[{population: VIP, start: 0, end: 100, current: 1, layer: 2}]"},
+       per + "[0].layer",
+       "must be < network.hidden_layers = 2"},
+      {{per + "=[{population: VIP, start: 0, end: 100, current: 1, lyer: 0}]"},
+       per + "[0].lyer",
+       "did you mean 'simulate.protocol.perturbations[0].layer'"},
+      {{seg + "=[]"}, per, "needs a stimulus"},
+      {{"network.kind=layernorm"}, seg, "network.kind = layernorm"},
+      {{"simulate.protocol.record_interval=0"}, "simulate.protocol.record_interval", "> 0"},
+      {{"simulate.protocol.record_interval=1e-4"},
+       "simulate.protocol.record_interval",
+       "recorded points"},
+      {{"simulate.protocol.segmnts=[]"},
+       "simulate.protocol.segmnts",
+       "did you mean 'simulate.protocol.segments'"},
+  };
+  for (const auto& [overrides, key, text] : cases) {
+    CAPTURE(overrides.front());
+    const auto [got_key, message] = protocol_error(overrides);
+    CHECK(got_key == key);
+    CHECK_MESSAGE(message.find(text) != std::string::npos, message);
+  }
+  // From the file: the message gives the element's line.
+  CHECK(protocol_error({}).first == "<no error>");
+  std::string bad = kProtocol;
+  bad.replace(bad.find("population: SST"), 15, "population: SOM");
+  const auto [bkey, bmessage] = protocol_error({}, bad);
+  CHECK(bkey == "simulate.protocol.perturbations[1].population");
+  CHECK_MESSAGE(bmessage.find("line 13") != std::string::npos, bmessage);
 }

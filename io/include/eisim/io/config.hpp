@@ -61,12 +61,44 @@ struct NetworkConfig {
   double ln_epsilon = 1e-5;  ///< epsilon of the `layernorm` kind
 };
 
+/// One segment of a stimulus protocol: a test image times a brightness factor, for a duration.
+struct ProtocolSegment {
+  int image = 0;            ///< test-set index
+  double brightness = 1.0;  ///< the layer-0 input is brightness * image (not clipped)
+  double duration = 0.0;    ///< ms, > 0
+};
+
+/// A perturbation window of a stimulus protocol (sim::Perturbation, by population name).
+struct ProtocolPerturbation {
+  std::string population;  ///< a population of the hidden layers' circuit
+  int layer = -1;          ///< hidden layer it applies to; -1 = every circuit layer
+  double start = 0.0;      ///< ms from the protocol's start
+  double end = 0.0;        ///< ms (exclusive), start < end <= the protocol's duration
+  double current = 0.0;    ///< added to the population's drive during the window
+  bool silence = false;    ///< the population's projections carry nothing during the window
+};
+
+/// simulate.protocol: segments (in order) and perturbation windows; no segments = no protocol.
+struct ProtocolSpec {
+  std::vector<ProtocolSegment> segments;
+  std::vector<ProtocolPerturbation> perturbations;
+  double record_interval = 1.0;  ///< ms between recorded points of the protocol's traces
+
+  bool empty() const { return segments.empty(); }
+  double duration() const {
+    double t = 0;
+    for (const auto& s : segments) t += s.duration;
+    return t;
+  }
+};
+
 struct SimulateSpec {
   std::vector<int> images{0, 1, 2, 3, 4, 5, 6, 7};  ///< test-set indices
   double eps = 0.0;                                 ///< brightness jitter of the simulated images
   double t_max = 400.0;                             ///< ms, length of the recorded traces
   int record_points = 101;                          ///< samples of each trace in [0, t_max]
   std::string weights;  ///< HDF5 file written by eisim train ("" = random init)
+  ProtocolSpec protocol;
 };
 
 struct SweepCondition {
