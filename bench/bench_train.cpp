@@ -187,6 +187,7 @@ struct EpochResult {
   long samples = 0;
   double loss_mean = 0, accuracy = 0, newton_mean = 0;
   int newton_max = 0, forward_failures = 0, fallbacks = 0;
+  int stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
 };
 
 /// Finer split measured in the profiling pass (seconds, summed over its batches).
@@ -272,6 +273,10 @@ class Bench {
       r.newton_max = std::max(r.newton_max, fs.iterations_max);
       r.forward_failures += fs.failed_samples;
       r.fallbacks += fs.fallback_samples;
+      r.stability_checked += fs.stability_checked;
+      r.unstable += fs.unstable_samples;
+      r.oscillatory += fs.oscillatory_samples;
+      r.reintegrated += fs.reintegrated_samples;
       loss_sum += loss * n;
       hits_sum += hits;
       r.samples += n;
@@ -465,6 +470,10 @@ class Bench {
     fs.iterations_mean = (st[0].iterations_mean * len[0] + st[1].iterations_mean * len[1]) / n;
     fs.failed_samples = st[0].failed_samples + st[1].failed_samples;
     fs.fallback_samples = st[0].fallback_samples + st[1].fallback_samples;
+    fs.stability_checked = st[0].stability_checked + st[1].stability_checked;
+    fs.unstable_samples = st[0].unstable_samples + st[1].unstable_samples;
+    fs.oscillatory_samples = st[0].oscillatory_samples + st[1].oscillatory_samples;
+    fs.reintegrated_samples = st[0].reintegrated_samples + st[1].reintegrated_samples;
     hits = hit[0] + hit[1];
     return (loss[0] * len[0] + loss[1] * len[1]) / n;
   }
@@ -653,9 +662,10 @@ int main(int argc, char** argv) {
                     rates[1].back());
       std::printf(
           "; loss %.4f, train acc %.2f %%, Newton %.2f iterations/sample (max %d), %d not "
-          "converged, %d ODE fallbacks\n",
+          "converged, %d ODE fallbacks; stability: %d checked, %d unstable, %d oscillatory, %d "
+          "re-integrated\n",
           e.loss_mean, 100 * e.accuracy, e.newton_mean, e.newton_max, e.forward_failures,
-          e.fallbacks);
+          e.fallbacks, e.stability_checked, e.unstable, e.oscillatory, e.reintegrated);
       std::fflush(stdout);
     }
     std::vector<double> totals, cpus;

@@ -155,11 +155,25 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   std::vector<double> scaled(B, 0.0);
   std::vector<std::vector<double>> histories(B);
   const bool pooled = model.pooled && p.pooled_fast_path;
+  // The stability check's fast path (sim/stability.hpp): E eliminated and leaky, every other
+  // dynamic population a Newton unknown, fewer interneuron units than E units (the reduction).
+  const auto& pops = layer.spec.circuit.populations;
+  const bool stab = p.stability != StabilityCheck::off && p.stability_fast_path &&
+                    model.st.eliminate_E && pops[0].dynamics == models::Dynamics::leaky &&
+                    model.st.explicit_order.empty() && model.n < pops[0].size;
+  if (stab) {
+    res.stability_known.assign(B, 0);
+    res.sample_stability.assign(B, SampleStability{});
+  }
+  const double a_E = -1.0 / pops[0].tau;
   // Newton on the given columns, starting from z (with the block start if asked).
   auto newton = [&](const std::vector<int>& cols, bool block_start) {
     const int ncols = int(cols.size());
     auto run = [&](auto& ev) {
-      typename std::remove_reference_t<decltype(ev)>::State x, x_try;
+      using Ev = std::remove_reference_t<decltype(ev)>;
+      typename Ev::State x, x_try;
+      typename Ev::SM D, CB;
+      std::vector<int> free_idx;
 #pragma omp for schedule(static)
       for (int q = 0; q < ncols; ++q) {
         const int j = cols[q];
@@ -169,6 +183,16 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         res.sample_iterations[j] += out.iterations;
         res.sample_residual[j] = out.residual;
         scaled[j] = out.scaled;
+        if (stab) {
+          // At the equilibrium just evaluated: the blocks of the reduced Jacobian.
+          const bool want = out.status == SolverStatus::converged &&
+                            (p.stability_samples <= 0 || j < p.stability_samples);
+          res.stability_known[j] = want;
+          if (want) {
+            ev.stability_blocks(D, CB, free_idx);
+            res.sample_stability[j] = reduced_stability(D, CB, a_E, StabilityParameters{});
+          }
+        }
         ev.store(x, j, z);
       }
     };

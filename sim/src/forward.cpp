@@ -35,6 +35,25 @@ std::string circuit_parameters(const models::CircuitSpec& c) {
   return os.str();
 }
 
+// The counts of a result from its samples.
+void count(StabilityResult& st) {
+  st.stable = st.unstable = st.oscillatory = st.unknown = 0;
+  for (const auto& s : st.samples) switch (s.cls) {
+      case Stability::stable:
+        ++st.stable;
+        break;
+      case Stability::unstable:
+        ++st.unstable;
+        break;
+      case Stability::oscillatory:
+        ++st.oscillatory;
+        break;
+      case Stability::unknown:
+        ++st.unknown;
+        break;
+    }
+}
+
 // The stability check and its policy (FixedPointParameters::stability) on the solved layer.
 template <class S>
 void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, LayerCache<S>& c) {
@@ -45,7 +64,32 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
         (fp.stability_samples <= 0 || j < fp.stability_samples))
       c.checked.push_back(j);
   if (c.checked.empty()) return;  // (an empty list would mean every sample)
-  c.stability = stability(layer, c.in, c.z, StabilityParameters{}, c.checked);
+  // The solver's fast path (FixedPointParameters::stability_fast_path) has already classified
+  // the samples it covers; stability() takes the rest.
+  const bool known = !c.solve.stability_known.empty();
+  std::vector<int> rest;
+  if (known) {
+    for (int j : c.checked)
+      if (!c.solve.stability_known[std::size_t(j)]) rest.push_back(j);
+  } else {
+    rest = c.checked;
+  }
+  if (rest.size() == c.checked.size()) {
+    c.stability = stability(layer, c.in, c.z, StabilityParameters{}, c.checked);
+  } else {
+    StabilityResult generic;
+    if (!rest.empty()) generic = stability(layer, c.in, c.z, StabilityParameters{}, rest);
+    c.stability = StabilityResult{};
+    c.stability.samples.resize(c.checked.size());
+    std::size_t g = 0;
+    for (std::size_t q = 0; q < c.checked.size(); ++q) {
+      const int j = c.checked[q];
+      c.stability.samples[q] = c.solve.stability_known[std::size_t(j)]
+                                   ? c.solve.sample_stability[std::size_t(j)]
+                                   : std::move(generic.samples[g++]);
+    }
+    count(c.stability);
+  }
   c.found_unstable = c.stability.unstable;
   c.found_oscillatory = c.stability.oscillatory;
   if (c.stability.not_stable() == 0) return;
@@ -85,22 +129,7 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
     }
   }
   // Counts and the batch status after the policy.
-  StabilityResult& st = c.stability;
-  st.stable = st.unstable = st.oscillatory = st.unknown = 0;
-  for (const auto& s : st.samples) switch (s.cls) {
-      case Stability::stable:
-        ++st.stable;
-        break;
-      case Stability::unstable:
-        ++st.unstable;
-        break;
-      case Stability::oscillatory:
-        ++st.oscillatory;
-        break;
-      case Stability::unknown:
-        ++st.unknown;
-        break;
-    }
+  count(c.stability);
   if (c.no_stable > 0) {
     c.solve.failed_samples += c.no_stable;
     if (c.solve.status == SolverStatus::converged) c.solve.status = SolverStatus::unstable;

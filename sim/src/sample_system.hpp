@@ -140,6 +140,7 @@ class SampleSystem {
   std::vector<Vd> s, ds;      // per projection from a population: signal and derivative
   SV G;                       // Newton residual over the unknowns
   SM J;                       // Jacobian of F over the unknowns (raw coordinates), see jacobian()
+  SM CA;                      // jacobian(.., split = true): the part C A that E mediates
   Md A, C;                    // E eliminated, not Pooled: dv_E / dz_core and dF_core / dv_E
   std::vector<char> clamped;  // per unknown: integrator unit held at 0
   std::vector<char> degenerate_unit;  // per unknown: multiplicative unit with h <= floor
@@ -348,8 +349,9 @@ class SampleSystem {
   /// without the populations' local terms dF_dz (added by callers: Newton and the adjoint use
   /// them differently). With E eliminated also A = dv_E/dz and C = dF/dv_E, and J includes C A.
   /// `block_only` (Pooled): only the entries among the integrator populations (block_start);
-  /// the others are left 0.
-  void jacobian(bool block_only = false) {
+  /// the others are left 0. `split` (E eliminated): C A goes to CA instead of into J, which
+  /// then holds the direct links only (the stability check's blocks).
+  void jacobian(bool block_only = false, bool split = false) {
     if (m.st.eliminate_E) {
       // The partials of the eliminated E's F at the current point.
       const auto& E = m.c->populations[0];
@@ -363,6 +365,8 @@ class SampleSystem {
       }
     }
     J.setZero();
+    if (split) CA.setZero(m.n, m.n);
+    SM& JE = split ? CA : J;  // where C A goes
     if (Pooled) {
       // One unit per core population: J += C A as one fused sum over E per pair of links
       // (population <- E, E <- population); A and C are never formed (see At_times, Ct_times).
@@ -383,7 +387,7 @@ class SampleSystem {
           const auto& pq = m.c->projections[kq];
           if (pq.tgt != 0) continue;  // E <- population
           if (!wanted(m.offset[pp.tgt], m.offset[pq.src])) continue;
-          J(m.offset[pp.tgt], m.offset[pq.src]) += cp * ds[kq](0) * e_pair_sum(pp, kp, pq, kq);
+          JE(m.offset[pp.tgt], m.offset[pq.src]) += cp * ds[kq](0) * e_pair_sum(pp, kp, pq, kq);
         }
       }
       return;
@@ -407,7 +411,7 @@ class SampleSystem {
       else
         J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), d.size()).array() += term();
     }
-    if (m.st.eliminate_E) J.noalias() += C * A;
+    if (m.st.eliminate_E) JE.noalias() += C * A;
   }
 
   // Pooled, E eliminated: sum over E of (population <- E weights * d signal / dv) times
@@ -492,6 +496,39 @@ class SampleSystem {
   template <class Mx>
   void add_local_terms(Mx& M) const {
     for (int p : m.st.core) M.diagonal().segment(m.offset[p], dF_dz[p].size()) += dF_dz[p];
+  }
+
+  /// The stability check's blocks at the last evaluation (E eliminated and leaky; every
+  /// dynamic population other than E is a core population): over the unknowns not held at a
+  /// rectification boundary (`free_idx`), in 1/ms, D = d(dz_I/dt)/dz_I (direct links and local
+  /// terms) and CB = (d(dz_I/dt)/dv)(d(dv/dt)/dz_I) (through E). The full Jacobian's spectrum is
+  /// then -1/tau_E and that of [[D, I], [CB, -I/tau_E]] (sim/stability.hpp).
+  template <class Mx>
+  void stability_blocks(Mx& D, Mx& CB, std::vector<int>& free_idx) {
+    jacobian(false, true);
+    const auto& pops = m.c->populations;
+    free_idx.clear();
+    inv_tau_.resize(m.n);
+    for (int p : m.st.core)
+      for (int i = 0; i < pops[p].size; ++i) {
+        const int u = m.offset[p] + i;
+        inv_tau_[u] = 1.0 / pops[p].tau;
+        // As sim::stability: an integrator unit at r <= 0 whose partials vanish.
+        if (!(pops[p].dynamics == models::Dynamics::integrator && z[p](i) <= 0.0 &&
+              dF_dq[p](i) == 0.0 && dF_dz[p](i) == 0.0))
+          free_idx.push_back(u);
+      }
+    add_local_terms(J);
+    const int f = int(free_idx.size());
+    const double inv_tau_E = 1.0 / pops[0].tau;
+    D.resize(f, f);
+    CB.resize(f, f);
+    for (int r = 0; r < f; ++r)
+      for (int k = 0; k < f; ++k) {
+        const int a = free_idx[r], b = free_idx[k];
+        D(r, k) = inv_tau_[a] * J(a, b);
+        CB(r, k) = (inv_tau_[a] * inv_tau_E) * CA(a, b);
+      }
   }
 
   // --- Newton ---------------------------------------------------------------------------------
@@ -636,6 +673,7 @@ class SampleSystem {
   // d F_target / d signal of a projection, per target unit.
   Vd coef_;
   std::vector<double> h_;
+  std::vector<double> inv_tau_;
   std::vector<int> block_idx_;       // unknowns of the integrator populations (block_start)
   std::vector<char> in_block_;       // per unknown: in block_idx_
   std::vector<char> g0_per_sample_;  // per population: g0 has divisive input from the constants

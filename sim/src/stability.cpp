@@ -74,6 +74,53 @@ SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& 
   return out;
 }
 
+namespace {
+
+template <class Mx>
+SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                                 const Eigen::Ref<const Eigen::MatrixXd>& CB, double a,
+                                 const StabilityParameters& params) {
+  const Eigen::Index f = D.rows();
+  Mx M = Mx::Zero(2 * f, 2 * f);
+  M.topLeftCorner(f, f) = D;
+  M.bottomLeftCorner(f, f) = CB;
+  M.topRightCorner(f, f).diagonal().setOnes();
+  M.bottomRightCorner(f, f).diagonal().setConstant(a);
+  Eigen::VectorXcd ev(2 * f + 1);
+  if (f > 0) {
+    Eigen::EigenSolver<Mx> es(M, false);
+    if (es.info() != Eigen::Success) return SampleStability{};  // unknown
+    ev.head(2 * f) = es.eigenvalues();
+  }
+  ev(2 * f) = a;
+  return classify(ev, params);
+}
+
+}  // namespace
+
+SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a,
+                                  const StabilityParameters& params) {
+  // Small problems in fixed-size storage (the default circuit: 4 x 4), compiled for their size;
+  // up to 16 x 16 in fixed-capacity storage: no heap allocation.
+  using Eigen::Matrix;
+  switch (D.rows()) {
+    case 1:
+      return reduced_spectrum<Matrix<double, 2, 2>>(D, CB, a, params);
+    case 2:
+      return reduced_spectrum<Matrix<double, 4, 4>>(D, CB, a, params);
+    case 3:
+      return reduced_spectrum<Matrix<double, 6, 6>>(D, CB, a, params);
+    default:
+      break;
+  }
+  constexpr int kMax = 16;
+  if (D.rows() <= kMax / 2)
+    return reduced_spectrum<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, kMax, kMax>>(
+        D, CB, a, params);
+  return reduced_spectrum<Eigen::MatrixXd>(D, CB, a, params);
+}
+
 template <class S>
 void select_samples(const CircuitInput<S>& in, const std::vector<int>& cols, CircuitInput<S>& out,
                     bool with_x) {
@@ -248,6 +295,7 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
     }
     w2[0] = rows[0] * S(-a);  // C^T columns / tau_E
     vjp(layer, in_r, t, w2, no_grads<S>(), &cb, no_mats<S>(), no_mat<S>());
+    Eigen::MatrixXd Dq, CBq;
     for (std::size_t q = 0; q < ok.size(); ++q) {
       // Free units (not held at a rectification boundary).
       std::vector<std::pair<int, int>> free;  // (population, unit)
@@ -256,25 +304,17 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
           if (!clamped(c.populations[p], z_r, t, int(p), i, int(q) * m + off[p] + i))
             free.emplace_back(int(p), i);
       const int f = int(free.size());
-      Eigen::MatrixXd M = Eigen::MatrixXd::Zero(2 * f, 2 * f);
+      Dq.resize(f, f);
+      CBq.resize(f, f);
       for (int r = 0; r < f; ++r) {
         const Eigen::Index col = Eigen::Index(q) * m + off[free[r].first] + free[r].second;
         for (int k = 0; k < f; ++k) {
           const auto [p, i] = free[k];
-          if (rows[p].size() > 0) M(r, k) = double(rows[p](i, col));
-          if (cb[p].size() > 0) M(f + r, k) = double(cb[p](i, col));
+          Dq(r, k) = rows[p].size() > 0 ? double(rows[p](i, col)) : 0.0;
+          CBq(r, k) = cb[p].size() > 0 ? double(cb[p](i, col)) : 0.0;
         }
-        M(r, f + r) = 1.0;
-        M(f + r, f + r) = a;
       }
-      Eigen::VectorXcd ev(2 * f + 1);
-      if (f > 0) {
-        Eigen::EigenSolver<Eigen::MatrixXd> es(M, false);
-        if (es.info() != Eigen::Success) continue;  // unknown
-        ev.head(2 * f) = es.eigenvalues();
-      }
-      ev(2 * f) = a;
-      res.samples[ok_at[q]] = classify(ev, params);
+      res.samples[ok_at[q]] = reduced_stability(Dq, CBq, a, params);
     }
   } else {
     const std::vector<int> off0 = offsets(c, 0);

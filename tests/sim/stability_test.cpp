@@ -322,3 +322,64 @@ TEST_CASE("a layer past its Hopf point oscillates: the limit cycle is measured")
   // Near the Hopf point the cycle's frequency is the focus's (within 10 % here).
   CHECK(o[0].frequency_hz == doctest::Approx(c.stability.samples[0].frequency_hz).epsilon(0.1));
 }
+
+TEST_CASE("the solver's fast path gives the generic path's spectrum") {
+  // FixedPointParameters::stability_fast_path classifies each equilibrium from the Newton
+  // solver's own Jacobian blocks; stability() from vector-Jacobian products of the batch
+  // equations. Same reduction, same point: the same leading eigenvalues to rounding. The default
+  // circuit pooled (with and without leak: the compile-time instantiation), heterogeneous and
+  // pv_sst_vip (the dynamic one); inorm and ssn are not covered by the fast path and must come
+  // out the same through the generic one.
+  models::CircuitParams plain;
+  plain.heterogeneous = false;
+  std::vector<presets::Case> cases = {{"default", "default (pooled, no leak)", plain},
+                                      presets::default_pooled_leaky()};
+  for (const auto& c : presets::all()) cases.push_back(c);
+  for (const auto& c : cases) {
+    for (const int first : {0, 3}) {
+      CAPTURE(c.label);
+      CAPTURE(first);
+      const auto L = presets::layer<double>(c, kInputs, kUnits, 31);
+      const Mat<double> x = inputs(7);
+      sim::FixedPointParameters fp;
+      fp.tol = {1e-10, 1e-10};
+      fp.stability_samples = first;
+      sim::LayerCache<double> fast, generic;
+      sim::forward_layer(L, x, fp, fast);
+      fp.stability_fast_path = false;
+      sim::forward_layer(L, x, fp, generic);
+      REQUIRE(generic.solve.stability_known.empty());
+      // inorm's interneurons are driven by the input alone (explicit), ssn's E is recurrent.
+      const bool covered = c.preset == "default" || c.preset == "pv_sst_vip";
+      REQUIRE(!fast.solve.stability_known.empty() == covered);
+      REQUIRE(fast.checked == generic.checked);
+      REQUIRE(int(fast.checked.size()) == (first > 0 ? first : kSamples));
+      CHECK((fast.z.v() - generic.z.v()).cwiseAbs().maxCoeff() == 0.0);
+      CHECK(fast.stability.stable == generic.stability.stable);
+      CHECK(fast.stability.unstable == generic.stability.unstable);
+      for (std::size_t q = 0; q < fast.checked.size(); ++q) {
+        CAPTURE(q);
+        if (covered) CHECK(fast.solve.stability_known[std::size_t(fast.checked[q])] == 1);
+        const auto& a = fast.stability.samples[q];
+        const auto& b = generic.stability.samples[q];
+        CHECK(a.cls == b.cls);
+        CHECK(std::abs(a.max_real - b.max_real) <= 1e-10);
+        CHECK(std::abs(a.frequency_hz - b.frequency_hz) <= 1e-8);
+        REQUIRE(a.leading.size() == b.leading.size());
+        CHECK(a.leading.size() == 4);
+        if (c.preset == "default" && c.params.lambda_I > 0) {
+          // The pooled circuit's 4 x 4 (fixed-size) eigensolve against the dense one of the
+          // finite-difference Jacobian.
+          const auto ref = sorted_eigenvalues(presets::fd_jacobian(L, x, fast.z, fast.checked[q]));
+          for (std::size_t k = 0; k < a.leading.size(); ++k)
+            CHECK(std::abs(a.leading[k] - ref[k]) <= 1e-6 * std::max(1.0, std::abs(ref[k])));
+        }
+        for (std::size_t k = 0; k < a.leading.size(); ++k) {
+          CAPTURE(k);
+          CHECK(std::abs(a.leading[k] - b.leading[k]) <=
+                1e-10 * std::max(1.0, std::abs(b.leading[k])));
+        }
+      }
+    }
+  }
+}

@@ -1,7 +1,8 @@
 #pragma once
 // Stimulus protocols: a circuit layer integrated through a sequence of input segments, with
 // current injected into, or the output of, a named population switched during time windows
-// (docs/concepts.md, "Stability, oscillations and perturbation protocols"). Used by `eisim simulate`.
+// (docs/concepts.md, "Stability, oscillations and perturbation protocols"). Used by `eisim
+// simulate`.
 #include <string>
 #include <vector>
 

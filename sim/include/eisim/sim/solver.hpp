@@ -9,6 +9,7 @@
 
 #include "eisim/models/network.hpp"
 #include "eisim/sim/circuit.hpp"
+#include "eisim/sim/stability.hpp"
 
 namespace eisim::sim {
 
@@ -39,6 +40,11 @@ struct FixedPointParameters {
   /// Equilibria checked per batch: 0 = every sample, k > 0 = the first k of each batch (the
   /// check costs a dense eigenproblem per sample for large interneuron populations).
   int stability_samples = 0;
+  /// With a check (stability != off), circuits whose E is eliminated and leaky and whose other
+  /// populations are all Newton unknowns get the stability of each converged equilibrium from
+  /// the solver's own Jacobian (SolveResult::sample_stability), not from stability()'s
+  /// vector-Jacobian products. false forces the generic path (same reduction; for verification).
+  bool stability_fast_path = true;
 };
 
 /// Per-batch outcome. `status` is the worst sample's status.
@@ -54,6 +60,11 @@ struct SolveResult {
   std::vector<double> sample_residual;
   std::vector<double> residual_history;  ///< worst residual after each iteration / step
   double t_final = 0.0;                  ///< ODE only: simulated time (ms)
+  /// Fixed point with FixedPointParameters::stability_fast_path (and a check): per sample, 1 if
+  /// sample_stability holds the stability of its final equilibrium (converged samples among the
+  /// checked ones, on circuits the fast path covers); empty otherwise.
+  std::vector<char> stability_known;
+  std::vector<SampleStability> sample_stability;
   bool ok() const { return status == SolverStatus::converged; }
   std::string describe()
       const;  ///< "max_iterations after 50 iterations, residual 3.1e-2, 4/32 samples failed"
