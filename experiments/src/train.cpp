@@ -392,6 +392,9 @@ class Trainer {
       const auto t0 = std::chrono::steady_clock::now();
       try {
         train_epoch(ep, bar);
+        // Evaluation runs the forward pass too, which stops on a layer without a stable
+        // equilibrium: the same handling as a failure in training.
+        evaluate(ep, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       } catch (const numerical_error& e) {
         // The file keeps its last complete epoch, marked failed; the exit code is that of every
         // failed run (4).
@@ -401,9 +404,6 @@ class Trainer {
                                        ", marked status = failed)"
                                  : " (nothing was written)"));
       }
-      const double secs =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      evaluate(ep, secs);
       const std::string failure = assess(ep + 1 == epochs);
       write(failure.empty() ? (ep + 1 == epochs ? "complete" : "running") : "failed", ep + 1,
             ep + 1 == epochs || !failure.empty(), failure);
@@ -421,7 +421,8 @@ class Trainer {
                        hist_.val_loss.back()[nearest_eval(cfg_.data.train_eps)],
                        cfg_.data.eval_eps[nearest_eval(cfg_.data.train_eps)]);
         }
-        std::fprintf(stderr, ", %.1f s, alignment %.3f\n", secs, hist_.align_total.back());
+        std::fprintf(stderr, ", %.1f s, alignment %.3f\n", hist_.seconds.back(),
+                     hist_.align_total.back());
       }
       if (!failure.empty())
         throw run_failed("training failed at epoch " + std::to_string(ep + 1) + ": " + failure +

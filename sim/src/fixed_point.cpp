@@ -190,7 +190,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           res.stability_known[j] = want;
           if (want) {
             ev.stability_blocks(D, CB, free_idx);
-            res.sample_stability[j] = reduced_stability(D, CB, a_E, StabilityParameters{});
+            res.sample_stability[j] = reduced_stability(
+                D, CB, a_E, layer.spec.circuit.populations[0].size, StabilityParameters{});
           }
         }
         ev.store(x, j, z);

@@ -92,7 +92,8 @@ SolveResult run_protocol(const Layer<S>& layer, const std::vector<InputSegment<S
     if (r.status == SolverStatus::non_finite || r.status == SolverStatus::diverged ||
         seen < local.size()) {
       z = zi;
-      total.status = r.status == SolverStatus::max_iterations ? SolverStatus::diverged : r.status;
+      // max_iterations: the step cap (OdeParameters::max_steps, per interval) was reached.
+      total.status = r.status;
       total.t_final = a + r.t_final;
       return total;
     }

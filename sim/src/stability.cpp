@@ -78,7 +78,7 @@ namespace {
 
 template <class Mx>
 SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
-                                 const Eigen::Ref<const Eigen::MatrixXd>& CB, double a,
+                                 const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                  const StabilityParameters& params) {
   const Eigen::Index f = D.rows();
   Mx M = Mx::Zero(2 * f, 2 * f);
@@ -86,39 +86,42 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
   M.bottomLeftCorner(f, f) = CB;
   M.topRightCorner(f, f).diagonal().setOnes();
   M.bottomRightCorner(f, f).diagonal().setConstant(a);
-  Eigen::VectorXcd ev(2 * f + 1);
+  // a's multiplicity n_E - f, listed at most `keep` times (enough for the leading ones).
+  const Eigen::Index na =
+      std::max<Eigen::Index>(1, std::min<Eigen::Index>(n_E - f, std::max(params.keep, 1)));
+  Eigen::VectorXcd ev(2 * f + na);
   if (f > 0) {
     Eigen::EigenSolver<Mx> es(M, false);
     if (es.info() != Eigen::Success) return SampleStability{};  // unknown
     ev.head(2 * f) = es.eigenvalues();
   }
-  ev(2 * f) = a;
+  ev.tail(na).setConstant(a);
   return classify(ev, params);
 }
 
 }  // namespace
 
 SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
-                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a,
+                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                   const StabilityParameters& params) {
   // Small problems in fixed-size storage (the default circuit: 4 x 4), compiled for their size;
   // up to 16 x 16 in fixed-capacity storage: no heap allocation.
   using Eigen::Matrix;
   switch (D.rows()) {
     case 1:
-      return reduced_spectrum<Matrix<double, 2, 2>>(D, CB, a, params);
+      return reduced_spectrum<Matrix<double, 2, 2>>(D, CB, a, n_E, params);
     case 2:
-      return reduced_spectrum<Matrix<double, 4, 4>>(D, CB, a, params);
+      return reduced_spectrum<Matrix<double, 4, 4>>(D, CB, a, n_E, params);
     case 3:
-      return reduced_spectrum<Matrix<double, 6, 6>>(D, CB, a, params);
+      return reduced_spectrum<Matrix<double, 6, 6>>(D, CB, a, n_E, params);
     default:
       break;
   }
   constexpr int kMax = 16;
   if (D.rows() <= kMax / 2)
     return reduced_spectrum<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, kMax, kMax>>(
-        D, CB, a, params);
-  return reduced_spectrum<Eigen::MatrixXd>(D, CB, a, params);
+        D, CB, a, n_E, params);
+  return reduced_spectrum<Eigen::MatrixXd>(D, CB, a, n_E, params);
 }
 
 template <class S>
@@ -263,6 +266,23 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
     for (std::size_t j = 0; j < cols.size(); ++j) cols[j] = int(j);
   }
   StabilityResult res;
+  // The reduced path replicates each sample once per interneuron unit: bound the replicated
+  // columns (memory) by checking large batches in chunks.
+  const std::size_t per =
+      std::max<std::size_t>(1, 4096 / std::size_t(std::max(1, offsets(c, 1).back())));
+  if (cols.size() > per) {
+    for (std::size_t from = 0; from < cols.size(); from += per) {
+      const std::vector<int> part(cols.begin() + std::ptrdiff_t(from),
+                                  cols.begin() + std::ptrdiff_t(std::min(cols.size(), from + per)));
+      const StabilityResult r = stability(layer, in, z, params, part);
+      res.samples.insert(res.samples.end(), r.samples.begin(), r.samples.end());
+      res.stable += r.stable;
+      res.unstable += r.unstable;
+      res.oscillatory += r.oscillatory;
+      res.unknown += r.unknown;
+    }
+    return res;
+  }
   res.samples.resize(cols.size());
   // Samples with a non-finite state are not computed.
   std::vector<int> ok;
@@ -314,7 +334,7 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
           CBq(r, k) = cb[p].size() > 0 ? double(cb[p](i, col)) : 0.0;
         }
       }
-      res.samples[ok_at[q]] = reduced_stability(Dq, CBq, a, params);
+      res.samples[ok_at[q]] = reduced_stability(Dq, CBq, a, n_E, params);
     }
   } else {
     const std::vector<int> off0 = offsets(c, 0);

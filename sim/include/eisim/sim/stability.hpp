@@ -73,9 +73,10 @@ SampleStability classify(const Eigen::VectorXcd& eigenvalues, const StabilityPar
 /// The reduction's classification, shared by stability() and the fixed-point solver's fast path
 /// (FixedPointParameters::stability_fast_path): the spectrum of [[D, I], [CB, a I]] (2f x 2f)
 /// and a = -1/tau_E, where D = d(dz_I/dt)/dz_I and CB = (d(dz_I/dt)/dv)(d(dv/dt)/dz_I) over the
-/// f free interneuron units, in 1/ms and 1/ms^2.
+/// f free interneuron units, in 1/ms and 1/ms^2. `n_E` is E's size: a is an eigenvalue of
+/// multiplicity n_E - f besides those of the 2f x 2f matrix (listed that often in `leading`).
 SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
-                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a,
+                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                   const StabilityParameters& params);
 
 /// What a layer does where it has no stable equilibrium, per sample: the ODE integrated from the
