@@ -56,6 +56,17 @@ SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& 
   std::sort(l.begin(), l.end(), [](const auto& a, const auto& b) {
     return a.real() > b.real() || (a.real() == b.real() && a.imag() > b.imag());
   });
+  // Eigenvalues whose real parts tie to rounding (a complex pair whose real part equals a real
+  // eigenvalue, e.g. E's -1/tau_E) are ordered by imaginary part, so the leading one, and the
+  // frequency, do not depend on the last bit of the real parts.
+  for (std::size_t g = 0; g < l.size();) {
+    std::size_t e = g + 1;
+    const double tie = 1e-12 * std::max(1.0, std::abs(l[g].real()));
+    while (e < l.size() && l[g].real() - l[e].real() <= tie) ++e;
+    std::stable_sort(l.begin() + std::ptrdiff_t(g), l.begin() + std::ptrdiff_t(e),
+                     [](const auto& a, const auto& b) { return a.imag() > b.imag(); });
+    g = e;
+  }
   if (l.empty()) {
     out.cls = Stability::stable;
     return out;
