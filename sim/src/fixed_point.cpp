@@ -12,6 +12,7 @@
 
 #include "eisim/models/error.hpp"
 #include "eisim/sim/solver.hpp"
+#include "eisim/sim/stability.hpp"
 #include "sample_system.hpp"
 
 namespace eisim::sim {
@@ -222,31 +223,10 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   if (p.ode_fallback && !failed.empty()) {
     const int F = int(failed.size());
     CircuitInput<S> ins;
-    ins.x.resize(in.x.rows(), F);
-    ins.ext.resize(in.ext.size());
-    ins.ux.resize(in.ux.size());
-    for (int q = 0; q < F; ++q) ins.x.col(q) = in.x.col(failed[q]);
-    for (std::size_t k = 0; k < in.ext.size(); ++k) {
-      if (in.ext[k].size() == 0) continue;
-      ins.ext[k].resize(in.ext[k].rows(), F);
-      for (int q = 0; q < F; ++q) ins.ext[k].col(q) = in.ext[k].col(failed[q]);
-    }
-    for (std::size_t k = 0; k < in.ux.size(); ++k) {
-      if (in.ux[k].size() == 0) continue;
-      ins.ux[k].resize(in.ux[k].rows(), F);
-      for (int q = 0; q < F; ++q) ins.ux[k].col(q) = in.ux[k].col(failed[q]);
-    }
+    select_samples(in, failed, ins);
     CircuitState<S> zs;
     initial_state(layer, F, zs);
-    OdeParameters op;
-    op.tol = p.tol;
-    op.t_max = p.fallback_t_max;
-    op.max_steps = p.fallback_max_steps;
-    // The step error must stay well below the equilibrium tolerance, or the residual stalls
-    // just above it (measured in bench/README.md).
-    op.stepper_abs_tol = std::min(op.stepper_abs_tol, 0.01 * p.tol.abs_tol);
-    op.stepper_rel_tol = std::min(op.stepper_rel_tol, 0.01 * std::max(p.tol.rel_tol, 1e-14));
-    const SolveResult ores = integrate(layer, ins, op, zs);
+    const SolveResult ores = integrate(layer, ins, fallback_ode(p), zs);
     for (int q = 0; q < F; ++q) {
       for (std::size_t k = 0; k < z.z.size(); ++k) z.z[k].col(failed[q]) = zs.z[k].col(q);
       res.sample_iterations[failed[q]] += ores.sample_iterations[q];

@@ -35,25 +35,6 @@ std::string circuit_parameters(const models::CircuitSpec& c) {
   return os.str();
 }
 
-// The counts of a result from its samples.
-void count(StabilityResult& st) {
-  st.stable = st.unstable = st.oscillatory = st.unknown = 0;
-  for (const auto& s : st.samples) switch (s.cls) {
-      case Stability::stable:
-        ++st.stable;
-        break;
-      case Stability::unstable:
-        ++st.unstable;
-        break;
-      case Stability::oscillatory:
-        ++st.oscillatory;
-        break;
-      case Stability::unknown:
-        ++st.unknown;
-        break;
-    }
-}
-
 // The stability check and its policy (FixedPointParameters::stability) on the solved layer.
 template <class S>
 void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, LayerCache<S>& c) {
@@ -88,7 +69,7 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
                                    ? c.solve.sample_stability[std::size_t(j)]
                                    : std::move(generic.samples[g++]);
     }
-    count(c.stability);
+    c.stability.recount();
   }
   c.found_unstable = c.stability.unstable;
   c.found_oscillatory = c.stability.oscillatory;
@@ -129,7 +110,7 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
     }
   }
   // Counts and the batch status after the policy.
-  count(c.stability);
+  c.stability.recount();
   if (c.no_stable > 0) {
     c.solve.failed_samples += c.no_stable;
     if (c.solve.status == SolverStatus::converged) c.solve.status = SolverStatus::unstable;

@@ -29,6 +29,24 @@ const char* to_string(Stability s) {
   return "unknown";
 }
 
+void StabilityResult::recount() {
+  stable = unstable = oscillatory = unknown = 0;
+  for (const auto& s : samples) switch (s.cls) {
+      case Stability::stable:
+        ++stable;
+        break;
+      case Stability::unstable:
+        ++unstable;
+        break;
+      case Stability::oscillatory:
+        ++oscillatory;
+        break;
+      case Stability::unknown:
+        ++unknown;
+        break;
+    }
+}
+
 std::string StabilityResult::describe() const {
   std::ostringstream os;
   os << not_stable() << " of " << samples.size() << " equilibria not stable";
@@ -287,11 +305,8 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
                                   cols.begin() + std::ptrdiff_t(std::min(cols.size(), from + per)));
       const StabilityResult r = stability(layer, in, z, params, part);
       res.samples.insert(res.samples.end(), r.samples.begin(), r.samples.end());
-      res.stable += r.stable;
-      res.unstable += r.unstable;
-      res.oscillatory += r.oscillatory;
-      res.unknown += r.unknown;
     }
+    res.recount();
     return res;
   }
   res.samples.resize(cols.size());
@@ -379,22 +394,7 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
       res.samples[ok_at[q]] = classify(es.eigenvalues(), params);
     }
   }
-  for (const auto& s : res.samples) {
-    switch (s.cls) {
-      case Stability::stable:
-        ++res.stable;
-        break;
-      case Stability::unstable:
-        ++res.unstable;
-        break;
-      case Stability::oscillatory:
-        ++res.oscillatory;
-        break;
-      case Stability::unknown:
-        ++res.unknown;
-        break;
-    }
-  }
+  res.recount();
   return res;
 }
 

@@ -42,6 +42,7 @@ struct StabilityResult {
   std::vector<SampleStability> samples;
   int stable = 0, unstable = 0, oscillatory = 0, unknown = 0;
   int not_stable() const { return unstable + oscillatory; }
+  void recount();  ///< the four counts from `samples`
   /// "2 of 32 equilibria not stable: 1 unstable (leading eigenvalue 0.03/ms), 1 oscillatory
   /// (12.4 Hz, growth 0.01/ms)"
   std::string describe() const;
