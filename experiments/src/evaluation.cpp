@@ -2,10 +2,12 @@
 #include "evaluation.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <random>
 #include <vector>
 
 #include "eisim/learning/gradients.hpp"
+#include "eisim/sim/circuit.hpp"
 #include "eisim/sim/forward.hpp"
 
 namespace eisim::experiments {
@@ -62,6 +64,57 @@ EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, dou
   r.iterations_mean = it_count ? it_sum / double(it_count) : 0.0;
   return r;
 }
+
+template <class S>
+void SilentInhibition::add(const models::Network<S>& net, const sim::ForwardCache<S>& cache) {
+  const std::size_t L = net.layers.size() - 1;  // hidden layers (the readout has no circuit)
+  samples.resize(L, 0.0);
+  units.resize(L, 0.0);
+  applies.resize(L, 0);
+  const int B = int(cache.logits().cols());
+  total += B;
+  Mat<S> r;
+  Eigen::ArrayXd silent_units(B);
+  for (std::size_t l = 0; l < L; ++l) {
+    const auto& spec = net.layers[l].spec;
+    if (spec.kind != models::LayerKind::circuit) continue;
+    const auto& pops = spec.circuit.populations;
+    std::vector<char> inhibits_E(pops.size(), 0);
+    for (const auto& pr : spec.circuit.projections)
+      if (pr.tgt == 0 && pr.src > 0 && pr.action == models::Action::subtractive)
+        inhibits_E[pr.src] = 1;
+    silent_units.setZero();
+    int n_units = 0;
+    for (std::size_t p = 0; p < pops.size(); ++p) {
+      if (!inhibits_E[p]) continue;
+      sim::population_rate(pops[p], cache.layers[l].z.z[p], r, static_cast<Mat<S>*>(nullptr));
+      silent_units += (r.array() <= S(0)).template cast<double>().colwise().sum().transpose();
+      n_units += int(r.rows());
+    }
+    if (n_units == 0) continue;
+    applies[l] = 1;
+    samples[l] += double((silent_units == double(n_units)).count());
+    units[l] += silent_units.sum() / n_units;
+  }
+}
+
+std::vector<double> SilentInhibition::sample_fraction() const {
+  std::vector<double> f(samples.size(), std::numeric_limits<double>::quiet_NaN());
+  for (std::size_t l = 0; l < f.size(); ++l)
+    if (applies[l] && total > 0) f[l] = samples[l] / double(total);
+  return f;
+}
+
+std::vector<double> SilentInhibition::unit_fraction() const {
+  std::vector<double> f(units.size(), std::numeric_limits<double>::quiet_NaN());
+  for (std::size_t l = 0; l < f.size(); ++l)
+    if (applies[l] && total > 0) f[l] = units[l] / double(total);
+  return f;
+}
+
+template void SilentInhibition::add(const models::Network<float>&, const sim::ForwardCache<float>&);
+template void SilentInhibition::add(const models::Network<double>&,
+                                    const sim::ForwardCache<double>&);
 
 template EvalResult evaluate_set(const models::Network<float>&, const io::Dataset&, double,
                                  std::uint64_t, const sim::FixedPointParameters&);

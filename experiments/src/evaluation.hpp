@@ -3,10 +3,12 @@
 // per-epoch test and validation accuracies and by `eisim evaluate`, so that evaluate reproduces
 // the run file's numbers exactly.
 #include <cstdint>
+#include <vector>
 
 #include "eisim/experiments/commands.hpp"
 #include "eisim/io/data.hpp"
 #include "eisim/models/network.hpp"
+#include "eisim/sim/forward.hpp"
 #include "eisim/sim/solver.hpp"
 
 namespace eisim::experiments {
@@ -26,5 +28,25 @@ inline std::uint64_t eval_seed(std::uint64_t test_seed, std::size_t k, EvalSet s
 template <class S>
 EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, double eps,
                         std::uint64_t seed, const sim::FixedPointParameters& fp);
+
+/// Subtractive inhibition of E that has fallen silent, per hidden layer (docs/concepts.md, "When
+/// the subtractive interneurons fall silent"). A population counts when it projects onto E
+/// subtractively from an inhibitory source. For each hidden layer l:
+///   samples[l]  samples in which every unit of those populations has rate 0 (the circuit no
+///               longer removes E's mean drive),
+///   units[l]    the fraction of those populations' units at rate 0, summed over samples,
+///   applies[l]  the layer has such a population (false for layernorm and none: NaN fractions).
+struct SilentInhibition {
+  std::vector<double> samples, units;
+  std::vector<char> applies;
+  std::int64_t total = 0;  ///< samples counted
+
+  /// Adds the samples of a forward pass through `net`.
+  template <class S>
+  void add(const models::Network<S>& net, const sim::ForwardCache<S>& cache);
+  /// samples[l] / total, or NaN where the layer has no subtractive inhibition of E.
+  std::vector<double> sample_fraction() const;
+  std::vector<double> unit_fraction() const;
+};
 
 }  // namespace eisim::experiments

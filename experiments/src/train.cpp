@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -37,17 +38,29 @@ struct History {
   std::vector<std::vector<std::int64_t>> hist;
   /// The stability counters of the training forward solves (sim::ForwardStats). A file written
   /// before they existed has none: `stability` is false after reading it, until
-  /// fill_missing_stability() (after the checksum, which covers only what the file held).
+  /// fill_missing() (after the checksum, which covers only what the file held).
   std::vector<std::int64_t> stab_checked, fwd_unstable, fwd_oscillatory, fwd_reintegrated;
   bool stability = true;
   /// Validation set (data.validation > 0 only), epochs x eval eps.
   std::vector<std::vector<double>> val_acc, val_loss, val_fail;
+  /// Silent subtractive inhibition of E in the training forward passes, epochs x hidden layers
+  /// (SilentInhibition: fractions of samples and of units). Absent from files written before
+  /// it existed: `silence` is false after reading one, until fill_missing() (NaN, unknown).
+  std::vector<std::vector<double>> silent_samples, silent_units;
+  bool silence = true;
 
-  void fill_missing_stability() {
-    if (stability) return;
-    for (auto* v : {&stab_checked, &fwd_unstable, &fwd_oscillatory, &fwd_reintegrated})
-      v->assign(epoch.size(), 0);
-    stability = true;
+  void fill_missing(std::size_t hidden_layers) {
+    if (!stability) {
+      for (auto* v : {&stab_checked, &fwd_unstable, &fwd_oscillatory, &fwd_reintegrated})
+        v->assign(epoch.size(), 0);
+      stability = true;
+    }
+    if (!silence) {
+      const std::vector<double> unknown(hidden_layers, std::numeric_limits<double>::quiet_NaN());
+      silent_samples.assign(epoch.size(), unknown);
+      silent_units.assign(epoch.size(), unknown);
+      silence = true;
+    }
   }
 
   void write(io::H5File& f, const std::vector<double>& eval_eps) const {
@@ -68,6 +81,9 @@ struct History {
     f.write("train/forward_unstable", fwd_unstable);
     f.write("train/forward_oscillatory", fwd_oscillatory);
     f.write("train/forward_reintegrated", fwd_reintegrated);
+    const std::size_t L = silent_samples.empty() ? 0 : silent_samples[0].size();
+    f.write("train/silent_inhibition_samples", rows(silent_samples, L));
+    f.write("train/silent_inhibition_units", rows(silent_units, L));
     if (!val_acc.empty()) {
       f.write("train/validation_accuracy", rows(val_acc, eval_eps.size()));
       f.write("train/validation_loss", rows(val_loss, eval_eps.size()));
@@ -113,6 +129,13 @@ struct History {
       fwd_oscillatory.clear();
       fwd_reintegrated.clear();
     }
+    silence = f.exists("train/silent_inhibition_samples");
+    silent_samples.clear();
+    silent_units.clear();
+    if (silence) {
+      silent_samples = mat_rows("train/silent_inhibition_samples");
+      silent_units = mat_rows("train/silent_inhibition_units");
+    }
     val_acc.clear();
     val_loss.clear();
     val_fail.clear();
@@ -153,6 +176,9 @@ struct History {
         c.add(*v);
     for (const auto* m : {&val_acc, &val_loss, &val_fail})
       for (const auto& r : *m) c.add(r);
+    if (silence)
+      for (const auto* m : {&silent_samples, &silent_units})
+        for (const auto& r : *m) c.add(r);
   }
 
   /// Throws data_error unless every per-epoch record holds exactly `epochs` entries numbered
@@ -191,6 +217,10 @@ struct History {
       require(fwd_unstable.size(), "forward_unstable");
       require(fwd_oscillatory.size(), "forward_oscillatory");
       require(fwd_reintegrated.size(), "forward_reintegrated");
+    }
+    if (silence) {
+      require(silent_samples.size(), "silent_inhibition_samples");
+      require(silent_units.size(), "silent_inhibition_units");
     }
     if (validation) {
       require(val_acc.size(), "validation_accuracy");
@@ -496,7 +526,8 @@ class Trainer {
     is >> rng_;
     if (!is) throw data_error(opt_.out, 0, "corrupt /checkpoint/rng");
     hist_ = std::move(ck.hist);
-    hist_.fill_missing_stability();  // a file from before the stability counters: 0 checked
+    // A file from before the stability counters (0 checked) or the silence fractions (NaN).
+    hist_.fill_missing(net_.layers.size() - 1);
     owns_file_ = true;
     stored_status_ = f.attr_string("/", "status");
     // Sums over threads round differently: a resume is bit-identical to an uninterrupted run
@@ -536,6 +567,7 @@ class Trainer {
     std::int64_t it_max = 0, fwd_fail = 0, fwd_fallback = 0, adj_fail = 0;
     std::int64_t stab_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
     std::vector<std::int64_t> hist(kHistBins, 0);
+    SilentInhibition silent;
     const auto t0 = std::chrono::steady_clock::now();
     Mat<S> x, dlogits;
     std::vector<int> labels;
@@ -569,6 +601,7 @@ class Trainer {
         sim::forward(net_, x, cfg_.fixed_point, c2);
         Mat<S> d;
         learning::cross_entropy(c2.logits(), labels, cfg_.learning.label_smoothing, d, &hits);
+        silent.add(net_, c2);
       } else {
         sim::ForwardStats fs;
         in_context([&] { fs = sim::forward(net_, x, cfg_.fixed_point, cache); });
@@ -578,6 +611,7 @@ class Trainer {
         unstable += fs.unstable_samples;
         oscillatory += fs.oscillatory_samples;
         reintegrated += fs.reintegrated_samples;
+        silent.add(net_, cache);
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
                                        dlogits, &hits);
         if (std::isfinite(loss))
@@ -636,6 +670,8 @@ class Trainer {
     hist_.fwd_unstable.push_back(unstable);
     hist_.fwd_oscillatory.push_back(oscillatory);
     hist_.fwd_reintegrated.push_back(reintegrated);
+    hist_.silent_samples.push_back(silent.sample_fraction());
+    hist_.silent_units.push_back(silent.unit_fraction());
     hist_.local_loss.push_back(local_sum / nb);
     hist_.hist.push_back(hist);
     if (fwd_fallback > 0 && !opt_.quiet)

@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+"""Learning-rate selection on the validation split (experiments/paper/lr_selection.yaml).
+
+Reads the merged summary of the selection sweep, whose conditions are named
+``<condition>-lr<rate>`` (for example ``circuit_frozen-lr3e-3``), and prints per condition the
+final validation accuracy of every rate and the chosen one (best validation accuracy at the run's
+train eps; ties go to the smaller rate). Test accuracies are neither read nor printed: the test
+set takes no part in the selection.
+
+    /usr/bin/python3 analysis/select_lr.py results/paper_lr/summary.h5 [--yaml]
+
+--yaml prints the chosen rates as the `set` entries of experiments/paper/sweep.yaml.
+"""
+
+import argparse
+import re
+import sys
+from collections import defaultdict
+
+import eisim_h5
+
+NAME = re.compile(r"^(?P<cond>.+)-lr(?P<rate>[0-9.]+e-?[0-9]+|[0-9.]+)$")
+
+
+def select(path):
+    """{condition: [(rate, validation accuracy, run), ...] sorted by rate}, and the choices."""
+    with eisim_h5.open_h5(path) as f:
+        if "summary" not in f:
+            raise eisim_h5.EisimFileError(f"{path}: not a merged sweep summary (eisim sweep --merge)")
+        if "validation_accuracy" not in f["summary"]:
+            raise eisim_h5.EisimFileError(
+                f"{path}: /summary/validation_accuracy is missing: the runs had no validation "
+                "split (data.validation = 0), so no rate can be selected without the test set")
+        conds = eisim_h5.read_strings(f, "summary/condition")
+        runs = eisim_h5.read_strings(f, "summary/run")
+        val = eisim_h5.read_vector(f, "summary/validation_accuracy")
+    table = defaultdict(list)
+    for cond, run, v in zip(conds, runs, val):
+        m = NAME.match(cond)
+        if not m:
+            raise eisim_h5.EisimFileError(
+                f"{path}: condition '{cond}' is not named <condition>-lr<rate>")
+        table[m.group("cond")].append((float(m.group("rate")), float(v), run))
+    choice = {}
+    for cond, rows in table.items():
+        rows.sort()
+        finite = [r for r in rows if r[1] == r[1]]
+        if not finite:
+            raise eisim_h5.EisimFileError(f"{path}: every run of '{cond}' has a NaN validation accuracy")
+        best = max(finite, key=lambda r: (r[1], -r[0]))
+        choice[cond] = best[0]
+    return table, choice
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("summary", help="merged summary of experiments/paper/lr_selection.yaml")
+    ap.add_argument("--yaml", action="store_true", help="print the chosen rates as YAML")
+    a = ap.parse_args()
+    table, choice = select(a.summary)
+    rates = sorted({r for rows in table.values() for r, _, _ in rows})
+    print("condition".ljust(20) + "".join(f"val@lr_E={r:g}".rjust(16) for r in rates) + "  chosen")
+    for cond in table:
+        by_rate = {r: v for r, v, _ in table[cond]}
+        cells = "".join(
+            (f"{100 * by_rate[r]:.2f}" if r in by_rate else "-").rjust(16) for r in rates)
+        print(cond.ljust(20) + cells + f"  {choice[cond]:g}")
+    if a.yaml:
+        for cond in table:
+            print(f"{cond}: {{learning.lr_E: {choice[cond]:g}, learning.lr_I: {choice[cond] / 10:g}}}")
+    return 0
+
+
+if __name__ == "__main__":
+    eisim_h5.run_cli(main)
