@@ -10,6 +10,8 @@ Writes, next to the input file unless --out is given:
   gradient_alignment.png  cosine between each rule's gradient and the implicit (exact) gradient;
   solver_iterations.png   distribution of Newton iterations per sample, mean/max per epoch, and
                           solver failures;
+  silent_inhibition.png   per hidden layer, the share of training samples whose subtractive
+                          interneurons onto E are all silent (rate 0), against epoch (circuits);
   paired_comparison.png   merged files with several seeds: per-seed differences of final accuracy
                           from a baseline condition (--baseline, default 'implicit').
 
@@ -54,6 +56,9 @@ class Series:
         self.alignment = self._mat(g, "grad_alignment", E)
         self.alignment_total = self._vec(g, "grad_alignment_total", E)
         self.iter_hist = self._mat(g, "iterations_histogram", E)
+        # Silent subtractive inhibition of E (files from before it was recorded have none).
+        self.silent = (self._mat(g, "silent_inhibition_samples", E)
+                       if "silent_inhibition_samples" in g else None)
         k = eh.nearest_index(self.eval_eps, run.eps)
         self.test_at_eps = self.test_accuracy[:, k] if E else np.zeros(0)
 
@@ -408,6 +413,36 @@ def fig_paired(plt, ef, baseline, pairs, colors_by_cond, title):
 # --------------------------------------------------------------------------------------------
 
 
+def fig_silent(plt, groups, series, styles, title):
+    """Per hidden layer: share of training samples with silent subtractive inhibition of E."""
+    layers = max((s.silent.shape[1] for s in series.values() if s.silent is not None), default=0)
+    fig, axes = plt.subplots(1, max(layers, 1), figsize=(6 * max(layers, 1), 4.5), squeeze=False)
+    axes = axes[0]
+    drawn = False
+    for l, ax in enumerate(axes):
+        for (key, label, runs), c in zip(groups, styles):
+            ss = [series[r.name] for r in runs if series[r.name].silent is not None]
+            if not ss or l >= ss[0].silent.shape[1]:
+                continue
+            x, m, s, n = by_epoch(ss, lambda q: 100 * q.silent[:, l])
+            if np.isfinite(m).any():
+                band(ax, x, m, s, n, c, f"{label} ({seeds_text(runs)})")
+                drawn = True
+        ax.set_title(f"Hidden layer {l}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training samples with every subtractive I unit silent (%)")
+        integer_x(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
+    if not drawn:
+        no_data(axes[0], "no circuit layer with subtractive inhibition of E, or files from "
+                "before /train/silent_inhibition_samples existed")
+    fig.suptitle(f"{title}Silent subtractive inhibition: the circuit no longer centres E "
+                 "(line: mean over seeds; band: +- 1 sd)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
 def make_figures(ef, out_dir, baseline=None):
     """Writes the figures; returns (paths written, notes)."""
     runs = ef.require_runs()
@@ -442,6 +477,8 @@ def make_figures(ef, out_dir, baseline=None):
             "gradient_alignment.png", written)
     eh.save(fig_iterations(plt, groups, series, styles, title), out_dir,
             "solver_iterations.png", written)
+    eh.save(fig_silent(plt, groups, series, styles, title), out_dir, "silent_inhibition.png",
+            written)
     data, reason = paired_data(ef, baseline)
     if data is None:
         notes.append(f"paired_comparison.png skipped: {reason}")

@@ -56,6 +56,12 @@ CAPTIONS = {
         "Distribution of Newton iterations per sample of the forward fixed-point solve over all "
         "epochs, mean and maximum per epoch, and the number of samples whose forward or adjoint "
         "solve did not converge."),
+    "silent_inhibition.png": (
+        "Silent subtractive inhibition",
+        "Per hidden layer, the share of each epoch's training samples in which every unit of the "
+        "inhibitory populations that subtract from E has rate 0 at the equilibrium: there the "
+        "circuit no longer removes E's mean drive (docs/concepts.md). Empty for layers without "
+        "such inhibition (layernorm, none)."),
     "paired_comparison.png": (
         "Paired comparison over seeds",
         "Final test accuracy per seed, and each condition's difference from the baseline "

@@ -81,8 +81,12 @@ int main(int argc, char** argv) {
                    "test, validation, or all (test, and validation if the run has one)")
       ->check(CLI::IsMember({"test", "validation", "all"}));
   evaluate->add_option("--set", eo.overrides,
-                       "change data.dir, data.eval_eps, data.test_limit, data.test_seed or "
-                       "fixed_point.*: path.to.key=value");
+                       "change data.dir, data.eval_eps, data.test_limit, data.test_seed, "
+                       "fixed_point.* or evaluate.*: path.to.key=value");
+  evaluate
+      ->add_option("--transforms", eo.transforms,
+                   "YAML file of such keys, e.g. evaluate.shift (experiments/evaluate.yaml)")
+      ->check(CLI::ExistingFile);
 
   experiments::SweepOptions so;
   auto* sweep = app.add_subcommand("sweep", "run a grid of trainings (conditions x eps x seeds)");

@@ -1,9 +1,11 @@
 // eisim evaluate: a trained run file evaluated on the test set and the validation split.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <optional>
 #include <sstream>
+#include <utility>
 
 #include "eisim/experiments/commands.hpp"
 #include "eisim/io/data.hpp"
@@ -15,6 +17,13 @@
 namespace eisim::experiments {
 
 namespace {
+
+/// The generator seed of transform `kind`'s k-th value on image set `set`: the jitter seed
+/// (eval_seed) plus 100 (shift), 200 (contrast) or 300 (noise), apart from every jitter seed.
+std::uint64_t transform_seed(std::uint64_t test_seed, std::size_t k, EvalSet set,
+                             io::InputTransform kind) {
+  return eval_seed(test_seed, k, set) + 100 * (1 + std::uint64_t(kind));
+}
 
 /// Root attribute marking an evaluation file (the only kind of existing file evaluate replaces,
 /// and only with --overwrite).
@@ -40,9 +49,10 @@ io::Config evaluation_config(const io::H5File& f, const std::vector<std::string>
     std::string keys;
     for (const auto& d : diff) keys += "\n  " + d;
     throw config_error(diff.front().substr(0, diff.front().find(' ')),
-                       "eisim evaluate --set may change only data.dir, data.eval_eps, "
-                       "data.test_limit, data.test_seed and fixed_point.* (the network and its "
-                       "data split are the run's); this --set changes (stored vs now):" +
+                       "eisim evaluate --set and --transforms may change only data.dir, "
+                       "data.eval_eps, data.test_limit, data.test_seed, fixed_point.* and "
+                       "evaluate.* (the network and its data split are the run's); this changes "
+                       "(stored vs now):" +
                            keys);
   }
   return cfg;
@@ -58,11 +68,27 @@ EvaluateSummary evaluate_network(const io::H5File& f, const io::Config& cfg, boo
     for (std::size_t k = 0; k < cfg.data.eval_eps.size(); ++k) {
       EvaluationRow row;
       row.set = name;
-      row.eps = cfg.data.eval_eps[k];
+      row.eps = row.value = cfg.data.eval_eps[k];
       row.result =
           evaluate_set(net, d, row.eps, eval_seed(cfg.data.test_seed, k, set), cfg.fixed_point);
       s.rows.push_back(row);
     }
+    // The evaluate.* transformations, each alone (no jitter); seeds apart from the jitter's.
+    const std::pair<io::InputTransform, const std::vector<double>*> lists[] = {
+        {io::InputTransform::shift, &cfg.evaluate.shift},
+        {io::InputTransform::contrast, &cfg.evaluate.contrast},
+        {io::InputTransform::noise, &cfg.evaluate.noise}};
+    for (const auto& [kind, values] : lists)
+      for (std::size_t k = 0; k < values->size(); ++k) {
+        EvaluationRow row;
+        row.set = name;
+        row.transform = io::to_string(kind);
+        row.value = (*values)[k];
+        const Transform t{kind, row.value};
+        row.result = evaluate_set(net, d, 0.0, transform_seed(cfg.data.test_seed, k, set, kind),
+                                  cfg.fixed_point, &t);
+        s.rows.push_back(row);
+      }
   };
   if (test)
     run_set(io::load_fashion_mnist(cfg.data.dir, false, cfg.data.test_limit), EvalSet::test,
@@ -92,47 +118,57 @@ void write_evaluation(io::H5File& out, const io::Config& cfg, const EvaluateOpti
   }
   out.write("source_checksum",
             std::vector<std::int64_t>{std::int64_t(run.read_vector("checkpoint/checksum").at(0))});
-  for (const char* set : {"test", "validation"}) {
-    std::vector<double> eps, acc, loss, it_mean;
-    std::vector<std::int64_t> images, failed, fallbacks, it_max, checked, unstable, osc, reint;
-    for (const auto& r : s.rows) {
-      if (r.set != set) continue;
-      const EvalResult& e = r.result;
-      eps.push_back(r.eps);
-      acc.push_back(e.accuracy);
-      loss.push_back(e.loss);
-      images.push_back(e.images);
-      failed.push_back(e.failed);
-      fallbacks.push_back(e.fallbacks);
-      it_mean.push_back(e.iterations_mean);
-      it_max.push_back(e.iterations_max);
-      checked.push_back(e.stability_checked);
-      unstable.push_back(e.unstable);
-      osc.push_back(e.oscillatory);
-      reint.push_back(e.reintegrated);
+  // The datasets of every row, by the EvalResult field they hold.
+  const std::pair<const char*, double EvalResult::*> reals[] = {
+      {"accuracy", &EvalResult::accuracy},
+      {"loss", &EvalResult::loss},
+      {"forward_iterations_mean", &EvalResult::iterations_mean}};
+  const std::pair<const char*, std::int64_t EvalResult::*> counts[] = {
+      {"images", &EvalResult::images},
+      {"forward_failures", &EvalResult::failed},
+      {"forward_fallbacks", &EvalResult::fallbacks},
+      {"forward_iterations_max", &EvalResult::iterations_max},
+      {"stability_checked", &EvalResult::stability_checked},
+      {"forward_unstable", &EvalResult::unstable},
+      {"forward_oscillatory", &EvalResult::oscillatory},
+      {"forward_reintegrated", &EvalResult::reintegrated}};
+  for (const char* set : {"test", "validation"})
+    for (const char* transform : {"jitter", "shift", "contrast", "noise"}) {
+      std::vector<const EvaluationRow*> rows;
+      for (const auto& r : s.rows)
+        if (r.set == set && r.transform == transform) rows.push_back(&r);
+      if (rows.empty()) continue;
+      // The jitter rows at evaluate/<set>/ (as before the transforms existed), the others in
+      // evaluate/<set>/<transform>/ with their values in `value`.
+      const bool jitter = std::string(transform) == "jitter";
+      const std::string g =
+          std::string("evaluate/") + set + "/" + (jitter ? "" : std::string(transform) + "/");
+      std::vector<double> values;
+      for (const auto* r : rows) values.push_back(r->value);
+      out.write(g + (jitter ? "eval_eps" : "value"), values);
+      for (const auto& [name, field] : reals) {
+        std::vector<double> v;
+        for (const auto* r : rows) v.push_back(r->result.*field);
+        out.write(g + name, v);
+      }
+      for (const auto& [name, field] : counts) {
+        std::vector<std::int64_t> v;
+        for (const auto* r : rows) v.push_back(r->result.*field);
+        out.write(g + name, v);
+      }
+      const std::size_t L = rows[0]->result.silent_inhibition.size();
+      Mat<double> silent(rows.size(), L);
+      for (std::size_t i = 0; i < rows.size(); ++i)
+        for (std::size_t l = 0; l < L; ++l) silent(i, l) = rows[i]->result.silent_inhibition.at(l);
+      out.write(g + "silent_inhibition", silent);
     }
-    if (eps.empty()) continue;
-    const std::string g = std::string("evaluate/") + set + "/";
-    out.write(g + "eval_eps", eps);
-    out.write(g + "accuracy", acc);
-    out.write(g + "loss", loss);
-    out.write(g + "images", images);
-    out.write(g + "forward_failures", failed);
-    out.write(g + "forward_fallbacks", fallbacks);
-    out.write(g + "forward_iterations_mean", it_mean);
-    out.write(g + "forward_iterations_max", it_max);
-    out.write(g + "stability_checked", checked);
-    out.write(g + "forward_unstable", unstable);
-    out.write(g + "forward_oscillatory", osc);
-    out.write(g + "forward_reintegrated", reint);
-  }
 }
 
 }  // namespace
 
 const std::vector<std::string>& evaluate_may_change() {
-  static const std::vector<std::string> keys{"data.dir", "data.eval_eps", "data.test_limit",
-                                             "data.test_seed", "fixed_point"};
+  static const std::vector<std::string> keys{"data.dir",       "data.eval_eps", "data.test_limit",
+                                             "data.test_seed", "fixed_point",   "evaluate"};
   return keys;
 }
 
@@ -159,7 +195,10 @@ EvaluateSummary run_evaluate(const EvaluateOptions& options) {
   }
   const io::H5File f = io::H5File::open_read(o.run, /*require_checksum=*/true);
   verify_run_file(f);  // checksums, shapes, finite weights, as --resume
-  const io::Config cfg = evaluation_config(f, o.overrides);
+  std::vector<std::string> overrides;
+  if (!o.transforms.empty()) overrides = io::overrides_from_file(o.transforms);
+  overrides.insert(overrides.end(), o.overrides.begin(), o.overrides.end());
+  const io::Config cfg = evaluation_config(f, overrides);
   const bool has_validation = cfg.data.validation > 0;
   if (o.split == "validation" && !has_validation)
     throw config_error("--split", o.run +
@@ -194,15 +233,21 @@ std::string evaluation_table(const EvaluateSummary& s) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : s.rows) {
     const EvalResult& e = r.result;
-    rows.push_back({r.set, fixed(r.eps, 2), fixed(100 * e.accuracy, 2), fixed(e.loss, 4),
-                    std::to_string(e.images), std::to_string(e.failed), std::to_string(e.fallbacks),
-                    fixed(e.iterations_mean, 2), std::to_string(e.iterations_max),
-                    std::to_string(e.stability_checked), std::to_string(e.unstable),
-                    std::to_string(e.oscillatory), std::to_string(e.reintegrated)});
+    std::string silent;
+    for (double f : e.silent_inhibition)
+      silent +=
+          (silent.empty() ? "" : " ") + (std::isnan(f) ? std::string("-") : fixed(100 * f, 1));
+    rows.push_back({r.set, r.transform, fixed(r.value, 2), fixed(100 * e.accuracy, 2),
+                    fixed(e.loss, 4), std::to_string(e.images), std::to_string(e.failed),
+                    std::to_string(e.fallbacks), fixed(e.iterations_mean, 2),
+                    std::to_string(e.iterations_max), std::to_string(e.stability_checked),
+                    std::to_string(e.unstable), std::to_string(e.oscillatory),
+                    std::to_string(e.reintegrated), silent.empty() ? "-" : silent});
   }
-  return format_table({"set", "eps", "acc %", "loss", "images", "failed", "fallbacks", "it mean",
-                       "it max", "stab checked", "unstable", "oscillatory", "reintegrated"},
-                      rows);
+  return format_table(
+      {"set", "transform", "value", "acc %", "loss", "images", "failed", "fallbacks", "it mean",
+       "it max", "stab checked", "unstable", "oscillatory", "reintegrated", "silent I % per layer"},
+      rows);
 }
 
 }  // namespace eisim::experiments

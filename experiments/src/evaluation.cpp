@@ -14,8 +14,10 @@ namespace eisim::experiments {
 
 template <class S>
 EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, double eps,
-                        std::uint64_t seed, const sim::FixedPointParameters& fp) {
+                        std::uint64_t seed, const sim::FixedPointParameters& fp,
+                        const Transform* transform) {
   EvalResult r;
+  SilentInhibition silent;
   std::mt19937_64 rng(seed);
   Mat<S> x, dl;
   std::vector<int> labels;
@@ -28,7 +30,9 @@ EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, dou
     x = d.images.middleCols(from, n).template cast<S>();
     labels.assign(d.labels.begin() + from, d.labels.begin() + from + n);
     io::apply_jitter<S>(x, eps, rng);
+    if (transform) io::apply_transform<S>(x, transform->kind, transform->value, rng);
     const sim::ForwardStats fs = sim::forward(net, x, fp, cache);
+    silent.add(net, cache);
     r.fallbacks += fs.fallback_samples;
     r.stability_checked += fs.stability_checked;
     r.unstable += fs.unstable_samples;
@@ -62,6 +66,7 @@ EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, dou
   r.accuracy = N > 0 ? double(correct) / N : 0.0;
   r.loss = N > 0 ? loss_sum / N : 0.0;
   r.iterations_mean = it_count ? it_sum / double(it_count) : 0.0;
+  r.silent_inhibition = silent.sample_fraction();
   return r;
 }
 
@@ -117,8 +122,8 @@ template void SilentInhibition::add(const models::Network<double>&,
                                     const sim::ForwardCache<double>&);
 
 template EvalResult evaluate_set(const models::Network<float>&, const io::Dataset&, double,
-                                 std::uint64_t, const sim::FixedPointParameters&);
+                                 std::uint64_t, const sim::FixedPointParameters&, const Transform*);
 template EvalResult evaluate_set(const models::Network<double>&, const io::Dataset&, double,
-                                 std::uint64_t, const sim::FixedPointParameters&);
+                                 std::uint64_t, const sim::FixedPointParameters&, const Transform*);
 
 }  // namespace eisim::experiments

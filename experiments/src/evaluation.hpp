@@ -25,9 +25,16 @@ inline std::uint64_t eval_seed(std::uint64_t test_seed, std::size_t k, EvalSet s
 
 /// Every image of `d` (in order, batches of kEvalBatch), jittered with eps from a generator
 /// seeded with `seed` (one draw per image, in order), through `net`.
+/// With `transform`, each jittered image is then changed by io::apply_transform (drawing from
+/// the same generator).
+struct Transform {
+  io::InputTransform kind;
+  double value;
+};
 template <class S>
 EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, double eps,
-                        std::uint64_t seed, const sim::FixedPointParameters& fp);
+                        std::uint64_t seed, const sim::FixedPointParameters& fp,
+                        const Transform* transform = nullptr);
 
 /// Subtractive inhibition of E that has fallen silent, per hidden layer (docs/concepts.md, "When
 /// the subtractive interneurons fall silent"). A population counts when it projects onto E

@@ -41,7 +41,8 @@ namespace fs = std::filesystem;
 /// epochs (a file with fewer is resumed), the progress bar, the after-training simulation, and
 /// the grid itself (sweep.*: adding a seed to the grid does not change the existing points; a
 /// point's own seed and eps are the top-level `seed` and `data.train_eps`, which are compared).
-const std::vector<std::string> kMayDiffer{"train.epochs", "train.progress", "simulate", "sweep"};
+const std::vector<std::string> kMayDiffer{"train.epochs", "train.progress", "simulate", "sweep",
+                                          "evaluate"};
 
 /// Root attribute marking a merged summary (the only kind of existing file --merge replaces).
 constexpr const char* kSummaryKind = "sweep_summary";

@@ -302,7 +302,8 @@ std::string network_hint(const io::Config& cfg) {
 namespace {
 
 // Keys that may change between a run and its resumption (they do not change what is trained).
-const std::vector<std::string> kMayChangeOnResume{"train.epochs", "train.progress", "simulate"};
+const std::vector<std::string> kMayChangeOnResume{"train.epochs", "train.progress", "simulate",
+                                                  "evaluate"};
 
 std::string rng_state(const std::mt19937_64& rng) {
   std::ostringstream os;

@@ -457,6 +457,11 @@ void visit_schema(Config& c, V& v) {
   v.uintegers("sweep.seeds", sw.seeds);
   v.reals("sweep.eps", sw.eps, closed(0, 1));
   v.conditions("sweep.conditions", sw.conditions);
+
+  auto& ev = c.evaluate;
+  v.reals("evaluate.shift", ev.shift, closed(-1, 1));
+  v.reals("evaluate.contrast", ev.contrast, closed(0, 10));
+  v.reals("evaluate.noise", ev.noise, closed(0, 1));
 }
 
 /// Collects the key paths.
@@ -1152,7 +1157,9 @@ class Reader {
     } else {
       fail(ctx_, path, n, "expected a list, got " + describe_node(n));
     }
-    if (out.empty()) fail(ctx_, path, n, path + " must not be empty");
+    // The evaluate.* lists are empty by default (nothing to evaluate); every other list is not.
+    if (out.empty() && path.rfind("evaluate.", 0) != 0)
+      fail(ctx_, path, n, path + " must not be empty");
     return out;
   }
 
@@ -1684,8 +1691,10 @@ const char* to_string(Precision p) {
   return name_of(p, kPrecision);
 }
 
-Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
-                    const std::string& source) {
+namespace {
+
+/// One YAML document of configuration keys, with the errors of a configuration file.
+YAML::Node load_document(const std::string& yaml_text, const std::string& source) {
   YAML::Node root;
   try {
     // YAML::Load, not LoadAll: yaml-cpp 0.7's LoadAll never returns on a text that starts with a
@@ -1703,10 +1712,11 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
     throw config_error("", source + ", line " + std::to_string(line) +
                                ": a second YAML document starts here ('---'); a configuration is "
                                "one document: remove or merge the others");
-  return parse_tree(root, overrides, source);
+  return root;
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+/// The text of a configuration file; refuses a non-regular, unreadable or empty one.
+std::string read_config_text(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
     throw config_error("", "the configuration '" + path +
@@ -1722,7 +1732,44 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     throw config_error("", "the configuration file '" + path +
                                "' is empty (no keys); write '{}' in it to use every default on "
                                "purpose");
-  return parse_config(text.str(), overrides, path);
+  return text.str();
+}
+
+void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& out) {
+  for (const auto& kv : node) {
+    const std::string key = prefix + kv.first.as<std::string>();
+    if (kv.second.IsMap()) {
+      flatten(kv.second, key + ".", out);
+      continue;
+    }
+    YAML::Emitter e;
+    e.SetSeqFormat(YAML::Flow);
+    e.SetMapFormat(YAML::Flow);
+    e << kv.second;
+    out.push_back(key + "=" + e.c_str());
+  }
+}
+
+}  // namespace
+
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                    const std::string& source) {
+  return parse_tree(load_document(yaml_text, source), overrides, source);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return parse_config(read_config_text(path), overrides, path);
+}
+
+std::vector<std::string> overrides_from_file(const std::string& path) {
+  const YAML::Node root = load_document(read_config_text(path), path);
+  if (!root.IsMap())
+    throw config_error("", path +
+                               " must hold a mapping of configuration keys, for example "
+                               "'evaluate: {shift: [-0.5, 0.5]}'");
+  std::vector<std::string> out;
+  flatten(root, "", out);
+  return out;
 }
 
 std::string to_yaml(const Config& config) {

@@ -372,4 +372,58 @@ void apply_jitter(Eigen::Ref<Mat<S>> x, double eps, std::mt19937_64& rng) {
 template void apply_jitter<float>(Eigen::Ref<Mat<float>>, double, std::mt19937_64&);
 template void apply_jitter<double>(Eigen::Ref<Mat<double>>, double, std::mt19937_64&);
 
+const char* to_string(InputTransform t) {
+  switch (t) {
+    case InputTransform::shift:
+      return "shift";
+    case InputTransform::contrast:
+      return "contrast";
+    case InputTransform::noise:
+      return "noise";
+  }
+  return "?";
+}
+
+template <class S>
+void apply_transform(Eigen::Ref<Mat<S>> x, InputTransform t, double value, std::mt19937_64& rng) {
+  if (!std::isfinite(value) || (t == InputTransform::shift && std::abs(value) > 1.0) ||
+      (t != InputTransform::shift && value < 0.0))
+    throw error(std::string("apply_transform: ") + to_string(t) + " = " + std::to_string(value) +
+                " is out of range (shift in [-1, 1], contrast and noise >= 0)");
+  switch (t) {
+    case InputTransform::shift:
+      x.array() += S(value);
+      break;
+    case InputTransform::contrast:
+      x.array() *= S(value);
+      break;
+    case InputTransform::noise: {
+      if (value == 0.0) return;
+      const auto uniform = [&] { return (double(rng() >> 11) + 0.5) * 0x1.0p-53; };  // (0, 1)
+      // Each pair of uniforms gives two normals: the first pixel takes the cosine, the next the
+      // sine (x may be a strided block: indexed by column, then row).
+      double spare = 0.0;
+      bool have_spare = false;
+      for (Eigen::Index j = 0; j < x.cols(); ++j)
+        for (Eigen::Index i = 0; i < x.rows(); ++i) {
+          double z = spare;
+          if (!have_spare) {
+            const double r = std::sqrt(-2.0 * std::log(uniform())), a = 2.0 * M_PI * uniform();
+            z = r * std::cos(a);
+            spare = r * std::sin(a);
+          }
+          have_spare = !have_spare;
+          x(i, j) += S(value * z);
+        }
+      break;
+    }
+  }
+  x = x.cwiseMax(S(0)).cwiseMin(S(1));
+}
+
+template void apply_transform<float>(Eigen::Ref<Mat<float>>, InputTransform, double,
+                                     std::mt19937_64&);
+template void apply_transform<double>(Eigen::Ref<Mat<double>>, InputTransform, double,
+                                      std::mt19937_64&);
+
 }  // namespace eisim::io

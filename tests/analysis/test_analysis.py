@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ANALYSIS = os.path.join(ROOT, "analysis")
 PYTHON = sys.executable
 TRAINING_PNGS = ["learning_curves.png", "accuracy_vs_eps.png", "activity_moments.png",
-                 "gradient_alignment.png", "solver_iterations.png"]
+                 "gradient_alignment.png", "solver_iterations.png", "silent_inhibition.png"]
 STR = h5py.string_dtype("utf-8")
 
 
@@ -341,6 +341,9 @@ def write_train(g, rng, kind, rule, E=4, H=2, eps=0.75, quality=0.0):
     if circuit:
         hist[:, 1], hist[:, 2], hist[:, 5], hist[:, 63] = 400, 100, 10, 2
     g["iterations_histogram"] = hist
+    if circuit and rule == "frozen":  # a file with the silence fractions; the others without
+        g["silent_inhibition_samples"] = np.clip(rng.uniform(0.0, 0.6, (E, H)), 0, 1)
+        g["silent_inhibition_units"] = g["silent_inhibition_samples"][()]
 
 
 def write_protocol(g, rng, n_e=12, T=61):

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <Eigen/Core>
+#include <cmath>
 #include <filesystem>
 #include <string>
 
@@ -163,6 +164,68 @@ TEST_CASE("evaluate reproduces the run file's final test and validation accuraci
   }
 }
 
+TEST_CASE("evaluate's transformations: neutral values equal the clean images, each in its group") {
+  const auto dir = test::scratch_dir("evaluate_transforms");
+  const std::string run = (dir / "run.h5").string(), out = (dir / "eval.h5").string();
+  experiments::run_train(tiny({"train.epochs=1"}), quiet(run));
+  // A --transforms file, then --set on top of it (the later wins for the same key).
+  const std::string yaml = (dir / "transforms.yaml").string();
+  test::write_text(yaml,
+                   "data:\n  eval_eps: [0.0, 0.5]\nevaluate:\n  shift: [0.0, -0.5, 0.5]\n"
+                   "  contrast: [1.0, 0.5]\n  noise: [0.3]\n");
+  auto o = eval_of(run, out);
+  o.transforms = yaml;
+  o.overrides = {"evaluate.noise=[0.0, 0.3]"};
+  const auto s = experiments::run_evaluate(o);
+  REQUIRE(s.rows.size() == 2 + 3 + 2 + 2);
+  const auto& clean = s.rows[0];
+  REQUIRE(clean.transform == "jitter");
+  REQUIRE(clean.eps == 0.0);
+  int neutral = 0;
+  for (const auto& r : s.rows) {
+    CAPTURE(r.transform);
+    CAPTURE(r.value);
+    CHECK(r.set == "test");
+    CHECK(r.result.images == clean.result.images);
+    REQUIRE(r.result.silent_inhibition.size() == 2);  // tiny.yaml: two hidden circuit layers
+    for (double f : r.result.silent_inhibition) CHECK((f >= 0 && f <= 1));
+    const bool is_neutral = (r.transform == "shift" && r.value == 0.0) ||
+                            (r.transform == "contrast" && r.value == 1.0) ||
+                            (r.transform == "noise" && r.value == 0.0);
+    if (!is_neutral) continue;
+    ++neutral;  // the same images: the same numbers, to the bit
+    CHECK(r.result.accuracy == clean.result.accuracy);
+    CHECK(r.result.loss == clean.result.loss);
+  }
+  CHECK(neutral == 3);
+  // A transform that changes the images changes the loss (all the same images otherwise).
+  for (const auto& r : s.rows)
+    if (r.transform == "shift" && r.value == -0.5) CHECK(r.result.loss != clean.result.loss);
+  const auto f = io::H5File::open_read(out);
+  CHECK(f.read_vector("evaluate/test/eval_eps") == std::vector<double>{0.0, 0.5});
+  CHECK(f.read_vector("evaluate/test/shift/value") == std::vector<double>{0.0, -0.5, 0.5});
+  CHECK(f.read_vector("evaluate/test/contrast/value") == std::vector<double>{1.0, 0.5});
+  CHECK(f.read_vector("evaluate/test/noise/value") == std::vector<double>{0.0, 0.3});
+  CHECK(f.read_matrix("evaluate/test/shift/silent_inhibition").rows() == 3);
+  CHECK(f.read_vector("evaluate/test/noise/accuracy").size() == 2);
+  // A mistyped key in the file names the valid one; a key that would change the network is
+  // refused like --set; a file that is not a mapping is refused.
+  o.out.clear();
+  test::write_text(yaml, "evaluate:\n  shfit: [0.5]\n");
+  CHECK_THROWS_WITH_AS(experiments::run_evaluate(o), doctest::Contains("evaluate.shift"),
+                       eisim::config_error);
+  test::write_text(yaml, "network:\n  width: 7\n");
+  o.overrides.clear();
+  CHECK_THROWS_WITH_AS(experiments::run_evaluate(o), doctest::Contains("network.width"),
+                       eisim::config_error);
+  test::write_text(yaml, "- 1\n- 2\n");
+  CHECK_THROWS_WITH_AS(experiments::run_evaluate(o), doctest::Contains("mapping"),
+                       eisim::config_error);
+  test::write_text(yaml, "evaluate:\n  contrast: [-1]\n");
+  CHECK_THROWS_WITH_AS(experiments::run_evaluate(o), doctest::Contains("evaluate.contrast"),
+                       eisim::config_error);
+}
+
 TEST_CASE("evaluate refuses to overwrite, to write into the run, and a wrong or corrupt file") {
   const auto dir = test::scratch_dir("evaluate_refusals");
   const std::string run = (dir / "run.h5").string(), out = (dir / "eval.h5").string();
@@ -245,4 +308,40 @@ TEST_CASE("every output file records the CPU, the instruction set, the compiler 
     CHECK(march == (native == 1));
     CHECK(f.attr_string("/", "eigen_simd").size() > 0);
   }
+}
+
+TEST_CASE("train records the share of samples whose subtractive inhibition is silent") {
+  const auto dir = test::scratch_dir("silent_inhibition");
+  // I's set point decides: far above every mean drive (100), I is silent for every sample (its
+  // drive never reaches the set point); at 0 (the default) the drive of the freshly initialised
+  // network is positive (non-negative weights and images, zero bias), and one epoch of the
+  // implicit rule keeps it so: I is never silent.
+  const std::pair<const char*, double> cases[] = {{"100", 1.0}, {"0", 0.0}};
+  for (const auto& [setpoint, want] : cases) {
+    CAPTURE(setpoint);
+    const std::string run = (dir / (std::string("run") + setpoint + ".h5")).string();
+    // Without centring the tiny network may stay at chance: the run is then marked failed, but
+    // its file keeps the epoch's records.
+    try {
+      experiments::run_train(
+          tiny({"train.epochs=1",
+                std::string("network.circuit.populations.I.setpoint=") + setpoint}),
+          quiet(run));
+    } catch (const eisim::run_failed&) {
+    }
+    const auto f = io::H5File::open_read(run);
+    const Mat<double> s = f.read_matrix("train/silent_inhibition_samples");
+    const Mat<double> u = f.read_matrix("train/silent_inhibition_units");
+    REQUIRE(s.rows() == 1);
+    REQUIRE(s.cols() == 2);  // two hidden layers
+    CHECK(s(0, 0) == want);
+    CHECK(u(0, 0) == want);  // one I unit: the unit share is the sample share
+  }
+  // A layer without subtractive inhibition records NaN.
+  const std::string ln = (dir / "layernorm.h5").string();
+  experiments::run_train(tiny({"train.epochs=1", "network.kind=layernorm"}), quiet(ln));
+  const Mat<double> s = io::H5File::open_read(ln).read_matrix("train/silent_inhibition_samples");
+  REQUIRE(s.size() == 2);
+  CHECK(std::isnan(s(0, 0)));
+  CHECK(std::isnan(s(0, 1)));
 }

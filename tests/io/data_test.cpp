@@ -364,6 +364,55 @@ TEST_CASE_TEMPLATE("jitter adds one shift per column, within +-eps, then clips t
   }
 }
 
+TEST_CASE_TEMPLATE("the evaluate transforms: shift, contrast and Gaussian noise, then clipping", S,
+                   float, double) {
+  using eisim::io::InputTransform;
+  std::mt19937_64 rng(eisim::test::seed());
+  Mat<S> x = eisim::test::random_matrix<S>(784, 50, 0.0, 1.0, rng);
+  const Mat<S> before = x;
+  SUBCASE("shift adds the value to every pixel and clips; shift 0 and contrast 1 change nothing") {
+    const auto state = rng;
+    eisim::io::apply_transform<S>(x, InputTransform::shift, 0.0, rng);
+    eisim::io::apply_transform<S>(x, InputTransform::contrast, 1.0, rng);
+    eisim::io::apply_transform<S>(x, InputTransform::noise, 0.0, rng);
+    CHECK(x == before);
+    CHECK(rng == state);  // none of them draws
+    eisim::io::apply_transform<S>(x, InputTransform::shift, -0.3, rng);
+    const Mat<S> want = (before.array() - S(0.3)).cwiseMax(S(0)).matrix();
+    CHECK((x - want).cwiseAbs().maxCoeff() <= S(1e-6));
+  }
+  SUBCASE("contrast multiplies and clips at 1") {
+    eisim::io::apply_transform<S>(x, InputTransform::contrast, 1.5, rng);
+    const Mat<S> want = (before.array() * S(1.5)).cwiseMin(S(1)).matrix();
+    CHECK((x - want).cwiseAbs().maxCoeff() <= S(1e-6));
+  }
+  SUBCASE("noise has mean 0 and the given sd per pixel, away from the bounds, and a seed repeats") {
+    Mat<S> g = Mat<S>::Constant(784, 50, S(0.5));
+    std::mt19937_64 a(11), b(11);
+    Mat<S> g2 = g;
+    eisim::io::apply_transform<S>(g, InputTransform::noise, 0.05, a);
+    eisim::io::apply_transform<S>(g2, InputTransform::noise, 0.05, b);
+    CHECK(g == g2);
+    const Eigen::ArrayXd d = (g.array() - S(0.5)).template cast<double>().reshaped();
+    CHECK(std::abs(d.mean()) < 0.05 * 5 / std::sqrt(double(d.size())));
+    CHECK(std::sqrt((d * d).mean()) == doctest::Approx(0.05).epsilon(0.02));
+    // A strided block gets the same noise as the contiguous matrix it was copied from.
+    Mat<S> big = Mat<S>::Constant(800, 50, S(0.5));
+    std::mt19937_64 c(11);
+    eisim::io::apply_transform<S>(big.topRows(784), InputTransform::noise, 0.05, c);
+    CHECK(big.topRows(784) == g);
+    CHECK((big.bottomRows(16).array() == S(0.5)).all());
+  }
+  SUBCASE("values out of range are refused") {
+    CHECK_THROWS_AS(eisim::io::apply_transform<S>(x, InputTransform::shift, 1.5, rng),
+                    eisim::error);
+    CHECK_THROWS_AS(eisim::io::apply_transform<S>(x, InputTransform::contrast, -1.0, rng),
+                    eisim::error);
+    CHECK_THROWS_AS(eisim::io::apply_transform<S>(x, InputTransform::noise, std::nan(""), rng),
+                    eisim::error);
+  }
+}
+
 TEST_CASE("a gzip file whose data or trailer is damaged is refused, even when a prefix is used") {
   const auto dir = eisim::test::scratch_dir("idx_gzip_damage");
   const auto path = (dir / "img.gz").string();

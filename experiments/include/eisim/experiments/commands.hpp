@@ -60,6 +60,9 @@ struct EvalResult {
   std::int64_t stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
   double iterations_mean = 0;  ///< per layer solve of a sample
   std::int64_t iterations_max = 0;
+  /// Per hidden layer: the fraction of images whose subtractive inhibition of E is silent (every
+  /// unit at rate 0); NaN for a layer without it (layernorm, none). See SilentInhibition.
+  std::vector<double> silent_inhibition;
 };
 
 struct EvaluateOptions {
@@ -68,6 +71,7 @@ struct EvaluateOptions {
   bool overwrite = false;              ///< replace an earlier evaluation file at `out`
   std::string split = "all";           ///< test, validation or all (validation if the run has one)
   std::vector<std::string> overrides;  ///< --set, of the keys evaluate_may_change only
+  std::string transforms;  ///< a YAML file of such keys (evaluate.*), applied before --set
   std::string command;
 };
 
@@ -76,8 +80,10 @@ struct EvaluateOptions {
 const std::vector<std::string>& evaluate_may_change();
 
 struct EvaluationRow {
-  std::string set;  ///< "test" or "validation"
-  double eps = 0;
+  std::string set;                   ///< "test" or "validation"
+  std::string transform = "jitter";  ///< jitter (data.eval_eps), shift, contrast or noise
+  double eps = 0;                    ///< brightness jitter (0 for the other transforms)
+  double value = 0;                  ///< the transform's value (eps for jitter)
   EvalResult result;
 };
 

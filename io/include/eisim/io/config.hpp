@@ -113,6 +113,14 @@ struct SweepSpec {
   std::vector<SweepCondition> conditions;
 };
 
+/// `eisim evaluate`'s test-set transformations besides the brightness jitter of data.eval_eps
+/// (io::apply_transform); each list is evaluated value by value, empty = not evaluated.
+struct EvaluateSpec {
+  std::vector<double> shift;     ///< fixed brightness shifts, in [-1, 1]
+  std::vector<double> contrast;  ///< contrast factors, in [0, 10]
+  std::vector<double> noise;     ///< standard deviations of additive Gaussian noise, in [0, 1]
+};
+
 struct Config {
   std::uint64_t seed = 1;
   Precision precision = Precision::float32;
@@ -124,11 +132,18 @@ struct Config {
   learning::TrainSpec train;
   SimulateSpec simulate;
   SweepSpec sweep;
+  EvaluateSpec evaluate;
 };
 
 /// Load a YAML file, apply overrides ("path.to.key=value", value in YAML syntax) in order, and
 /// validate. Throws config_error naming the key path.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+/// The keys of a YAML file as overrides ("path.to.key=value", each value as flow YAML), in file
+/// order: a file of --set overrides (eisim evaluate --transforms). Throws config_error for an
+/// unreadable file, invalid YAML (file, line, column) or a root that is not a mapping; the keys
+/// themselves are checked where the overrides are applied.
+std::vector<std::string> overrides_from_file(const std::string& path);
 
 /// Same from a YAML string (used by tests and by sweeps). `source` names it in messages.
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},

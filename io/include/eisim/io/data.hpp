@@ -56,4 +56,17 @@ std::vector<std::uint8_t> read_idx_labels(const std::string& gz_path, int limit 
 template <class S>
 void apply_jitter(Eigen::Ref<Mat<S>> x, double eps, std::mt19937_64& rng);
 
+/// The test-set transformations of `eisim evaluate` (config keys evaluate.*), each followed by
+/// clipping to [0, 1]:
+///   shift     x + value for every pixel (a fixed brightness change, value in [-1, 1]);
+///   contrast  value * x (value >= 0; 0.5 halves every pixel);
+///   noise     x + n, n ~ N(0, value^2) independently per pixel (value >= 0), drawn in column-major
+///             order from `rng` by the Box-Muller transform of the top 53 bits of rng() calls
+///             (the same on every platform).
+/// Brightness jitter (random per image) is apply_jitter with data.eval_eps.
+enum class InputTransform { shift, contrast, noise };
+const char* to_string(InputTransform t);
+template <class S>
+void apply_transform(Eigen::Ref<Mat<S>> x, InputTransform t, double value, std::mt19937_64& rng);
+
 }  // namespace eisim::io
