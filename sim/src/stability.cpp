@@ -324,6 +324,23 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
   const int m = off.back();  // interneuron units
   const bool reduced =
       st.eliminate_E && c.populations[0].dynamics == models::Dynamics::leaky && m < n_E;
+  // No feedback at all: every population leaky and driven, directly or through others, by the
+  // input alone (the feed-forward inorm circuit, E included). The Jacobian is then block-
+  // triangular in dependency order with diagonal blocks -I / tau_p: the same spectrum for every
+  // sample, and nothing to compute per sample (a dense eigensolve of n_E + m units otherwise).
+  if (st.core.empty() && !st.eliminate_E) {
+    // Each population's eigenvalue with its multiplicity, at most `keep` times.
+    std::vector<std::complex<double>> l;
+    for (const auto& pop : c.populations)
+      l.insert(l.end(), std::size_t(std::clamp(pop.size, 1, std::max(params.keep, 1))),
+               -1.0 / pop.tau);
+    const Eigen::VectorXcd ev =
+        Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+    const SampleStability same = classify(ev, params);
+    for (std::size_t q : ok_at) res.samples[q] = same;
+    res.recount();
+    return res;
+  }
   // Buffers reused from call to call (the training loop checks every batch).
   thread_local CircuitTerms<S> t;
   thread_local std::vector<Mat<S>> rows, w2, cb;
@@ -342,13 +359,24 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
     w2[0] = rows[0] * S(-a);  // C^T columns / tau_E
     vjp(layer, in_r, t, w2, no_grads<S>(), &cb, no_mats<S>(), no_mat<S>());
     Eigen::MatrixXd Dq, CBq;
+    std::vector<double> diag;
     for (std::size_t q = 0; q < ok.size(); ++q) {
-      // Free units (not held at a rectification boundary).
+      // Free units (not held at a rectification boundary). Those of explicit populations (driven
+      // by the input and other explicit populations only) do not depend on E or the core: the
+      // Jacobian is block-triangular, and each of them adds the eigenvalue of its own diagonal
+      // entry. Only the others enter the reduced matrix (the feed-forward inorm circuit has
+      // none: no eigensolve at all).
       std::vector<std::pair<int, int>> free;  // (population, unit)
+      diag.clear();
       for (std::size_t p = 1; p < c.populations.size(); ++p)
-        for (int i = 0; i < c.populations[p].size; ++i)
-          if (!clamped(c.populations[p], z_r, t, int(p), i, int(q) * m + off[p] + i))
+        for (int i = 0; i < c.populations[p].size; ++i) {
+          const Eigen::Index col = Eigen::Index(q) * m + off[p] + i;
+          if (clamped(c.populations[p], z_r, t, int(p), i, int(col))) continue;
+          if (st.is_explicit(int(p)))
+            diag.push_back(rows[p].size() > 0 ? double(rows[p](i, col)) : 0.0);
+          else
             free.emplace_back(int(p), i);
+        }
       const int f = int(free.size());
       Dq.resize(f, f);
       CBq.resize(f, f);
@@ -360,7 +388,17 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
           CBq(r, k) = cb[p].size() > 0 ? double(cb[p](i, col)) : 0.0;
         }
       }
-      res.samples[ok_at[q]] = reduced_stability(Dq, CBq, a, n_E, params);
+      SampleStability& out = res.samples[ok_at[q]];
+      out = reduced_stability(Dq, CBq, a, n_E, params);
+      if (!diag.empty() && out.cls != Stability::unknown) {
+        // The leading eigenvalues of the union: the reduced matrix's leading ones (it keeps at
+        // least `keep` of them) and the explicit units' real ones.
+        Eigen::VectorXcd ev(Eigen::Index(out.leading.size() + diag.size()));
+        for (std::size_t k = 0; k < out.leading.size(); ++k) ev(Eigen::Index(k)) = out.leading[k];
+        for (std::size_t k = 0; k < diag.size(); ++k)
+          ev(Eigen::Index(out.leading.size() + k)) = diag[k];
+        out = classify(ev, params);
+      }
     }
   } else {
     const std::vector<int> off0 = offsets(c, 0);
