@@ -44,13 +44,13 @@ def run_rows(path, epoch):
                 cfg = str(eisim_h5.attr(f, "config", required=True))
                 eps = float(eisim_h5.config_lookup(cfg, "data.train_eps"))
                 status = str(eisim_h5.attr(f, "status", default="?"))
-            e = va.shape[0] if epoch is None else epoch
-            if e > va.shape[0] or (epoch is None and status != "complete"):
-                raise eisim_h5.EisimFileError(
-                    f"{fp}: holds {va.shape[0]} epochs (status {status}); the selection needs "
-                    f"epoch {e} of every run: finish the sweep first")
             run = os.path.basename(fp)[:-3]
             cond = re.sub(r"_eps[0-9.e-]+_seed\d+$", "", run)
+            e = va.shape[0] if epoch is None else epoch
+            if e > va.shape[0] or (epoch is None and status != "complete"):
+                # Not finished: its condition gets no choice (see select()).
+                out.append((cond, run, None))
+                continue
             out.append((cond, run, float(va[e - 1, eisim_h5.nearest_index(ev, eps)])))
         return out
     if epoch is not None:
@@ -79,6 +79,9 @@ def select(path, epoch=None):
         table[m.group("cond")].append((float(m.group("rate")), v, run))
     choice = {}
     for cond, rows in table.items():
+        if any(v is None for _, v, _ in rows):
+            print(f"note: {cond}: not every run is complete; no rate chosen", file=sys.stderr)
+            continue
         rows.sort()
         finite = [r for r in rows if r[1] == r[1]]
         if not finite:
@@ -101,11 +104,11 @@ def main():
     print("condition".ljust(20) + "".join(f"val@lr_E={r:g}".rjust(16) for r in rates) + "  chosen")
     for cond in table:
         by_rate = {r: v for r, v, _ in table[cond]}
-        cells = "".join(
-            (f"{100 * by_rate[r]:.2f}" if r in by_rate else "-").rjust(16) for r in rates)
-        print(cond.ljust(20) + cells + f"  {choice[cond]:g}")
+        cells = "".join((f"{100 * by_rate[r]:.2f}" if by_rate.get(r) is not None else "-").rjust(16)
+                        for r in rates)
+        print(cond.ljust(20) + cells + (f"  {choice[cond]:g}" if cond in choice else "  -"))
     if a.yaml:
-        for cond in table:
+        for cond in choice:
             print(f"{cond}: {{learning.lr_E: {choice[cond]:g}, learning.lr_I: {choice[cond] / 10:g}}}")
     return 0
 
