@@ -8,6 +8,12 @@
 // measured in the same run, interleaved with the epochs (gemm, epoch, gemm, epoch, ...), and
 // medians are reported, because the machine is shared and noisy.
 //
+// --circuit NAME:KEY=VALUE;KEY=VALUE (repeatable) compares circuits instead: the configuration
+// with each circuit's overrides, one epoch each, interleaved with the default circuit (the same
+// configuration without them) in every repetition; it prints per circuit the solver's counters
+// (ODE fallbacks, failures, Newton iterations, stability classes) and the epoch time as a ratio
+// to the default measured in the same run (docs/numerics.md, "Solver robustness per circuit").
+//
 // --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (momentum
 // forced to 0) on the batch stored in IN.h5 (/batch/x, 784 x B; /batch/labels) with the weights
 // in IN.h5 (/weights/layer_<l>/<name>), and writes the logits, the loss, every gradient and the
@@ -66,8 +72,9 @@ struct Options {
   int profile = 8192;          // samples of the profiling pass (0 = none)
   double gemm_seconds = 0.25;  // length of one GEMM-rate measurement
   std::string dump, out;
-  bool default_malloc = false;  // skip models::keep_freed_memory (to measure its effect)
-  bool batch_parallel = false;  // experiment: halves of each batch on two threads
+  std::vector<std::string> circuits;  // --circuit NAME:KEY=VALUE;KEY=VALUE
+  bool default_malloc = false;        // skip models::keep_freed_memory (to measure its effect)
+  bool batch_parallel = false;        // experiment: halves of each batch on two threads
 };
 
 void set_threads(int n) {
@@ -187,6 +194,7 @@ struct EpochResult {
   long samples = 0;
   double loss_mean = 0, accuracy = 0, newton_mean = 0;
   int newton_max = 0, forward_failures = 0, fallbacks = 0;
+  int continued = 0;  ///< layer solves where Newton stalled and the continuation ran
   int stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
 };
 
@@ -273,6 +281,7 @@ class Bench {
       r.newton_max = std::max(r.newton_max, fs.iterations_max);
       r.forward_failures += fs.failed_samples;
       r.fallbacks += fs.fallback_samples;
+      for (const auto& c : cache.layers) r.continued += c.solve.continuation_samples;
       r.stability_checked += fs.stability_checked;
       r.unstable += fs.unstable_samples;
       r.oscillatory += fs.oscillatory_samples;
@@ -574,6 +583,85 @@ void print_profile(const Profile& p, const EpochResult& med, const FlopCount& fc
       med.total * e);
 }
 
+// ------------------------------------------------------------------------- circuit comparison
+
+/// One circuit of --circuit NAME:KEY=VALUE;KEY=VALUE: its name and its overrides.
+struct CircuitCase {
+  std::string name;
+  std::vector<std::string> sets;
+};
+
+CircuitCase parse_circuit(const std::string& arg) {
+  CircuitCase c;
+  const auto colon = arg.find(':');
+  c.name = arg.substr(0, colon);
+  if (colon == std::string::npos) return c;
+  std::string rest = arg.substr(colon + 1);
+  for (std::size_t from = 0; from <= rest.size();) {
+    const auto semi = std::min(rest.find(';', from), rest.size());
+    if (semi > from) c.sets.push_back(rest.substr(from, semi - from));
+    from = semi + 1;
+  }
+  return c;
+}
+
+/// Per circuit, one epoch per repetition (the default circuit first in each), then the table.
+int run_circuits(const Options& o, const std::vector<std::string>& base_sets) {
+  std::vector<CircuitCase> cases{{"default", {}}};
+  for (const auto& a : o.circuits) cases.push_back(parse_circuit(a));
+  std::vector<io::Config> cfgs;
+  for (const auto& c : cases) {
+    std::vector<std::string> sets = base_sets;
+    sets.insert(sets.end(), c.sets.begin(), c.sets.end());
+    cfgs.push_back(io::load_config(o.config, sets));
+    if (cfgs.back().precision != io::Precision::float32)
+      throw eisim::config_error("precision", "bench_train runs float32 only");
+  }
+  set_threads(o.threads);
+  const io::Dataset train = io::load_fashion_mnist(cfgs[0].data.dir, true, o.limit);
+  std::printf(
+      "bench_train --circuit: %d circuits, %d training samples per epoch, %d rep(s), %d "
+      "thread(s), config %s; load average %s\n",
+      int(cases.size()), train.size(), o.reps, o.threads, o.config.c_str(), load_average().c_str());
+  std::vector<Bench> benches;
+  benches.reserve(cfgs.size());
+  for (const auto& cfg : cfgs) benches.emplace_back(cfg, train);
+  std::vector<std::vector<EpochResult>> runs(cases.size());
+  for (int r = 0; r < o.reps; ++r)
+    for (std::size_t c = 0; c < cases.size(); ++c) {
+      runs[c].push_back(benches[c].epoch());
+      const auto& e = runs[c].back();
+      std::printf("rep %d %-14s epoch %.3f s (CPU %.3f s, forward %.3f s, backward %.3f s)\n",
+                  r + 1, cases[c].name.c_str(), e.total, e.cpu, e.forward, e.backward);
+      std::fflush(stdout);
+    }
+  // Ratios of median CPU times against the default circuit of the same run.
+  auto med = [&](std::size_t c, double EpochResult::*f) {
+    std::vector<double> v;
+    for (const auto& e : runs[c]) v.push_back(e.*f);
+    return median(v);
+  };
+  const double ref_cpu = med(0, &EpochResult::cpu);
+  std::printf("\n%-14s %9s %9s %8s %11s %8s %10s %8s %6s %6s %9s %9s %7s\n", "circuit", "continued",
+              "fallbacks", "failures", "Newton mean", "max", "stab.chk", "unstable", "osc", "reint",
+              "epoch CPU", "forward", "ratio");
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    const EpochResult& e = runs[c].front();  // the counters are the same in every repetition
+    const double cpu = med(c, &EpochResult::cpu);
+    std::printf("%-14s %9d %9d %8d %11.2f %8d %10d %8d %6d %6d %8.3fs %8.3fs %6.2fx\n",
+                cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
+                e.newton_max, e.stability_checked, e.unstable, e.oscillatory, e.reintegrated, cpu,
+                med(c, &EpochResult::forward), cpu / ref_cpu);
+  }
+  for (std::size_t c = 1; c < cases.size(); ++c) {
+    std::printf("%s:", cases[c].name.c_str());
+    for (const auto& s : cases[c].sets) std::printf(" --set %s", s.c_str());
+    std::printf("\n");
+  }
+  std::printf("load average at the end: %s\n", load_average().c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -601,6 +689,8 @@ int main(int argc, char** argv) {
   app.add_option("--dump", o.dump, "HDF5 file with /weights and /batch: one step, then exit")
       ->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output HDF5 file of --dump");
+  app.add_option("--circuit", o.circuits,
+                 "compare a circuit with the default: NAME:KEY=VALUE;KEY=VALUE (repeatable)");
   app.add_flag("--default-malloc", o.default_malloc,
                "keep glibc's default trim/mmap thresholds (eisim train calls "
                "models::keep_freed_memory)");
@@ -612,6 +702,7 @@ int main(int argc, char** argv) {
     if (!o.rule.empty()) sets.push_back("learning.rule=" + o.rule);
     if (o.batch > 0) sets.push_back("train.batch_size=" + std::to_string(o.batch));
     if (o.width > 0) sets.push_back("network.width=" + std::to_string(o.width));
+    if (!o.circuits.empty()) return run_circuits(o, sets);
     const io::Config cfg = io::load_config(o.config, sets);
     if (cfg.precision != io::Precision::float32)
       throw eisim::config_error("precision", "bench_train runs float32 only");

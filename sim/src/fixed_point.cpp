@@ -3,7 +3,8 @@
 // Populations driven only by the input are computed explicitly first. The E potentials are
 // eliminated exactly when E has no recurrent input; Newton then runs on the remaining
 // populations' unknowns per sample, in double precision whatever the storage precision, with a
-// backtracking line search. Samples where Newton fails are integrated with the ODE and polished.
+// backtracking line search. Where Newton stalls, pseudo-transient continuation runs from the start
+// point; samples where both fail are integrated with the ODE and polished.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -54,9 +55,75 @@ struct ColumnOutcome {
   SolverStatus status = SolverStatus::max_iterations;
   int iterations = 0;
   double residual = 0.0, scaled = 0.0;
+  bool continued = false;  ///< Newton stalled and the continuation ran
 };
 
-// Damped Newton for one sample on the evaluator's drive, from x (updated in place).
+// Convergence, the iteration cap and finiteness at the last evaluation: true if the iteration
+// ends here (out.status set).
+template <class Ev>
+bool column_done(const Ev& ev, int cap, ColumnOutcome& out, std::vector<double>& history) {
+  std::tie(out.residual, out.scaled) = ev.ode_residual();
+  history.push_back(out.residual);
+  if (!std::isfinite(out.residual)) {
+    out.status = SolverStatus::non_finite;
+    return true;
+  }
+  if (out.scaled <= 1.0) {
+    out.status = SolverStatus::converged;
+    return true;
+  }
+  if (out.iterations >= cap) {
+    out.status = SolverStatus::max_iterations;
+    return true;
+  }
+  return false;
+}
+
+// Pseudo-transient continuation for one sample from x (updated in place): implicit Euler steps
+// of the circuit's flow, (JG - diag(sigma) / dt) delta = -G, whose pseudo-time step dt grows
+// as the residual falls (switched evolution relaxation: dt * |G_old| / |G_new|, at most 10x per
+// step), so that it follows the flow into the basin and ends in Newton's quadratic steps. A step
+// that raises the merit more than tenfold (or leaves the finite range) is rejected and dt cut
+// fourfold. Every step, rejected or not, counts as an iteration.
+template <class Ev>
+void continuation_column(Ev& ev, typename Ev::State& x, typename Ev::State& x_try,
+                         const FixedPointParameters& p, ColumnOutcome& out,
+                         std::vector<double>& history) {
+  out.continued = true;
+  const int cap = out.iterations + p.continuation_max_steps;
+  double dt = p.continuation_dt0;
+  ev.evaluate(x);
+  for (;; ++out.iterations) {
+    if (column_done(ev, cap, out, history)) return;
+    const double m0 = ev.merit();
+    if (!ev.direction(p.max_log_step, dt)) {
+      out.status = SolverStatus::diverged;
+      return;
+    }
+    ev.trial(x, 1.0, x_try);
+    ev.evaluate(x_try);
+    const double m1 = ev.merit();
+    if (!(m1 <= 10.0 * m0) || !std::isfinite(ev.ode_residual().first)) {
+      dt *= 0.25;
+      if (!(dt >= 1e-12 * p.continuation_dt0)) {
+        out.status = SolverStatus::diverged;
+        return;
+      }
+      ev.evaluate(x);
+      continue;
+    }
+    std::swap(x, x_try);
+    dt = std::min(dt * std::min(std::sqrt(m0 / std::max(m1, 1e-300)), 10.0), 1e300);
+    if (ev.diverging(x)) {
+      out.status = SolverStatus::diverged;
+      return;
+    }
+  }
+}
+
+// Damped Newton for one sample on the evaluator's drive, from x (updated in place). Where it
+// stalls (no sufficient decrease along the Newton direction, or the iteration cap) and
+// p.continuation is set, the continuation runs from the start point instead.
 template <class Ev>
 ColumnOutcome newton_column(Ev& ev, typename Ev::State& x, typename Ev::State& x_try,
                             const FixedPointParameters& p, bool block_start,
@@ -73,19 +140,16 @@ ColumnOutcome newton_column(Ev& ev, typename Ev::State& x, typename Ev::State& x
     ev.block_start(x);
     ev.evaluate(x);
   }
+  const typename Ev::State x0 = x;
+  auto stalled = [&] {
+    if (!p.continuation) return false;
+    x = x0;
+    continuation_column(ev, x, x_try, p, out, history);
+    return true;
+  };
   for (;; ++out.iterations) {
-    std::tie(out.residual, out.scaled) = ev.ode_residual();
-    history.push_back(out.residual);
-    if (!std::isfinite(out.residual)) {
-      out.status = SolverStatus::non_finite;
-      return out;
-    }
-    if (out.scaled <= 1.0) {
-      out.status = SolverStatus::converged;
-      return out;
-    }
-    if (out.iterations >= p.max_iterations) {
-      out.status = SolverStatus::max_iterations;
+    if (column_done(ev, p.max_iterations, out, history)) {
+      if (out.status == SolverStatus::max_iterations) stalled();
       return out;
     }
     if (!ev.direction(p.max_log_step)) {
@@ -95,13 +159,18 @@ ColumnOutcome newton_column(Ev& ev, typename Ev::State& x, typename Ev::State& x
     const double m0 = ev.merit();
     const bool degenerate = ev.degenerate;
     double t = 1.0;
+    bool decreased = false;
     for (int bt = 0; bt <= p.max_backtracks; ++bt, t *= 0.5) {
       ev.trial(x, t, x_try);
       ev.evaluate(x_try);
-      if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) break;
+      if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) {
+        decreased = true;
+        break;
+      }
     }
-    // Without sufficient decrease take the smallest step anyway; the iteration cap and the
-    // reported status guard against stagnation.
+    if (!decreased && stalled()) return out;
+    // Without sufficient decrease (and no continuation) take the smallest step anyway; the
+    // iteration cap and the reported status guard against stagnation.
     std::swap(x, x_try);
     if (ev.diverging(x)) {
       out.status = SolverStatus::diverged;
@@ -154,6 +223,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   }
 
   std::vector<double> scaled(B, 0.0);
+  std::vector<char> continued(B, 0);
   std::vector<std::vector<double>> histories(B);
   const bool pooled = model.pooled && p.pooled_fast_path;
   // The stability check's fast path (sim/stability.hpp): E eliminated and leaky, every other
@@ -183,6 +253,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         res.sample_status[j] = out.status;
         res.sample_iterations[j] += out.iterations;
         res.sample_residual[j] = out.residual;
+        continued[j] = continued[j] || out.continued;
         scaled[j] = out.scaled;
         if (stab) {
           // At the equilibrium just evaluated: the blocks of the reduced Jacobian.
@@ -235,8 +306,10 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
     newton(failed, false);
     res.fallback_samples = F;
   }
-  for (int j = 0; j < B; ++j)
+  for (int j = 0; j < B; ++j) {
     if (!(scaled[j] <= res.scaled_residual)) res.scaled_residual = scaled[j];
+    res.continuation_samples += continued[j];
+  }
   // Worst residual after each iteration, over samples (shorter histories hold their last value).
   std::size_t len = 0;
   for (const auto& h : histories) len = std::max(len, h.size());

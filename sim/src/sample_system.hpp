@@ -545,8 +545,24 @@ class SampleSystem {
   }
 
   /// Newton direction at the last evaluation (multiplicative steps capped); false if not finite.
-  bool direction(double max_log_step) {
+  /// With a pseudo-time step dt > 0 (continuation) the direction of one implicit Euler step of
+  /// the circuit's flow instead: (JG - diag(sigma) / dt) delta = -G, sigma = tau for raw rows
+  /// and tau / h for log rows (u = log r, G = log(h / c): the same linearisation as the ODE's
+  /// tau dr/dt = r (h - c) at the fixed point). dt -> infinity is Newton.
+  bool direction(double max_log_step, double dt = 0.0) {
     newton_jacobian();
+    if (dt > 0.0) {
+      const auto& pops = m.c->populations;
+      for (int p : m.st.core)
+        for (int i = 0; i < pops[p].size; ++i) {
+          const int k = m.offset[p] + i;
+          if (clamped[k] || degenerate_unit[k]) continue;
+          double sigma = pops[p].tau;
+          if (pops[p].dynamics == models::Dynamics::multiplicative)
+            sigma /= std::max(pops[p].gain * q[p](i) + pops[p].leak / r[p](i), 1e-300);
+          JG(k, k) -= sigma / dt;
+        }
+    }
     lu.compute(JG);
     delta = -lu.solve(G);
     if (!delta.allFinite()) return false;

@@ -24,8 +24,18 @@ const char* to_string(StabilityCheck s);
 struct FixedPointParameters {
   Tolerance tol;
   int max_iterations = 50;
-  double max_log_step = 4.0;    ///< cap on |change of log r| of multiplicative units per step
-  int max_backtracks = 30;      ///< line-search halvings per iteration
+  double max_log_step = 4.0;  ///< cap on |change of log r| of multiplicative units per step
+  int max_backtracks = 30;    ///< line-search halvings per iteration
+  /// Pseudo-transient continuation for samples where Newton stalls (a line search without
+  /// sufficient decrease, or the iteration cap): from the initial state, Newton on
+  /// F(z) - tau (z - z_prev) / dt with dt growing as the residual falls (docs/numerics.md,
+  /// "Solver robustness per circuit"). Before the ODE fallback; Newton's iterates are unchanged
+  /// where Newton converges.
+  bool continuation = true;
+  int continuation_max_steps = 300;  ///< cap on the continuation's steps (each one linear solve)
+  /// ms, its first pseudo-time step (about the time constants: measured on the heterogeneous
+  /// leaky circuit, 1 ms took 35 iterations per sample, 10 ms 15, 100 ms 16)
+  double continuation_dt0 = 10.0;
   bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
   double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
   int fallback_max_steps = 100000;  ///< step cap of the fallback integration
@@ -55,6 +65,9 @@ struct SolveResult {
   double scaled_residual = 0.0;  ///< worst residual / (abs_tol + rel_tol |z|); <= 1 converged
   int failed_samples = 0;        ///< samples not converged
   int fallback_samples = 0;      ///< samples that needed the ODE fallback (fixed point only)
+  /// Samples where Newton stalled and the pseudo-transient continuation ran (fixed point only;
+  /// those it did not bring to convergence are also in fallback_samples if the fallback is on)
+  int continuation_samples = 0;
   std::vector<int> sample_iterations;
   std::vector<SolverStatus> sample_status;
   std::vector<double> sample_residual;
