@@ -359,24 +359,13 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
     w2[0] = rows[0] * S(-a);  // C^T columns / tau_E
     vjp(layer, in_r, t, w2, no_grads<S>(), &cb, no_mats<S>(), no_mat<S>());
     Eigen::MatrixXd Dq, CBq;
-    std::vector<double> diag;
     for (std::size_t q = 0; q < ok.size(); ++q) {
-      // Free units (not held at a rectification boundary). Those of explicit populations (driven
-      // by the input and other explicit populations only) do not depend on E or the core: the
-      // Jacobian is block-triangular, and each of them adds the eigenvalue of its own diagonal
-      // entry. Only the others enter the reduced matrix (the feed-forward inorm circuit has
-      // none: no eigensolve at all).
+      // Free units (not held at a rectification boundary).
       std::vector<std::pair<int, int>> free;  // (population, unit)
-      diag.clear();
       for (std::size_t p = 1; p < c.populations.size(); ++p)
-        for (int i = 0; i < c.populations[p].size; ++i) {
-          const Eigen::Index col = Eigen::Index(q) * m + off[p] + i;
-          if (clamped(c.populations[p], z_r, t, int(p), i, int(col))) continue;
-          if (st.is_explicit(int(p)))
-            diag.push_back(rows[p].size() > 0 ? double(rows[p](i, col)) : 0.0);
-          else
+        for (int i = 0; i < c.populations[p].size; ++i)
+          if (!clamped(c.populations[p], z_r, t, int(p), i, int(q) * m + off[p] + i))
             free.emplace_back(int(p), i);
-        }
       const int f = int(free.size());
       Dq.resize(f, f);
       CBq.resize(f, f);
@@ -388,17 +377,7 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
           CBq(r, k) = cb[p].size() > 0 ? double(cb[p](i, col)) : 0.0;
         }
       }
-      SampleStability& out = res.samples[ok_at[q]];
-      out = reduced_stability(Dq, CBq, a, n_E, params);
-      if (!diag.empty() && out.cls != Stability::unknown) {
-        // The leading eigenvalues of the union: the reduced matrix's leading ones (it keeps at
-        // least `keep` of them) and the explicit units' real ones.
-        Eigen::VectorXcd ev(Eigen::Index(out.leading.size() + diag.size()));
-        for (std::size_t k = 0; k < out.leading.size(); ++k) ev(Eigen::Index(k)) = out.leading[k];
-        for (std::size_t k = 0; k < diag.size(); ++k)
-          ev(Eigen::Index(out.leading.size() + k)) = diag[k];
-        out = classify(ev, params);
-      }
+      res.samples[ok_at[q]] = reduced_stability(Dq, CBq, a, n_E, params);
     }
   } else {
     const std::vector<int> off0 = offsets(c, 0);
