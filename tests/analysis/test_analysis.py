@@ -606,6 +606,46 @@ def check_errors(res, jobs, results):
                   r["err"].strip()[-1500:])
 
 
+def check_run_table(res, tmp, rng):
+    """analysis/run_table.py on a directory of synthetic sweep run files: the means it prints are
+    those of the files, unfinished runs are counted and left out, a bad path is an error."""
+    d = os.path.join(tmp, "run_table")
+    os.makedirs(d)
+    expect = {}
+    for cond, rule, seed, status in [("frozen", "frozen", 1, "complete"),
+                                     ("frozen", "frozen", 2, "complete"),
+                                     ("frozen", "frozen", 3, "running"),
+                                     ("implicit", "implicit", 1, "complete")]:
+        with h5py.File(os.path.join(d, f"{cond}_eps0.75_seed{seed}.h5"), "w") as f:
+            root_attrs(f, seed=seed, rule=rule, train=True)
+            f.attrs["status"] = status
+            write_train(f.create_group("train"), rng, "circuit", rule)
+            if status == "complete":
+                g = f["train"]
+                row = (100 * g["test_accuracy"][-1, 2], 100 * g["test_accuracy"][-1, 0],
+                       100 * g["silent_inhibition_samples"][-1, 0] if rule == "frozen" else None)
+                expect.setdefault(cond, []).append(row)
+    r = run([script("run_table.py"), d])
+    res.check(r["rc"] == 0, "run_table.py exits 0 on a directory of run files", describe(r))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in r["out"].splitlines() if line.startswith("| ") and "---" not in line}
+    fr, im = rows.get("frozen"), rows.get("implicit")
+    if res.check(fr is not None and im is not None, "run_table.py prints a row per condition",
+                 r["out"]):
+        acc = np.array([e[0] for e in expect["frozen"]])
+        res.check(fr[0] == "2 (+1 unfinished)", "run_table.py counts complete and unfinished runs",
+                  fr[0])
+        res.check(fr[1] == f"{acc.mean():.2f} +- {acc.std(ddof=1):.2f}",
+                  "run_table.py: mean +- sd of the final test accuracy at the train eps",
+                  f"{fr[1]} against {acc.mean():.2f} +- {acc.std(ddof=1):.2f}")
+        res.check(im[1] == f"{expect['implicit'][0][0]:.2f}" and im[4] == "-",
+                  "run_table.py: one run has no sd; no silent share where none was recorded",
+                  str(im))
+    r = run([script("run_table.py"), os.path.join(d, "frozen_eps0.75_seed1.h5")])
+    res.check(r["rc"] != 0 and "not a directory" in r["err"] and "Traceback" not in r["err"],
+              "run_table.py on a file, not a directory, is a one-line error", describe(r))
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -669,6 +709,8 @@ def main():
             res.check(r["rc"] == 0, "plot_training without --out exits 0", r["err"])
             check_pngs(res, d, TRAINING_PNGS, "without --out, next to the input file")
         check_errors(res, error_jobs, {name: r for (t, name), r in done.items() if t == "error"})
+        if not args:
+            check_run_table(res, tmp, np.random.default_rng(7))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"({time.time() - t0:.1f} s)")

@@ -265,12 +265,24 @@ struct StallingCase {
   }
 };
 
-// The ODE integrated tightly (equilibrium test 1e-9) to 1e6 ms, into zo.
+// How long the tight ODE reference integrates (ms). One sample of the stalling case never
+// settles, so the reference always runs to the end: 197,411 steps to 1e6 ms (12 s in Release, about
+// 4 minutes under ASan). Under the sanitizers (EISIM_TEST_SANITIZED, set by tests/CMakeLists.txt
+// with EISIM_SANITIZE) 1e5 ms: 20,902 steps; one more sample is then still moving and is not
+// compared, and the assertions below still hold (measured: 4 of 6 samples compared in the
+// fallback test, 3 of 5 agreeing in the continuation test, against 5 and 3 at 1e6 ms).
+#ifdef EISIM_TEST_SANITIZED
+constexpr double kReferenceTMax = 1e5;
+#else
+constexpr double kReferenceTMax = 1e6;
+#endif
+
+// The ODE integrated tightly (equilibrium test 1e-9) to kReferenceTMax, into zo.
 sim::SolveResult tight_ode(const models::Layer<double>& L, const sim::CircuitInput<double>& in,
                            sim::CircuitState<double>& zo) {
   sim::OdeParameters op;
   op.tol = {1e-9, 1e-9};
-  op.t_max = 1e6;
+  op.t_max = kReferenceTMax;
   op.max_steps = 1000000;
   op.stepper_abs_tol = op.stepper_rel_tol = 1e-10;
   return sim::integrate(L, in, op, zo);
