@@ -3,12 +3,14 @@
 accuracy at the train eps and at eps 0, the silent share of the subtractive inhibition, and the
 solver's counts, as mean +- sd over the complete runs of each condition (run files named
 ``<condition>_eps<eps>_seed<seed>.h5``, as `eisim sweep` writes them). Unfinished runs are
-counted but left out of the means.
+counted but left out of the means. Runs that eisim stopped and marked failed (status = failed:
+the network stayed at chance, or diverged) are in the means with their last recorded epoch, and
+the runs column says how many and why.
 
     /usr/bin/python3 analysis/run_table.py results/frozen_remedies [--out table.md]
 
 Columns:
-  runs             complete runs (and unfinished ones, if any);
+  runs             complete and failed runs (and unfinished ones, if any);
   test % at eps X  /train/test_accuracy after the last epoch at each run's train eps, and at 0;
   silent L0 last   /train/silent_inhibition_samples of hidden layer 0 in the last epoch (%):
                    the share of training samples whose subtractive inhibition of E is silent;
@@ -48,8 +50,8 @@ def read_run(path):
     if not m:
         raise eh.EisimFileError(f"{path}: not named <condition>_eps<eps>_seed<seed>.h5")
     with eh.open_h5(path) as f:
-        complete = str(eh.attr(f, "status", default="?")) == "complete"
-        if not complete:
+        status = str(eh.attr(f, "status", default="?"))
+        if status not in ("complete", "failed") or "train/test_accuracy" not in f:
             return m.group("cond"), False, {}
         cfg = str(eh.attr(f, "config", required=True))
         train_eps = float(eh.config_lookup(cfg, "data.train_eps"))
@@ -71,6 +73,10 @@ def read_run(path):
         t = _optional(f, "train/seconds")
         row["epoch_s"] = float(np.mean(t)) if t is not None and t.size else np.nan
         row["train_eps"] = train_eps
+        if status == "failed":
+            why = str(eh.attr(f, "failure", default=""))
+            row["why_failed"] = ("at chance" if "learned nothing" in why else
+                             "diverged" if "diverge" in why or "not finite" in why else "failed")
     return m.group("cond"), True, row
 
 
@@ -113,7 +119,13 @@ def table(directory, order=None):
     for key in seen:
         rs = rows.get(key, [])
         cond = key[0] if len(eps) == 1 else f"{key[0]}, eps {key[1]:g}"
-        n = f"{len(rs)}" + (f" (+{unfinished[key]} unfinished)" if key in unfinished else "")
+        n = f"{len(rs)}"
+        failed = sorted({r["why_failed"] for r in rs if "why_failed" in r})
+        if failed:
+            n += (f" ({sum('why_failed' in r for r in rs)} marked failed by eisim: "
+                  + ", ".join(failed) + ")")
+        if key in unfinished:
+            n += f" (+{unfinished[key]} unfinished)"
         col = lambda k, d=2, sd=True: cell([r.get(k, np.nan) for r in rs], d, sd)  # noqa: E731
         out.append([cond, n, col("acc_train"), col("acc_0"), col("silent0_last"),
                     col("silent0_max"), col("silent1_last"), col("fallbacks", 0, False),
