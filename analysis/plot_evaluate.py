@@ -10,6 +10,8 @@ first file's directory):
   evaluate_silent.png    the fraction of test images whose subtractive inhibition of E is silent
                          in hidden layer 0, against the same axes (circuit layers only);
   evaluate_table.md      the numbers of both figures.
+An evaluation of a run that was not finished (its source_status is not `complete`: evaluate reads
+the latest checkpoint of a running run) is included but named in a note and in the table file.
 
 Example: /usr/bin/python3 analysis/plot_evaluate.py results/evaluate/*.h5 --out results/evaluate
 """
@@ -37,6 +39,12 @@ def read_evaluation(path, split):
         if eh.attr(f, "file_kind") != "evaluation":
             raise eh.EisimFileError(f"{path}: not an evaluation file written by eisim evaluate")
         source = os.path.basename(str(eh.attr(f, "source_run", required=True)))
+        status = str(eh.attr(f, "source_status", default="complete"))
+        epoch = eh.attr(f, "source_epoch")
+        caveat = None
+        if status != "complete":
+            caveat = (f"{path}: evaluates {source} as it was at epoch {epoch} (its status was "
+                      f"'{status}'), not a finished run")
         base = f"evaluate/{split}"
         if base not in f:
             raise eh.EisimFileError(f"{path}: no /{base} (evaluated with another --split?)")
@@ -54,7 +62,7 @@ def read_evaluation(path, split):
                     silent = s[:, 0]
             order = np.argsort(values)
             out[name] = (values[order], acc[order], silent[order])
-    return source, out
+    return source, out, caveat
 
 
 def condition_of(source):
@@ -69,15 +77,18 @@ def main():
     ap.add_argument("--split", default="test", choices=["test", "validation"])
     a = ap.parse_args()
     groups = OrderedDict()
+    caveats = []
     for path in a.files:
-        source, data = read_evaluation(path, a.split)
+        source, data, caveat = read_evaluation(path, a.split)
         groups.setdefault(condition_of(source), []).append((path, data))
+        if caveat:
+            caveats.append(caveat)
     present = [ax for ax in AXES if any(ax[0] in d for runs in groups.values() for _, d in runs)]
     if not present:
         raise eh.EisimFileError("no evaluation rows in " + ", ".join(a.files))
     out_dir = eh.default_out_dir(a.files[0], a.out)
     plt = eh.setup_matplotlib()
-    written, notes, table = [], [], []
+    written, notes, table = [], list(caveats), []
 
     def stack(runs, name, which):
         rows = [d[name] for _, d in runs if name in d]
@@ -126,6 +137,9 @@ def main():
     path = os.path.join(out_dir, "evaluate_table.md")
     with open(path, "w") as fh:
         fh.write(eh.markdown_table(header, rows))
+        if caveats:
+            fh.write("\nNot finished when evaluated (included above):\n\n"
+                     + "".join(f"- {c}\n" for c in caveats))
     written.append(path)
     eh.print_outputs(written, notes)
     return 0

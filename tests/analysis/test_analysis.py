@@ -653,6 +653,43 @@ def check_run_table(res, tmp, rng):
               "run_table.py on a file, not a directory, is a one-line error", describe(r))
 
 
+def check_plot_evaluate(res, tmp, rng):
+    """analysis/plot_evaluate.py on synthetic `eisim evaluate` files: per condition, the table's
+    means are the files' (mean over seeds), and an evaluation of an unfinished run is named."""
+    d = os.path.join(tmp, "plot_evaluate")
+    os.makedirs(d)
+    files, acc = [], {}
+    for seed, status in [(1, "complete"), (2, "running")]:
+        path = os.path.join(d, f"eval_seed{seed}.h5")
+        with h5py.File(path, "w") as f:
+            f.attrs["file_kind"] = "evaluation"
+            f.attrs["source_run"] = f"results/paper/implicit_eps0.75_seed{seed}.h5"
+            f.attrs["source_status"] = status
+            f.attrs["source_epoch"] = np.int64(20 if status == "complete" else 3)
+            g = f.create_group("evaluate/test")
+            g["eval_eps"] = np.array([0.0, 0.75])
+            g["accuracy"] = rng.uniform(0.7, 0.9, 2)
+            h = g.create_group("shift")
+            h["value"] = np.array([-0.5, 0.0, 0.5])
+            h["accuracy"] = rng.uniform(0.5, 0.9, 3)
+            h["silent_inhibition"] = rng.uniform(0, 1, (3, 2))
+            acc[seed] = (g["accuracy"][()], h["accuracy"][()])
+        files.append(path)
+    r = run([script("plot_evaluate.py")] + files + ["--out", d])
+    res.check(r["rc"] == 0, "plot_evaluate.py exits 0 on two evaluation files", describe(r))
+    table = os.path.join(d, "evaluate_table.md")
+    text = open(table).read() if os.path.exists(table) else ""
+    want = 100 * (acc[1][1][0] + acc[2][1][0]) / 2
+    res.check(f"| implicit_eps0.75 | shift | -0.5 | {want:.2f} |" in text,
+              "plot_evaluate.py: the table's mean at shift -0.5 is the two files' mean",
+              text[:400])
+    res.check("eval_seed2.h5: evaluates implicit_eps0.75_seed2.h5 as it was at epoch 3" in r["out"]
+              and "epoch 3" in text,
+              "plot_evaluate.py names an evaluation of a run that was not finished",
+              r["out"][-400:])
+    check_pngs(res, d, ["evaluate_accuracy.png", "evaluate_silent.png"], "plot_evaluate.py")
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -718,6 +755,7 @@ def main():
         check_errors(res, error_jobs, {name: r for (t, name), r in done.items() if t == "error"})
         if not args:
             check_run_table(res, tmp, np.random.default_rng(7))
+            check_plot_evaluate(res, tmp, np.random.default_rng(8))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"({time.time() - t0:.1f} s)")
