@@ -43,8 +43,9 @@ def read_evaluation(path, split):
         epoch = eh.attr(f, "source_epoch")
         caveat = None
         if status != "complete":
-            caveat = (f"{path}: evaluates {source} as it was at epoch {epoch} (its status was "
-                      f"'{status}'), not a finished run")
+            when = f"as it was at epoch {epoch}" if epoch is not None else "before it finished"
+            caveat = (f"{path}: evaluates {source} {when} (its status was '{status}'), not a "
+                      "finished run")
         base = f"evaluate/{split}"
         if base not in f:
             raise eh.EisimFileError(f"{path}: no /{base} (evaluated with another --split?)")
@@ -111,7 +112,8 @@ def main():
                 if np.all(np.isnan(ys)):
                     continue
                 m = 100 * np.nanmean(ys, axis=0)
-                sd = 100 * np.nanstd(ys, axis=0) if ys.shape[0] > 1 else np.zeros_like(m)
+                # Sample sd (ddof 1), as eps_sweep.py and run_table.py.
+                sd = 100 * np.nanstd(ys, axis=0, ddof=1) if ys.shape[0] > 1 else np.zeros_like(m)
                 ax.errorbar(values, m, yerr=sd, marker="o", ms=3, capsize=2,
                             label=f"{cond} (n={ys.shape[0]})")
                 drawn = True

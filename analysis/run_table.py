@@ -51,8 +51,16 @@ def read_run(path):
         raise eh.EisimFileError(f"{path}: not named <condition>_eps<eps>_seed<seed>.h5")
     with eh.open_h5(path) as f:
         status = str(eh.attr(f, "status", default="?"))
-        if status not in ("complete", "failed") or "train/test_accuracy" not in f:
+        if status not in ("complete", "failed"):
             return m.group("cond"), False, {}
+        why = str(eh.attr(f, "failure", default=""))
+        failed = {"why_failed": ("at chance" if "learned nothing" in why else
+                                 "diverged" if "diverge" in why or "not finite" in why else
+                                 "failed")} if status == "failed" else {}
+        if "train/test_accuracy" not in f or eh.read_array(f, "train/test_accuracy").shape[0] == 0:
+            if failed:  # failed before its first epoch ended: counted, no numbers
+                return m.group("cond"), True, failed
+            raise eh.EisimFileError(f"{path}: complete, but /train/test_accuracy has no rows")
         cfg = str(eh.attr(f, "config", required=True))
         train_eps = float(eh.config_lookup(cfg, "data.train_eps"))
         ev = eh.read_vector(f, "train/eval_eps")
@@ -60,7 +68,7 @@ def read_run(path):
         row = {"acc_train": 100 * acc[-1, eh.nearest_index(ev, train_eps)],
                "acc_0": 100 * acc[-1, eh.nearest_index(ev, 0.0)]}
         s = _optional(f, "train/silent_inhibition_samples")
-        if s is not None and s.ndim == 2 and s.shape[1] >= 1:
+        if s is not None and s.ndim == 2 and s.shape[0] >= 1 and s.shape[1] >= 1:
             row["silent0_last"] = 100 * s[-1, 0]
             row["silent0_max"] = 100 * np.nanmax(s[:, 0]) if np.isfinite(s[:, 0]).any() else np.nan
             row["silent1_last"] = 100 * s[-1, 1] if s.shape[1] > 1 else np.nan
@@ -73,10 +81,7 @@ def read_run(path):
         t = _optional(f, "train/seconds")
         row["epoch_s"] = float(np.mean(t)) if t is not None and t.size else np.nan
         row["train_eps"] = train_eps
-        if status == "failed":
-            why = str(eh.attr(f, "failure", default=""))
-            row["why_failed"] = ("at chance" if "learned nothing" in why else
-                             "diverged" if "diverge" in why or "not finite" in why else "failed")
+        row.update(failed)
     return m.group("cond"), True, row
 
 
@@ -85,7 +90,7 @@ def cell(values, digits=2, sd=True):
     if v.size == 0:
         return "-"
     if v.size == 1 or not sd:
-        return f"{v[0]:.{digits}f}"
+        return f"{v.mean():.{digits}f}"
     return f"{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f}"
 
 
@@ -128,8 +133,8 @@ def table(directory, order=None):
             n += f" (+{unfinished[key]} unfinished)"
         col = lambda k, d=2, sd=True: cell([r.get(k, np.nan) for r in rs], d, sd)  # noqa: E731
         out.append([cond, n, col("acc_train"), col("acc_0"), col("silent0_last"),
-                    col("silent0_max"), col("silent1_last"), col("fallbacks", 0, False),
-                    col("failed", 0, False), col("not_stable", 0, False),
+                    col("silent0_max"), col("silent1_last"), col("fallbacks", 1, False),
+                    col("failed", 1, False), col("not_stable", 1, False),
                     col("epoch_s", 1, False)])
     return header, out
 
