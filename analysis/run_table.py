@@ -115,6 +115,10 @@ def table(directory, order=None):
         first.setdefault(c, len(first))
     seen.sort(key=lambda k: (first[k[0]], k[1]))
     if order:
+        unknown = [c for c in order if c not in first]
+        if unknown:
+            raise eh.EisimFileError(f"--order: no runs of {', '.join(unknown)} in {directory} "
+                                    f"(conditions: {', '.join(first)})")
         seen = [k for c in order for k in seen if k[0] == c]
     eps_label = ", ".join(f"{e:g}" for e in eps)
     header = ["condition", "runs", f"test % at train eps ({eps_label})", "test % at eps 0",

@@ -103,6 +103,11 @@ def main():
     args = ap.parse_args()
     if not os.access(args.eisim, os.X_OK):
         raise eh.EisimFileError(f"{args.eisim}: not an executable (build eisim first)")
+    for o in args.set or []:
+        if o.split("=")[0].strip() in ("fixed_point.stability", "fixed_point.stability_samples"):
+            # simulate then records "unchecked" for samples it did not check, which this script
+            # counts as "no fixed point found".
+            raise eh.EisimFileError(f"--set {o}: the map needs every equilibrium checked")
     if args.images < 1 or args.jobs < 1 or args.units < 1:
         raise eh.EisimFileError("--images, --units and --jobs must be >= 1")
     os.makedirs(args.out, exist_ok=True)
