@@ -86,12 +86,12 @@ def read_run(path):
 
 
 def cell(values, digits=2, sd=True):
-    v = np.array([x for x in values if np.isfinite(x)], dtype=float)
-    if v.size == 0:
+    m, s, n = eh.mean_sd(values)
+    if n == 0:
         return "-"
-    if v.size == 1 or not sd:
-        return f"{v.mean():.{digits}f}"
-    return f"{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f}"
+    if n == 1 or not sd:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} +- {s:.{digits}f}"
 
 
 def table(directory, order=None):
