@@ -195,6 +195,7 @@ struct EpochResult {
   double loss_mean = 0, accuracy = 0, newton_mean = 0;
   int newton_max = 0, forward_failures = 0, fallbacks = 0;
   int continued = 0;  ///< layer solves where Newton stalled and the continuation ran
+  long factorisations = 0, krylov_vectors = 0;  ///< Newton's LUs and GMRES vectors
   int stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
 };
 
@@ -281,7 +282,11 @@ class Bench {
       r.newton_max = std::max(r.newton_max, fs.iterations_max);
       r.forward_failures += fs.failed_samples;
       r.fallbacks += fs.fallback_samples;
-      for (const auto& c : cache.layers) r.continued += c.solve.continuation_samples;
+      for (const auto& c : cache.layers) {
+        r.continued += c.solve.continuation_samples;
+        r.factorisations += c.solve.factorisations;
+        r.krylov_vectors += c.solve.krylov_vectors;
+      }
       r.stability_checked += fs.stability_checked;
       r.unstable += fs.unstable_samples;
       r.oscillatory += fs.oscillatory_samples;
@@ -642,16 +647,16 @@ int run_circuits(const Options& o, const std::vector<std::string>& base_sets) {
     return median(v);
   };
   const double ref_cpu = med(0, &EpochResult::cpu);
-  std::printf("\n%-14s %9s %9s %8s %11s %8s %10s %8s %6s %6s %9s %9s %7s\n", "circuit", "continued",
-              "fallbacks", "failures", "Newton mean", "max", "stab.chk", "unstable", "osc", "reint",
-              "epoch CPU", "forward", "ratio");
+  std::printf("\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %9s %9s %7s\n", "circuit",
+              "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
+              "stab.chk", "unstable", "osc", "reint", "epoch CPU", "forward", "ratio");
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const EpochResult& e = runs[c].front();  // the counters are the same in every repetition
     const double cpu = med(c, &EpochResult::cpu);
-    std::printf("%-14s %9d %9d %8d %11.2f %8d %10d %8d %6d %6d %8.3fs %8.3fs %6.2fx\n",
+    std::printf("%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %8.3fs %8.3fs %6.2fx\n",
                 cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
-                e.newton_max, e.stability_checked, e.unstable, e.oscillatory, e.reintegrated, cpu,
-                med(c, &EpochResult::forward), cpu / ref_cpu);
+                e.newton_max, e.factorisations, e.krylov_vectors, e.stability_checked, e.unstable,
+                e.oscillatory, e.reintegrated, cpu, med(c, &EpochResult::forward), cpu / ref_cpu);
   }
   for (std::size_t c = 1; c < cases.size(); ++c) {
     std::printf("%s:", cases[c].name.c_str());

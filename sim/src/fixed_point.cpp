@@ -160,7 +160,11 @@ ColumnOutcome newton_column(Ev& ev, typename Ev::State& x, typename Ev::State& x
     const bool degenerate = ev.degenerate;
     double t = 1.0;
     bool decreased = false;
-    for (int bt = 0; bt <= p.max_backtracks; ++bt, t *= 0.5) {
+    // With the continuation behind it, Newton gives up on a line search early (measured on the
+    // heterogeneous leaky circuit: 4 halvings instead of 30 cut its forward time by a fifth).
+    const int halvings =
+        p.continuation ? std::min(p.max_backtracks, p.stall_backtracks) : p.max_backtracks;
+    for (int bt = 0; bt <= halvings; ++bt, t *= 0.5) {
       ev.trial(x, t, x_try);
       ev.evaluate(x_try);
       if (degenerate || ev.merit() <= (1.0 - 1e-4 * t) * m0) {
@@ -245,6 +249,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       typename Ev::State x, x_try;
       typename Ev::SM D, CB;
       std::vector<int> free_idx;
+      ev.krylov = !Ev::pooled_instance && p.krylov && model.n >= p.krylov_min_unknowns;
 #pragma omp for schedule(static)
       for (int q = 0; q < ncols; ++q) {
         const int j = cols[q];
@@ -268,6 +273,12 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         }
         ev.store(x, j, z);
       }
+#pragma omp critical(eisim_fixed_point_counts)
+      {
+        res.factorisations += ev.factorisations;
+        res.krylov_vectors += ev.krylov_vectors;
+      }
+      ev.factorisations = ev.krylov_vectors = 0;
     };
 #pragma omp parallel if (ncols >= 128)
     {

@@ -22,6 +22,7 @@
 #include "eisim/models/error.hpp"
 #include "eisim/sim/circuit.hpp"
 #include "eisim/sim/solver.hpp"
+#include "gmres.hpp"
 
 namespace eisim::sim::detail {
 
@@ -132,6 +133,7 @@ class SampleSystem {
  public:
   using SM = typename Small<Pooled>::M;  ///< a matrix over the unknowns
   using SV = typename Small<Pooled>::V;  ///< a vector over the unknowns
+  static constexpr bool pooled_instance = Pooled;
   const SampleModel& m;
   const Tolerance tol;
   // Per population (index as in the circuit): state, rate, drive, conductance, F, partials.
@@ -198,6 +200,7 @@ class SampleSystem {
   template <class S>
   void load(const CircuitInput<S>& in, const CircuitState<S>& zs, int j, State& x) {
     const auto& pops = m.c->populations;
+    prec_valid_ = false;  // a new sample: the lagged LU belongs to another
     for (std::size_t p = 0; p < pops.size(); ++p) {
       if (in.ext[p].size() > 0)
         q0[p] = in.ext[p].col(j).template cast<double>();
@@ -411,7 +414,14 @@ class SampleSystem {
       else
         J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), d.size()).array() += term();
     }
-    if (m.st.eliminate_E) JE.noalias() += C * A;
+    if (!m.st.eliminate_E || !form_ca_) return;
+    if (block_only) {
+      // block_start reads the integrator block only: C A there, not the whole product.
+      const Md block = C(block_idx_, Eigen::all) * A(Eigen::all, block_idx_);
+      JE(block_idx_, block_idx_) += block;
+      return;
+    }
+    JE.noalias() += C * A;
   }
 
   // Pooled, E eliminated: sum over E of (population <- E weights * d signal / dv) times
@@ -550,7 +560,14 @@ class SampleSystem {
   /// and tau / h for log rows (u = log r, G = log(h / c): the same linearisation as the ODE's
   /// tau dr/dt = r (h - c) at the fixed point). dt -> infinity is Newton.
   bool direction(double max_log_step, double dt = 0.0) {
+    // Large circuits (`krylov`): with this sample's lagged LU at hand, GMRES on the exact
+    // Jacobian applied matrix-free (C A as two thin products, never formed), preconditioned by
+    // that LU; where it needs more than krylov_max vectors, the Jacobian is formed and factorised
+    // anew (and becomes the preconditioner). A degenerate unit's residual of 1e300 stays direct.
+    const bool iterative = krylov && prec_valid_ && !degenerate;
+    form_ca_ = !iterative;
     newton_jacobian();
+    form_ca_ = true;
     if (dt > 0.0) {
       const auto& pops = m.c->populations;
       for (int p : m.st.core)
@@ -563,8 +580,13 @@ class SampleSystem {
           JG(k, k) -= sigma / dt;
         }
     }
-    lu.compute(JG);
-    delta = -lu.solve(G);
+    if (!iterative || !krylov_step()) {
+      if (iterative) add_ca();
+      lu.compute(JG);
+      delta = -lu.solve(G);
+      prec_valid_ = krylov;
+      ++factorisations;
+    }
     if (!delta.allFinite()) return false;
     for (int p : m.st.core)
       if (m.c->populations[p].dynamics == models::Dynamics::multiplicative) {
@@ -573,6 +595,12 @@ class SampleSystem {
       }
     return true;
   }
+
+  // Krylov counters of this system: LU factorisations in direction() and GMRES vectors.
+  long factorisations = 0, krylov_vectors = 0;
+  bool krylov = false;        ///< set by the solver: GMRES steps (not Pooled)
+  double krylov_rtol = 1e-6;  ///< GMRES: ||JG delta + G|| <= krylov_rtol ||G||
+  int krylov_max = 8;         ///< GMRES vectors before the Jacobian is factorised anew
 
   /// Start with the integrator populations balanced at the current conductances: one Newton
   /// step on their block alone (exact when their drive is linear in their rates).
@@ -616,6 +644,43 @@ class SampleSystem {
   }
 
  private:
+  bool form_ca_ = true;      // jacobian(): add C A (false: the Krylov operator applies it)
+  bool prec_valid_ = false;  // lu factorises a (lagged) JG of this sample
+  Vd rs_, cs_;               // JG's row and column scales of the part C A
+  Vd ve_, vc_, rhs_;         // Krylov scratch (E units, unknowns, right-hand side)
+  Gmres gmres_;
+
+  // One Newton (or continuation) step by GMRES, JG (direct part) + diag(rs) C A diag(cs) applied
+  // to vectors; false if it did not converge within krylov_max vectors.
+  bool krylov_step() {
+    if constexpr (Pooled) {
+      return false;
+    } else {
+      const auto op = [&](const Vd& v, Vd& out) {
+        out.noalias() = JG * v;
+        if (!m.st.eliminate_E) return;
+        vc_ = cs_.cwiseProduct(v);
+        ve_.noalias() = A * vc_;
+        vc_.noalias() = C * ve_;
+        out += rs_.cwiseProduct(vc_);
+      };
+      const auto prec = [&](const auto& v, Vd& out) { out = lu.solve(v); };
+      rhs_ = -G;
+      const bool ok = gmres_.solve(op, prec, rhs_, delta, krylov_rtol, krylov_max);
+      krylov_vectors += gmres_.iterations;
+      return ok;
+    }
+  }
+
+  // JG += diag(rs) C A diag(cs): the E-mediated part the Krylov operator had applied.
+  void add_ca() {
+    if constexpr (!Pooled) {
+      if (!m.st.eliminate_E) return;
+      CA.noalias() = C * A;
+      JG += rs_.asDiagonal() * CA * cs_.asDiagonal();
+    }
+  }
+
   void set_state(const State& x) {
     for (int p : m.st.core) {
       const auto u = x.u.segment(m.offset[p], m.c->populations[p].size);
@@ -707,6 +772,10 @@ class SampleSystem {
     jacobian(block_only);
     JG = J;
     const auto& pops = m.c->populations;
+    if (!Pooled) {
+      rs_.setOnes(m.n);
+      cs_.setOnes(m.n);
+    }
     for (int p : m.st.core) {
       const int o = m.offset[p], n = pops[p].size;
       if (pops[p].dynamics == models::Dynamics::multiplicative) {
@@ -715,6 +784,10 @@ class SampleSystem {
         for (int i = 0; i < n; ++i) {
           hs[i] = std::max(pops[p].gain * q[p](i) + pops[p].leak / r[p](i), 1e-300);
           JG.row(o + i) /= r[p](i) * hs[i];
+          if (!Pooled) {
+            rs_(o + i) = 1.0 / (r[p](i) * hs[i]);
+            cs_(o + i) = r[p](i);
+          }
         }
         for (int i = 0; i < n; ++i) JG.col(o + i) *= r[p](i);
         // The local term of G = log(gain q + leak / r) in u = log r: -leak / (r h).
@@ -730,8 +803,10 @@ class SampleSystem {
         JG.row(i).setZero();
         JG(i, i) = 1.0;
         G(i) = 1e300;
+        if (!Pooled) rs_(i) = 0.0;
       }
       if (clamped[i]) {
+        if (!Pooled) rs_(i) = cs_(i) = 0.0;
         JG.row(i).setZero();
         JG.col(i).setZero();
         JG(i, i) = 1.0;

@@ -32,10 +32,20 @@ struct FixedPointParameters {
   /// "Solver robustness per circuit"). Before the ODE fallback; Newton's iterates are unchanged
   /// where Newton converges.
   bool continuation = true;
+  /// With the continuation on, a Newton line search without sufficient decrease after this
+  /// many halvings is a stall (the continuation takes the sample); without it, max_backtracks.
+  int stall_backtracks = 4;
   int continuation_max_steps = 300;  ///< cap on the continuation's steps (each one linear solve)
   /// ms, its first pseudo-time step (about the time constants: measured on the heterogeneous
   /// leaky circuit, 1 ms took 35 iterations per sample, 10 ms 15, 100 ms 16)
   double continuation_dt0 = 10.0;
+  /// Circuits with at least `krylov_min_unknowns` Newton unknowns (not the pooled default):
+  /// after the first step of each sample, the linear solves use GMRES on the exact Jacobian
+  /// applied matrix-free, preconditioned by the sample's last LU, and refactorise only where
+  /// GMRES needs more than 8 vectors (docs/numerics.md, "Krylov steps"). false: every step
+  /// forms and factorises the Jacobian.
+  bool krylov = true;
+  int krylov_min_unknowns = 16;
   bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
   double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
   int fallback_max_steps = 100000;  ///< step cap of the fallback integration
@@ -68,6 +78,9 @@ struct SolveResult {
   /// Samples where Newton stalled and the pseudo-transient continuation ran (fixed point only;
   /// those it did not bring to convergence are also in fallback_samples if the fallback is on)
   int continuation_samples = 0;
+  /// Newton's linear solves (fixed point only): LU factorisations of the Jacobian, and GMRES
+  /// vectors of the Krylov steps (FixedPointParameters::krylov)
+  long factorisations = 0, krylov_vectors = 0;
   std::vector<int> sample_iterations;
   std::vector<SolverStatus> sample_status;
   std::vector<double> sample_residual;
