@@ -127,6 +127,17 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
   const auto& pops = layer.spec.circuit.populations;
   const int B = int(g_v.cols());
   AdjointStats st;
+  if (!params.through_inhibition) {
+    const models::CircuitStructure cs = models::analyse(layer.spec.circuit);
+    if (std::find(cs.core.begin(), cs.core.end(), 0) == cs.core.end()) {
+      // Inhibition held constant and E without recurrent input: dF_E/dv = -1, no solve (and
+      // no model in double).
+      w.resize(pops.size());
+      w[0] = g_v;
+      for (std::size_t p = 1; p < pops.size(); ++p) w[p].setZero(pops[p].size, B);
+      return st;
+    }
+  }
   const detail::SampleModel model(layer);
   const bool e_explicit = model.st.is_explicit(0);
   // E's cotangent, and the core populations' through the inhibition, are written for every
@@ -138,10 +149,6 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
       w[p].resize(pops[p].size, B);
     else
       w[p].setZero(pops[p].size, B);
-  }
-  if (!params.through_inhibition && model.offset[0] < 0) {
-    w[0] = g_v;  // inhibition held constant and E without recurrent input: dF_E/dv = -1
-    return st;
   }
   if (e_explicit || (model.n == 0)) {
     w[0] = g_v;  // F_E = -v + rest + q / g with every source fixed: dF/dv = -1
