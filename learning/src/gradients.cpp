@@ -176,6 +176,7 @@ void circuit_gradients(const Layer<S>& layer, const sim::CircuitInput<S>& in,
   needs.partials = true;
   const bool frozen = rule != Rule::implicit;
   needs.dsignal = !frozen && !models::analyse(layer.spec.circuit).explicit_order.empty();
+  needs.local = needs.dsignal;  // F is never read, dF_dz only by the back-substitution's vjp
   if (frozen) {
     needs.targets.assign(layer.spec.circuit.populations.size(), 0);
     needs.targets[0] = 1;

@@ -2,6 +2,7 @@
 // Derivation: docs/concepts.md, "Learning rules". The Jacobian is the fixed-point solver's
 // (sample_system.hpp), in raw coordinates.
 #include <Eigen/LU>
+#include <algorithm>
 #include <cmath>
 
 #include "eisim/models/error.hpp"
@@ -13,6 +14,21 @@ namespace eisim::sim {
 using models::Layer;
 
 namespace {
+
+// M^T a = rhs for a 2 x 2 M by Cramer's rule; returns the exact reciprocal condition number of
+// M^T in the 1-norm (what PartialPivLU::rcond() estimates), 0 if M is singular. The pooled
+// default circuit's system: no LU, no estimate.
+template <class Mx, class V>
+double solve_transposed_2x2(const Mx& M, const V& rhs, V& a) {
+  const double m00 = M(0, 0), m01 = M(0, 1), m10 = M(1, 0), m11 = M(1, 1);
+  const double det = m00 * m11 - m01 * m10;
+  a.resize(2);
+  a(0) = (rhs(0) * m11 - m10 * rhs(1)) / det;
+  a(1) = (m00 * rhs(1) - m01 * rhs(0)) / det;
+  const double n1 = std::max(std::abs(m00) + std::abs(m01), std::abs(m10) + std::abs(m11));
+  const double ninv = std::max(std::abs(m11) + std::abs(m01), std::abs(m10) + std::abs(m00));
+  return det != 0.0 ? std::abs(det) / (n1 * ninv) : 0.0;
+}
 
 template <bool Pooled, class S>
 void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
@@ -34,7 +50,7 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
     // Over the unknowns: fixed capacity when Pooled (no heap allocation per sample).
     typename Sys::SM M;
     typename Sys::SV rhs, a;
-    Vd gv, back;
+    Vd gv;
     Eigen::PartialPivLU<typename Sys::SM> lu;
     Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
     Vd ae;
@@ -73,17 +89,21 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
           M(i, i) = 1.0;
           rhs(i) = 0.0;
         }
-      lu.compute(M.transpose());
-      a = lu.solve(rhs);
-      rcond[j] = lu.rcond();
+      if (Pooled && n == 2) {
+        rcond[j] = solve_transposed_2x2(M, rhs, a);
+      } else {
+        lu.compute(M.transpose());
+        a = lu.solve(rhs);
+        rcond[j] = lu.rcond();
+      }
       const double rn = rhs.norm();
       resid[j] = (M.transpose() * a - rhs).norm() / (rn > 0 ? rn : 1.0);
       if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
       for (int p : model.st.core)
         w[p].col(j) = a.segment(model.offset[p], w[p].rows()).template cast<S>();
       if (elim) {
-        sys.Ct_times(a, back);
-        w[0].col(j) = (gv + back).template cast<S>();
+        sys.add_Ct_times(a, gv);  // w_E = g_v + C^T a
+        w[0].col(j) = gv.template cast<S>();
       }
     }
   }
@@ -106,14 +126,29 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
     throw internal_error("solve_adjoint called on a layer that is not a circuit");
   const auto& pops = layer.spec.circuit.populations;
   const int B = int(g_v.cols());
-  w.resize(pops.size());
-  for (std::size_t p = 0; p < pops.size(); ++p) w[p].setZero(pops[p].size, B);
   AdjointStats st;
+  if (!params.through_inhibition) {
+    const models::CircuitStructure cs = models::analyse(layer.spec.circuit);
+    if (std::find(cs.core.begin(), cs.core.end(), 0) == cs.core.end()) {
+      // Inhibition held constant and E without recurrent input: dF_E/dv = -1, no solve (and
+      // no model in double).
+      w.resize(pops.size());
+      w[0] = g_v;
+      for (std::size_t p = 1; p < pops.size(); ++p) w[p].setZero(pops[p].size, B);
+      return st;
+    }
+  }
   const detail::SampleModel model(layer);
   const bool e_explicit = model.st.is_explicit(0);
-  if (!params.through_inhibition && model.offset[0] < 0) {
-    w[0] = g_v;  // inhibition held constant and E without recurrent input: dF_E/dv = -1
-    return st;
+  // E's cotangent, and the core populations' through the inhibition, are written for every
+  // sample below; the others start at 0.
+  const bool solved = !e_explicit && model.n > 0 && params.through_inhibition;
+  w.resize(pops.size());
+  for (std::size_t p = 0; p < pops.size(); ++p) {
+    if (p == 0 || (solved && model.offset[p] >= 0))
+      w[p].resize(pops[p].size, B);
+    else
+      w[p].setZero(pops[p].size, B);
   }
   if (e_explicit || (model.n == 0)) {
     w[0] = g_v;  // F_E = -v + rest + q / g with every source fixed: dF/dv = -1

@@ -123,7 +123,7 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
     const Mat<S>* g = t.g[p].size() > 0 ? &t.g[p] : nullptr;
     if (needs.partials)
       population_terms(c.populations[p], z.z[p], t.q[p], g, t.F[p], t.dF_dz[p], t.dF_dq[p],
-                       &t.dF_dg[p]);
+                       &t.dF_dg[p], needs.local);
     else
       population_terms(c.populations[p], z.z[p], t.q[p], g, t.F[p], t.dF_dz[p], t.dF_dq[p],
                        static_cast<Mat<S>*>(nullptr));

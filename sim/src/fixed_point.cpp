@@ -254,6 +254,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       for (int q = 0; q < ncols; ++q) {
         const int j = cols[q];
         ev.load(in, z, j, x);
+        // Room for a few iterations at once (the default circuit takes one or two).
+        histories[j].reserve(histories[j].size() + 4);
         const ColumnOutcome out = newton_column(ev, x, x_try, p, block_start, histories[j]);
         res.sample_status[j] = out.status;
         res.sample_iterations[j] += out.iterations;

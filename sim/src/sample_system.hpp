@@ -372,7 +372,7 @@ class SampleSystem {
     SM& JE = split ? CA : J;  // where C A goes
     if (Pooled) {
       // One unit per core population: J += C A as one fused sum over E per pair of links
-      // (population <- E, E <- population); A and C are never formed (see At_times, Ct_times).
+      // (population <- E, E <- population); A and C are never formed (see At_times, add_Ct_times).
       const auto wanted = [&](int row, int col) {
         return !block_only || (in_block_[row] && in_block_[col]);
       };
@@ -476,14 +476,13 @@ class SampleSystem {
     }
   }
 
-  /// E eliminated: C^T a with C = dF_core / dv_E (after jacobian()).
+  /// E eliminated: out += C^T a with C = dF_core / dv_E (after jacobian()).
   template <class V>
-  void Ct_times(const V& a, Vd& out) {
+  void add_Ct_times(const V& a, Vd& out) {
     if (!Pooled) {
-      out.noalias() = C.transpose() * a;
+      out.noalias() += C.transpose() * a;
       return;
     }
-    out.setZero(m.c->populations[0].size);
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
       if (pr.src != 0) continue;

@@ -47,9 +47,10 @@ struct CircuitTerms {
 /// The local dynamics of one population (the one definition of the three kinds): F and its
 /// partials from the state z, the drive q and the conductance g, element-wise. `g` may be null
 /// (no divisive input: the baseline conductance). Works on batches and on single samples.
+/// With `local` false only dF_dq and dF_dg are asked for: F and dF_dz may be left untouched.
 template <class Z, class Q, class G, class Out>
 void population_terms(const models::Population& p, const Z& z, const Q& q, const G* g, Out& F,
-                      Out& dF_dz, Out& dF_dq, Out* dF_dg) {
+                      Out& dF_dz, Out& dF_dq, Out* dF_dg, bool local = true) {
   using S = typename Z::Scalar;
   const auto za = z.array();
   const auto qa = q.array();
@@ -57,16 +58,16 @@ void population_terms(const models::Population& p, const Z& z, const Q& q, const
     case models::Dynamics::leaky: {
       if (g) {
         const auto ga = g->array();
-        F = (-za + S(p.rest) + qa / ga).matrix();
+        if (local) F = (-za + S(p.rest) + qa / ga).matrix();
         dF_dq = ga.inverse().matrix();
         if (dF_dg) *dF_dg = (-qa / ga.square()).matrix();
       } else {
         const S ig = S(1) / S(p.conductance);
-        F = (-za + S(p.rest) + qa * ig).matrix();
+        if (local) F = (-za + S(p.rest) + qa * ig).matrix();
         dF_dq = Out::Constant(z.rows(), z.cols(), ig);
         if (dF_dg) *dF_dg = Out::Constant(z.rows(), z.cols(), S(0));
       }
-      dF_dz = Out::Constant(z.rows(), z.cols(), S(-1));
+      if (local) dF_dz = Out::Constant(z.rows(), z.cols(), S(-1));
       break;
     }
     case models::Dynamics::integrator: {
@@ -80,8 +81,10 @@ void population_terms(const models::Population& p, const Z& z, const Q& q, const
       break;
     }
     case models::Dynamics::multiplicative: {
-      F = (S(p.gain) * za * (qa - S(p.setpoint)) - S(p.leak) * (za - S(1))).matrix();
-      dF_dz = (S(p.gain) * (qa - S(p.setpoint)) - S(p.leak)).matrix();
+      if (local) {
+        F = (S(p.gain) * za * (qa - S(p.setpoint)) - S(p.leak) * (za - S(1))).matrix();
+        dF_dz = (S(p.gain) * (qa - S(p.setpoint)) - S(p.leak)).matrix();
+      }
       dF_dq = (S(p.gain) * za).matrix();
       if (dF_dg) *dF_dg = Out::Constant(z.rows(), z.cols(), S(0));
       break;
@@ -139,6 +142,9 @@ void circuit_input(const models::Layer<S>& layer, const Mat<S>& x, CircuitInput<
 struct EvalNeeds {
   bool partials = false;  ///< dF_dz, dF_dq, dF_dg
   bool dsignal = false;   ///< d signal / d z_source (vjp with dz)
+  /// F and dF_dz; false (with partials): only dF_dq and dF_dg are needed (vjp without dz), and
+  /// F and dF_dz may be left untouched.
+  bool local = true;
   /// Populations whose F (and partials) are needed; empty = all. Only the projections into
   /// them are evaluated, and only their sources' rates.
   std::vector<char> targets;
