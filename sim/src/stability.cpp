@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
+#include <random>
 #include <sstream>
 
 #include "eisim/models/error.hpp"
@@ -194,6 +196,59 @@ SampleStability reduced_spectrum_large(const Eigen::Ref<const Eigen::MatrixXd>& 
   ev.head(f + r) = lev;
   ev.tail(na).setConstant(a);
   return classify(ev, params);
+}
+
+// J = Lambda + L where Lambda is lam[g] on the units of group g (rows start[g] to
+// start[g + 1]: each population's leak, -1/tau_p) and L has low rank r: with pooled weights
+// every recurrent block is rank 1 (ssn's default circuit: r <= 2 for 353 units). The span V of
+// the groups' parts of L's range is invariant under J (Lambda maps each group's part into
+// itself, L maps everything into its range), so J's eigenvalues are those of V^T J V (at most
+// groups x r square) and lam[g] on the rest of group g. L's range is sampled from a few random
+// directions (a fixed seed: the same answer every call) and accepted only if L lies in it to
+// `tol` (Frobenius); false otherwise (no such structure: the dense solve). Any basis that
+// contains each group's part of the range is invariant, so no rank decision is needed there.
+bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>& start,
+                       const std::vector<double>& lam, double tol, int keep, Eigen::VectorXcd& ev) {
+  constexpr Eigen::Index kProbe = 12;
+  const Eigen::Index n = J.rows(), G = Eigen::Index(lam.size());
+  if (n < 4 * kProbe) return false;
+  Eigen::MatrixXd L = J;
+  for (Eigen::Index g = 0; g < G; ++g)
+    for (Eigen::Index i = start[g]; i < start[g + 1]; ++i) L(i, i) -= lam[std::size_t(g)];
+  std::mt19937_64 rng(20261202);
+  std::normal_distribution<double> normal;
+  const Eigen::MatrixXd omega = Eigen::MatrixXd::NullaryExpr(
+      n, kProbe, [&](Eigen::Index, Eigen::Index) { return normal(rng); });
+  Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(L * omega);
+  qr.setThreshold(1e-5);  // well above rounding (float Jacobians): the residual test decides
+  const Eigen::Index r = qr.rank();
+  if (r > kProbe / 2) return false;
+  const Eigen::MatrixXd Q = qr.householderQ() * Eigen::MatrixXd::Identity(n, r);
+  if ((L - Q * (Q.transpose() * L)).norm() > tol) return false;
+  // Orthonormal bases of each group's part of the range, block-diagonal.
+  std::vector<Eigen::Index> s(static_cast<std::size_t>(G), 0);
+  Eigen::Index total = 0;
+  for (Eigen::Index g = 0; g < G; ++g)
+    total += s[std::size_t(g)] = std::min(r, start[g + 1] - start[g]);
+  Eigen::MatrixXd V = Eigen::MatrixXd::Zero(n, total);
+  for (Eigen::Index g = 0, c = 0; g < G; c += s[std::size_t(g)], ++g) {
+    const Eigen::Index ng = start[g + 1] - start[g], sg = s[std::size_t(g)];
+    if (sg == 0) continue;
+    const Eigen::HouseholderQR<Eigen::MatrixXd> part(Q.middleRows(start[g], ng));
+    V.block(start[g], c, ng, sg) = part.householderQ() * Eigen::MatrixXd::Identity(ng, sg);
+  }
+  const Eigen::MatrixXd H = V.transpose() * J * V;
+  Eigen::VectorXcd hev;
+  if (!all_eigenvalues(H, hev)) return false;
+  // Each lam[g] (n_g - s_g times), listed at most `keep` times (enough for the leading ones).
+  std::vector<std::complex<double>> l(hev.data(), hev.data() + hev.size());
+  for (Eigen::Index g = 0; g < G; ++g)
+    l.insert(l.end(),
+             std::size_t(std::min<Eigen::Index>(start[g + 1] - start[g] - s[std::size_t(g)],
+                                                std::max(keep, 1))),
+             lam[std::size_t(g)]);
+  ev = Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+  return true;
 }
 
 }  // namespace
@@ -474,8 +529,21 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
         res.samples[ok_at[q]] = classify(Eigen::VectorXcd(0), params);
         continue;
       }
+      // The free units are in population order: each population's leak on its block.
+      std::vector<Eigen::Index> start{0};
+      std::vector<double> lam;
+      for (int r = 0; r < f; ++r)
+        if (r == 0 || pop_of[std::size_t(idx[r])] != pop_of[std::size_t(idx[r - 1])]) {
+          if (r > 0) start.push_back(r);
+          lam.push_back(-1.0 / c.populations[std::size_t(pop_of[std::size_t(idx[r])])].tau);
+        }
+      start.push_back(f);
+      // Rounding of the Jacobian in S (a float Jacobian's diagonal sums the leak and the
+      // recurrent term): the low-rank test accepts residuals of that size.
+      const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * J.norm();
       Eigen::VectorXcd ev;
-      if (!all_eigenvalues(J, ev)) continue;
+      if (!low_rank_spectrum(J, start, lam, tol, params.keep, ev) && !all_eigenvalues(J, ev))
+        continue;
       res.samples[ok_at[q]] = classify(ev, params);
     }
   }

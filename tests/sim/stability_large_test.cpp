@@ -155,3 +155,111 @@ TEST_CASE("circuits with many interneuron units: fast path, stability() and a de
     }
   }
 }
+
+namespace {
+
+// The linear E/I circuit of ../shared/circuits.md (tests/sim/stability_test.cpp) with n_E
+// excitatory and n_E / 4 inhibitory units and pooled (constant) weights: its mean mode is the
+// two-population circuit (Hopf point tau_I* = tau_E (1 + w_II) / (w_EE - 1) = 15 ms), every
+// other mode decays at -1/tau_E or -1/tau_I (n_E - 1 and n_I - 1 times). The dense path sees
+// leak plus a rank-2 Jacobian.
+models::Layer<double> pooled_linear_ei(int n_E, double w_EE, double tau_I) {
+  models::LayerSpec t;
+  t.kind = models::LayerKind::circuit;
+  t.n_E = n_E;
+  t.circuit = models::make_preset("ssn", models::CircuitParams{}, n_E, t.phi);
+  auto& pops = t.circuit.populations;
+  for (auto& p : pops) p.phi.kind = models::Nonlinearity::identity;
+  pops[0].tau = 10.0;
+  pops[1].tau = tau_I;
+  auto L =
+      models::initialise<double>(models::make_network_spec(3, 2, {t}, 1.0, 1), 5).layers.front();
+  const double n_I = double(pops[1].size);
+  L.w["W_EE"].setConstant(w_EE / n_E);
+  L.w["W_EI"].setConstant(2.0 / n_I);
+  L.w["W_IE"].setConstant(2.0 / n_E);
+  L.w["W_II"].setConstant(0.5 / n_I);
+  L.w["W_IX"].setConstant(0.1);
+  L.w.W_EX.setConstant(0.2);
+  L.w.b.setConstant(0.1);
+  return L;
+}
+
+}  // namespace
+
+TEST_CASE("pooled circuits: the low-rank path gives the dense spectrum with multiplicities") {
+  struct Kind {
+    const char* label;
+    double w_EE, tau_I;
+    sim::Stability expect;
+  };
+  // Below the Hopf point a stable focus, above it growing oscillations; with strong
+  // recurrent excitation and weak inhibition a saddle (real positive eigenvalue).
+  const Kind kinds[] = {{"stable", 2.0, 0.9 * 15.0, sim::Stability::stable},
+                        {"oscillatory", 2.0, 1.1 * 15.0, sim::Stability::oscillatory},
+                        {"unstable", 6.0, 2.0, sim::Stability::unstable}};
+  for (const auto& k : kinds) {
+    CAPTURE(std::string(k.label));
+    const auto L = pooled_linear_ei(80, k.w_EE, k.tau_I);
+    const Mat<double> x = Mat<double>::Ones(3, 2);
+    sim::CircuitInput<double> in;
+    sim::circuit_input(L, x, in);
+    sim::CircuitState<double> z;
+    sim::initial_state(L, 2, z);
+    sim::StabilityParameters sp;
+    sp.keep = 6;  // the mean mode's pair and the -1/tau multiplicities
+    const auto res = sim::stability(L, in, z, sp);
+    for (int j = 0; j < 2; ++j) {
+      CAPTURE(j);
+      const auto ref = dense_reference(sim::dense_jacobian(L, in, z, j), 6);
+      CHECK(ref.cls == k.expect);
+      check_same(res.samples[std::size_t(j)], ref);
+    }
+  }
+  // The pooled ssn with its power-law rates at real equilibria.
+  models::CircuitParams s;
+  s.heterogeneous = false;
+  const presets::Case c{"ssn", "ssn (pooled)", s, 0.1};
+  const auto L = presets::layer<double>(c, 12, 120, 31);
+  std::mt19937_64 rng(test::seed() + 47);
+  const Mat<double> x = test::random_matrix<double>(12, 3, 0.0, 1.0, rng);
+  sim::FixedPointParameters fp;
+  fp.tol = {1e-10, 1e-10};
+  sim::LayerCache<double> cache;
+  sim::forward_layer(L, x, fp, cache);
+  REQUIRE(cache.solve.ok());
+  for (int j = 0; j < 3; ++j) {
+    CAPTURE(j);
+    check_same(cache.stability.samples[std::size_t(j)],
+               dense_reference(sim::dense_jacobian(L, cache.in, cache.z, j), 4));
+  }
+}
+
+TEST_CASE("a float Jacobian: the low-rank path agrees with the dense solve to float rounding") {
+  // Training runs in float: the Jacobian's diagonal (leak plus recurrent term) is rounded to
+  // float, so the leak-plus-low-rank split holds to float rounding only; the low-rank path
+  // accepts that and its eigenvalues differ from the dense solve of the same float Jacobian
+  // by about that much (docs/numerics.md, "The cost of the eigensolve").
+  models::CircuitParams s;
+  s.heterogeneous = false;
+  const presets::Case c{"ssn", "ssn (pooled)", s, 0.1};
+  const auto L = presets::layer<float>(c, 12, 120, 31);
+  std::mt19937_64 rng(test::seed() + 53);
+  const Mat<float> x = test::random_matrix<float>(12, 3, 0.0, 1.0, rng);
+  sim::FixedPointParameters fp;
+  sim::LayerCache<float> cache;
+  sim::forward_layer(L, x, fp, cache);
+  REQUIRE(cache.solve.ok());
+  double worst = 0.0;
+  for (int j = 0; j < 3; ++j) {
+    CAPTURE(j);
+    const auto& got = cache.stability.samples[std::size_t(j)];
+    const auto ref = dense_reference(sim::dense_jacobian(L, cache.in, cache.z, j), 4);
+    CHECK(got.cls == ref.cls);
+    REQUIRE(got.leading.size() == ref.leading.size());
+    for (std::size_t k = 0; k < ref.leading.size(); ++k)
+      worst = std::max(worst, std::abs(got.leading[k] - ref.leading[k]) / std::abs(ref.leading[k]));
+  }
+  MESSAGE("largest relative difference of the leading eigenvalues: " << worst);
+  CHECK(worst <= 1e-6);
+}
