@@ -25,6 +25,7 @@
 #include "eisim/learning/optimizer.hpp"
 #include "eisim/models/memory.hpp"
 #include "eisim/sim/forward.hpp"
+#include "eisim/sim/stability.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -141,6 +142,85 @@ void BM_TrainStep(benchmark::State& st) {
   set_items(st, batch);
 }
 
+// The stability check's eigen-kernel for one equilibrium of the first hidden layer of the
+// circuits of docs/numerics.md, "Solver robustness per circuit" (compare_rules.yaml, first
+// test image): 0 heterogeneous default circuit, n_I = n_D = 28, leak 0.5 (f = 56 free units);
+// 1 pv_sst_vip (f = 70); 2 ssn (353 units, E recurrent: the dense path).
+struct StabilityCase {
+  Eigen::MatrixXd J, D, CB, M;  // full Jacobian; reduction's blocks; [[D, I], [C B, a I]]
+  double a = 0.0;
+  int n_E = 0;
+  models::Layer<S> layer;
+  sim::LayerCache<S> cache;
+};
+
+const StabilityCase& stability_case(int circuit) {
+  static std::map<int, StabilityCase> cache;
+  auto it = cache.find(circuit);
+  if (it != cache.end()) return it->second;
+  static const std::vector<std::vector<std::string>> sets = {
+      {"network.circuit.n_I=28", "network.circuit.n_D=28", "network.circuit.pooling=heterogeneous",
+       "network.circuit.lambda_I=0.5", "network.circuit.lambda_D=0.5"},
+      {"network.circuit.preset=pv_sst_vip"},
+      {"network.circuit.preset=ssn"}};
+  const io::Config cfg = io::load_config(
+      std::string(EISIM_SOURCE_DIR) + "/experiments/compare_rules.yaml", sets.at(circuit));
+  const auto net = models::initialise<S>(io::network_spec(cfg), cfg.seed);
+  const io::Dataset test = io::load_fashion_mnist(cfg.data.dir, false, 1);
+  StabilityCase c;
+  c.layer = net.layers[0];
+  sim::forward_layer(c.layer, Mat<S>(test.images.leftCols(1).cast<S>()), cfg.fixed_point, c.cache);
+  c.J = sim::dense_jacobian(c.layer, c.cache.in, c.cache.z, 0);
+  c.n_E = c.layer.spec.circuit.populations[0].size;
+  c.a = c.J(0, 0);
+  // The free interneuron units, as the check takes them: a unit held at its rectification
+  // boundary has a zero row.
+  std::vector<Eigen::Index> free;
+  for (Eigen::Index i = c.n_E; i < c.J.rows(); ++i)
+    if (!c.J.row(i).isZero(0.0)) free.push_back(i);
+  const Eigen::Index f = Eigen::Index(free.size());
+  Eigen::MatrixXd C(f, c.n_E), B(c.n_E, f);
+  c.D.resize(f, f);
+  for (Eigen::Index r = 0; r < f; ++r) {
+    C.row(r) = c.J.row(free[std::size_t(r)]).head(c.n_E);
+    B.col(r) = c.J.col(free[std::size_t(r)]).head(c.n_E);
+    for (Eigen::Index k = 0; k < f; ++k)
+      c.D(r, k) = c.J(free[std::size_t(r)], free[std::size_t(k)]);
+  }
+  c.CB = C * B;
+  c.M.setZero(2 * f, 2 * f);
+  c.M.topLeftCorner(f, f) = c.D;
+  c.M.bottomLeftCorner(f, f) = c.CB;
+  c.M.topRightCorner(f, f).diagonal().setOnes();
+  c.M.bottomRightCorner(f, f).diagonal().setConstant(c.a);
+  return cache.emplace(circuit, std::move(c)).first->second;
+}
+
+// method 0: Eigen's EigenSolver (eigenvalues only) of the reduction's 2f x 2f matrix, or of the
+// full Jacobian for ssn, as the check did before; 1: what the check does now
+// (sim::reduced_stability on the same blocks; for ssn sim::stability() of the sample, which
+// also forms the Jacobian).
+void BM_StabilityKernel(benchmark::State& st) {
+  const int circuit = int(st.range(0));
+  const bool now = st.range(1) != 0;
+  const StabilityCase& c = stability_case(circuit);
+  const bool dense = circuit == 2;
+  for (auto _ : st) {
+    if (!now) {
+      Eigen::EigenSolver<Eigen::MatrixXd> es(dense ? c.J : c.M, false);
+      benchmark::DoNotOptimize(es.eigenvalues().data());
+    } else if (dense) {
+      const auto r = sim::stability(c.layer, c.cache.in, c.cache.z, {}, {0});
+      benchmark::DoNotOptimize(r.samples.data());
+    } else {
+      const auto r = sim::reduced_stability(c.D, c.CB, c.a, c.n_E, {});
+      benchmark::DoNotOptimize(r.leading.data());
+    }
+  }
+  set_items(st, 1);
+  st.counters["size"] = double(dense ? c.J.rows() : c.M.rows());  // before the deflations
+}
+
 }  // namespace
 
 BENCHMARK(BM_Equilibrium)
@@ -150,6 +230,10 @@ BENCHMARK(BM_Equilibrium)
 BENCHMARK(BM_CircuitBackward)
     ->ArgNames({"batch", "frozen", "fast"})
     ->ArgsProduct({{32, 64, 128, 256}, {0, 1}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_StabilityKernel)
+    ->ArgNames({"circuit", "now"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TrainStep)
     ->ArgNames({"batch", "frozen", "fast"})

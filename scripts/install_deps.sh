@@ -3,7 +3,7 @@
 # are present: it checks with dpkg first and only then runs apt-get. Extra package names given as
 # arguments are checked and installed the same way (scripts/fuzz.sh adds clang and libFuzzer).
 set -euo pipefail
-packages=(build-essential cmake clang-format libboost-dev libeigen3-dev libhdf5-dev
+packages=(build-essential cmake clang-format libboost-dev libeigen3-dev liblapack-dev libhdf5-dev
           libyaml-cpp-dev doctest-dev libcli11-dev libbenchmark-dev zlib1g-dev dataset-fashion-mnist
           python3-h5py python3-matplotlib python3-numpy "$@")
 missing=()

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
+#include <random>
 #include <sstream>
 
 #include "eisim/models/error.hpp"
@@ -92,7 +94,7 @@ SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& 
   out.max_real = l[0].real();
   out.frequency_hz = std::abs(l[0].imag()) * 1000.0 / (2.0 * std::numbers::pi);
   // A complex pair shows as conjugates; a real eigenvalue's imaginary part is exactly 0 from
-  // Eigen's real Schur form.
+  // a real Schur form (Eigen's or LAPACK's).
   const bool complex_pair = l[0].imag() != 0.0;
   if (out.max_real > params.margin)
     out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
@@ -103,8 +105,42 @@ SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& 
   return out;
 }
 
+// LAPACK's double-shift QR on a Hessenberg matrix (reference LAPACK, liblapack-dev): with
+// wantt = wantz = 0 it computes the eigenvalues alone.
+extern "C" void dlahqr_(const int* wantt, const int* wantz, const int* n, const int* ilo,
+                        const int* ihi, double* h, const int* ldh, double* wr, double* wi,
+                        const int* iloz, const int* ihiz, double* z, const int* ldz, int* info);
+
 namespace {
 
+// Every eigenvalue of a square matrix, in `ev`; false if the QR iteration did not converge.
+// Eigen's RealSchur (under EigenSolver) updates the whole quasi-triangular Schur form at every
+// QR sweep, which only eigenvectors need: for eigenvalues alone LAPACK's dlahqr updates only
+// the rows and columns of the still-active window, 1.5-1.8x less work on the 100-350 unit
+// matrices of the larger circuits (docs/numerics.md, "The cost of the eigensolve").
+bool all_eigenvalues(const Eigen::Ref<const Eigen::MatrixXd>& A, Eigen::VectorXcd& ev) {
+  const int n = int(A.rows());
+  ev.resize(n);
+  if (n == 0) return true;
+  thread_local Eigen::HessenbergDecomposition<Eigen::MatrixXd> hd;
+  thread_local Eigen::MatrixXd H;
+  thread_local Eigen::VectorXd wr, wi;
+  hd.compute(A);
+  H = hd.matrixH();
+  wr.resize(n);
+  wi.resize(n);
+  const int no = 0, one = 1;
+  int info = 0;
+  double unused = 0.0;
+  dlahqr_(&no, &no, &n, &one, &n, H.data(), &n, wr.data(), wi.data(), &one, &one, &unused, &one,
+          &info);
+  if (info != 0 || !wr.allFinite() || !wi.allFinite()) return false;
+  for (int k = 0; k < n; ++k) ev(k) = {wr(k), wi(k)};
+  return true;
+}
+
+// The small reductions (f <= 8) in fixed-size or fixed-capacity storage, compiled for their
+// size, with Eigen's EigenSolver: no heap allocation.
 template <class Mx>
 SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
@@ -126,6 +162,93 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
   }
   ev.tail(na).setConstant(a);
   return classify(ev, params);
+}
+
+// The larger reductions. Units whose column of C B is zero do not act on E (pv_sst_vip's VIP
+// units only inhibit SST): with the r acting units `act`, [[D, I], [C B, a I]] has the
+// eigenvalue a (f - r times more) and otherwise the eigenvalues of the (f + r) x (f + r) matrix
+// [[D, C B_act], [P, a I_r]], P selecting the acting units' rows. Proof: for lambda != a,
+// w = y_act / (lambda - a) turns its eigenproblem into (lambda - a)(lambda - D) y = C B y
+// (the columns of C B outside `act` are zero), that of the 2f x 2f matrix; and
+// det(mu^2 - mu (D - a) - C B) = mu^(f - r) det(mu - [[D - a, C B_act], [P, 0]]), mu = lambda - a.
+SampleStability reduced_spectrum_large(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                                       const Eigen::Ref<const Eigen::MatrixXd>& CB, double a,
+                                       int n_E, const StabilityParameters& params) {
+  const Eigen::Index f = D.rows();
+  std::vector<Eigen::Index> act;
+  for (Eigen::Index j = 0; j < f; ++j)
+    if ((CB.col(j).array() != 0.0).any()) act.push_back(j);
+  const Eigen::Index r = Eigen::Index(act.size());
+  thread_local Eigen::MatrixXd L;
+  L.setZero(f + r, f + r);
+  L.topLeftCorner(f, f) = D;
+  for (Eigen::Index k = 0; k < r; ++k) {
+    L.col(f + k).head(f) = CB.col(act[std::size_t(k)]);
+    L(f + k, act[std::size_t(k)]) = 1.0;
+    L(f + k, f + k) = a;
+  }
+  // a's multiplicity: n_E - f from the reduction, f - r from the units that do not act on E.
+  const Eigen::Index na =
+      std::max<Eigen::Index>(1, std::min<Eigen::Index>(n_E - r, std::max(params.keep, 1)));
+  thread_local Eigen::VectorXcd ev, lev;
+  if (!all_eigenvalues(L, lev)) return SampleStability{};  // unknown
+  ev.resize(f + r + na);
+  ev.head(f + r) = lev;
+  ev.tail(na).setConstant(a);
+  return classify(ev, params);
+}
+
+// J = Lambda + L where Lambda is lam[g] on the units of group g (rows start[g] to
+// start[g + 1]: each population's leak, -1/tau_p) and L has low rank r: with pooled weights
+// every recurrent block is rank 1 (ssn's default circuit: r <= 2 for 353 units). The span V of
+// the groups' parts of L's range is invariant under J (Lambda maps each group's part into
+// itself, L maps everything into its range), so J's eigenvalues are those of V^T J V (at most
+// groups x r square) and lam[g] on the rest of group g. L's range is sampled from a few random
+// directions (a fixed seed: the same answer every call) and accepted only if L lies in it to
+// `tol` (Frobenius); false otherwise (no such structure: the dense solve). Any basis that
+// contains each group's part of the range is invariant, so no rank decision is needed there.
+bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>& start,
+                       const std::vector<double>& lam, double tol, int keep, Eigen::VectorXcd& ev) {
+  constexpr Eigen::Index kProbe = 12;
+  const Eigen::Index n = J.rows(), G = Eigen::Index(lam.size());
+  if (n < 4 * kProbe) return false;
+  Eigen::MatrixXd L = J;
+  for (Eigen::Index g = 0; g < G; ++g)
+    for (Eigen::Index i = start[g]; i < start[g + 1]; ++i) L(i, i) -= lam[std::size_t(g)];
+  std::mt19937_64 rng(20261202);
+  std::normal_distribution<double> normal;
+  const Eigen::MatrixXd omega = Eigen::MatrixXd::NullaryExpr(
+      n, kProbe, [&](Eigen::Index, Eigen::Index) { return normal(rng); });
+  Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(L * omega);
+  qr.setThreshold(1e-5);  // well above rounding (float Jacobians): the residual test decides
+  const Eigen::Index r = qr.rank();
+  if (r > kProbe / 2) return false;
+  const Eigen::MatrixXd Q = qr.householderQ() * Eigen::MatrixXd::Identity(n, r);
+  if ((L - Q * (Q.transpose() * L)).norm() > tol) return false;
+  // Orthonormal bases of each group's part of the range, block-diagonal.
+  std::vector<Eigen::Index> s(static_cast<std::size_t>(G), 0);
+  Eigen::Index total = 0;
+  for (Eigen::Index g = 0; g < G; ++g)
+    total += s[std::size_t(g)] = std::min(r, start[g + 1] - start[g]);
+  Eigen::MatrixXd V = Eigen::MatrixXd::Zero(n, total);
+  for (Eigen::Index g = 0, c = 0; g < G; c += s[std::size_t(g)], ++g) {
+    const Eigen::Index ng = start[g + 1] - start[g], sg = s[std::size_t(g)];
+    if (sg == 0) continue;
+    const Eigen::HouseholderQR<Eigen::MatrixXd> part(Q.middleRows(start[g], ng));
+    V.block(start[g], c, ng, sg) = part.householderQ() * Eigen::MatrixXd::Identity(ng, sg);
+  }
+  const Eigen::MatrixXd H = V.transpose() * J * V;
+  Eigen::VectorXcd hev;
+  if (!all_eigenvalues(H, hev)) return false;
+  // Each lam[g] (n_g - s_g times), listed at most `keep` times (enough for the leading ones).
+  std::vector<std::complex<double>> l(hev.data(), hev.data() + hev.size());
+  for (Eigen::Index g = 0; g < G; ++g)
+    l.insert(l.end(),
+             std::size_t(std::min<Eigen::Index>(start[g + 1] - start[g] - s[std::size_t(g)],
+                                                std::max(keep, 1))),
+             lam[std::size_t(g)]);
+  ev = Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+  return true;
 }
 
 }  // namespace
@@ -150,7 +273,7 @@ SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
   if (D.rows() <= kMax / 2)
     return reduced_spectrum<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, kMax, kMax>>(
         D, CB, a, n_E, params);
-  return reduced_spectrum<Eigen::MatrixXd>(D, CB, a, n_E, params);
+  return reduced_spectrum_large(D, CB, a, n_E, params);
 }
 
 template <class S>
@@ -406,9 +529,22 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
         res.samples[ok_at[q]] = classify(Eigen::VectorXcd(0), params);
         continue;
       }
-      Eigen::EigenSolver<Eigen::MatrixXd> es(J, false);
-      if (es.info() != Eigen::Success) continue;
-      res.samples[ok_at[q]] = classify(es.eigenvalues(), params);
+      // The free units are in population order: each population's leak on its block.
+      std::vector<Eigen::Index> start{0};
+      std::vector<double> lam;
+      for (int r = 0; r < f; ++r)
+        if (r == 0 || pop_of[std::size_t(idx[r])] != pop_of[std::size_t(idx[r - 1])]) {
+          if (r > 0) start.push_back(r);
+          lam.push_back(-1.0 / c.populations[std::size_t(pop_of[std::size_t(idx[r])])].tau);
+        }
+      start.push_back(f);
+      // Rounding of the Jacobian in S (a float Jacobian's diagonal sums the leak and the
+      // recurrent term): the low-rank test accepts residuals of that size.
+      const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * J.norm();
+      Eigen::VectorXcd ev;
+      if (!low_rank_spectrum(J, start, lam, tol, params.keep, ev) && !all_eigenvalues(J, ev))
+        continue;
+      res.samples[ok_at[q]] = classify(ev, params);
     }
   }
   res.recount();

@@ -61,7 +61,9 @@ Eigen::MatrixXd dense_jacobian(const models::Layer<S>& layer, const CircuitInput
 /// E is leaky and receives no recurrent input (E eliminated by the solver), the spectrum is
 /// that of a 2m x 2m matrix (m = interneuron units) plus -1/tau_E: J = [[a I, B], [C, D]] with
 /// a = -1/tau_E has, besides a, the eigenvalues of [[D, I], [C B, a I]]; otherwise the full
-/// dense Jacobian is used. `samples` restricts the check to those columns (empty = all); the
+/// dense Jacobian is used (where it is each population's leak plus a low-rank part, as with
+/// pooled weights, through a small invariant subspace: docs/numerics.md, "The cost of the
+/// eigensolve"). `samples` restricts the check to those columns (empty = all); the
 /// result has one entry per checked column, in that order.
 template <class S>
 StabilityResult stability(const models::Layer<S>& layer, const CircuitInput<S>& in,
