@@ -17,14 +17,19 @@ namespace {
 
 // M^T a = rhs for a 2 x 2 M by Cramer's rule; returns the exact reciprocal condition number of
 // M^T in the 1-norm (what PartialPivLU::rcond() estimates), 0 if M is singular. The pooled
-// default circuit's system: no LU, no estimate.
+// default circuit's system: no LU, no estimate. M is scaled to its largest entry first, so the
+// products cannot overflow or underflow where LU would not (the rcond is scale-free; a
+// failed solve is caught by the caller's residual and rcond tests either way).
 template <class Mx, class V>
 double solve_transposed_2x2(const Mx& M, const V& rhs, V& a) {
-  const double m00 = M(0, 0), m01 = M(0, 1), m10 = M(1, 0), m11 = M(1, 1);
+  const double big = M.cwiseAbs().maxCoeff();
+  // A power of two: exact, so the result is Cramer's rule on M itself wherever that is finite.
+  const double s = big > 0.0 && std::isfinite(big) ? std::ldexp(1.0, -std::ilogb(big)) : 1.0;
+  const double m00 = s * M(0, 0), m01 = s * M(0, 1), m10 = s * M(1, 0), m11 = s * M(1, 1);
   const double det = m00 * m11 - m01 * m10;
   a.resize(2);
-  a(0) = (rhs(0) * m11 - m10 * rhs(1)) / det;
-  a(1) = (m00 * rhs(1) - m01 * rhs(0)) / det;
+  a(0) = s * (rhs(0) * m11 - m10 * rhs(1)) / det;
+  a(1) = s * (m00 * rhs(1) - m01 * rhs(0)) / det;
   const double n1 = std::max(std::abs(m00) + std::abs(m01), std::abs(m10) + std::abs(m11));
   const double ninv = std::max(std::abs(m11) + std::abs(m01), std::abs(m10) + std::abs(m00));
   return det != 0.0 ? std::abs(det) / (n1 * ninv) : 0.0;
