@@ -667,6 +667,11 @@ class SampleSystem {
       rhs_ = -G;
       const bool ok = gmres_.solve(op, prec, rhs_, delta, krylov_rtol, krylov_max);
       krylov_vectors += gmres_.iterations;
+      // A clamped unit's row is the identity with G = 0: its step is exactly 0 (as the direct
+      // solve gives), not GMRES's 1e-6-sized remainder, which would lift it off its boundary.
+      if (ok)
+        for (int i = 0; i < m.n; ++i)
+          if (clamped[i]) delta(i) = 0.0;
       return ok;
     }
   }

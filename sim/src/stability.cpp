@@ -12,6 +12,7 @@
 
 #include "eisim/models/error.hpp"
 #include "eisim/sim/solver.hpp"
+#include "spectrum.hpp"
 
 namespace eisim::sim {
 
@@ -111,7 +112,7 @@ extern "C" void dlahqr_(const int* wantt, const int* wantz, const int* n, const 
                         const int* ihi, double* h, const int* ldh, double* wr, double* wi,
                         const int* iloz, const int* ihiz, double* z, const int* ldz, int* info);
 
-namespace {
+namespace detail {
 
 // Every eigenvalue of a square matrix, in `ev`; false if the QR iteration did not converge.
 // Eigen's RealSchur (under EigenSolver) updates the whole quasi-triangular Schur form at every
@@ -138,6 +139,12 @@ bool all_eigenvalues(const Eigen::Ref<const Eigen::MatrixXd>& A, Eigen::VectorXc
   for (int k = 0; k < n; ++k) ev(k) = {wr(k), wi(k)};
   return true;
 }
+
+}  // namespace detail
+
+namespace {
+
+using detail::all_eigenvalues;
 
 // The small reductions (f <= 8) in fixed-size or fixed-capacity storage, compiled for their
 // size, with Eigen's EigenSolver: no heap allocation.
@@ -198,6 +205,10 @@ SampleStability reduced_spectrum_large(const Eigen::Ref<const Eigen::MatrixXd>& 
   return classify(ev, params);
 }
 
+}  // namespace
+
+namespace detail {
+
 // J = Lambda + L where Lambda is lam[g] on the units of group g (rows start[g] to
 // start[g + 1]: each population's leak, -1/tau_p) and L has low rank r: with pooled weights
 // every recurrent block is rank 1 (ssn's default circuit: r <= 2 for 353 units). The span V of
@@ -211,7 +222,9 @@ bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>
                        const std::vector<double>& lam, double tol, int keep, Eigen::VectorXcd& ev) {
   constexpr Eigen::Index kProbe = 12;
   const Eigen::Index n = J.rows(), G = Eigen::Index(lam.size());
-  if (n < 4 * kProbe) return false;
+  // A non-finite Jacobian (overflow at a finite state) goes to the dense solve, which reports
+  // it as unknown: NaN would pass no acceptance test below but could leave V empty.
+  if (n < 4 * kProbe || !J.allFinite() || !std::isfinite(tol)) return false;
   Eigen::MatrixXd L = J;
   for (Eigen::Index g = 0; g < G; ++g)
     for (Eigen::Index i = start[g]; i < start[g + 1]; ++i) L(i, i) -= lam[std::size_t(g)];
@@ -224,7 +237,7 @@ bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>
   const Eigen::Index r = qr.rank();
   if (r > kProbe / 2) return false;
   const Eigen::MatrixXd Q = qr.householderQ() * Eigen::MatrixXd::Identity(n, r);
-  if ((L - Q * (Q.transpose() * L)).norm() > tol) return false;
+  if (!((L - Q * (Q.transpose() * L)).norm() <= tol)) return false;
   // Orthonormal bases of each group's part of the range, block-diagonal.
   std::vector<Eigen::Index> s(static_cast<std::size_t>(G), 0);
   Eigen::Index total = 0;
@@ -251,7 +264,7 @@ bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>
   return true;
 }
 
-}  // namespace
+}  // namespace detail
 
 SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                   const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
@@ -542,7 +555,8 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
       // recurrent term): the low-rank test accepts residuals of that size.
       const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * J.norm();
       Eigen::VectorXcd ev;
-      if (!low_rank_spectrum(J, start, lam, tol, params.keep, ev) && !all_eigenvalues(J, ev))
+      if (!detail::low_rank_spectrum(J, start, lam, tol, params.keep, ev) &&
+          !detail::all_eigenvalues(J, ev))
         continue;
       res.samples[ok_at[q]] = classify(ev, params);
     }

@@ -158,6 +158,8 @@ TEST_CASE("Krylov steps reach the direct solve's equilibrium on every preset, wi
     CHECK(rd.krylov_vectors == 0);
     if (models::analyse(L.spec.circuit).core.empty()) continue;  // inorm: nothing to solve
     CHECK(state_distance(zk, zd) <= 1e-9);
+    // Steps to 1e-6 of Newton's: the same samples stall and continue.
+    CHECK(rk.continuation_samples == rd.continuation_samples);
     // One LU per sample at least; Newton's later steps come from GMRES where it converges.
     CHECK(rk.factorisations >= kSamples);
     if (rd.factorisations > kSamples) {
