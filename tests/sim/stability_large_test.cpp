@@ -185,6 +185,21 @@ models::Layer<double> pooled_linear_ei(int n_E, double w_EE, double tau_I) {
   return L;
 }
 
+// The pooled ssn (power-law rates, 120 E units) solved to equilibrium on 3 random inputs in S,
+// with the forward pass's stability check (the low-rank path).
+template <class S>
+struct PooledSsn {
+  models::Layer<S> L;
+  sim::LayerCache<S> cache;
+  PooledSsn(std::uint64_t salt, const sim::FixedPointParameters& fp)
+      : L(presets::layer<S>({"ssn", "ssn (pooled)", models::CircuitParams{}, 0.1}, 12, 120, 31)) {
+    std::mt19937_64 rng(test::seed() + salt);
+    const Mat<S> x = test::random_matrix<S>(12, 3, 0.0, 1.0, rng);
+    sim::forward_layer(L, x, fp, cache);
+    REQUIRE(cache.solve.ok());
+  }
+};
+
 }  // namespace
 
 TEST_CASE("pooled circuits: the low-rank path gives the dense spectrum with multiplicities") {
@@ -217,17 +232,11 @@ TEST_CASE("pooled circuits: the low-rank path gives the dense spectrum with mult
     }
   }
   // The pooled ssn with its power-law rates at real equilibria.
-  models::CircuitParams s;
-  s.heterogeneous = false;
-  const presets::Case c{"ssn", "ssn (pooled)", s, 0.1};
-  const auto L = presets::layer<double>(c, 12, 120, 31);
-  std::mt19937_64 rng(test::seed() + 47);
-  const Mat<double> x = test::random_matrix<double>(12, 3, 0.0, 1.0, rng);
   sim::FixedPointParameters fp;
   fp.tol = {1e-10, 1e-10};
-  sim::LayerCache<double> cache;
-  sim::forward_layer(L, x, fp, cache);
-  REQUIRE(cache.solve.ok());
+  const PooledSsn<double> ssn(47, fp);
+  const auto& L = ssn.L;
+  const auto& cache = ssn.cache;
   for (int j = 0; j < 3; ++j) {
     CAPTURE(j);
     check_same(cache.stability.samples[std::size_t(j)],
@@ -240,16 +249,9 @@ TEST_CASE("a float Jacobian: the low-rank path agrees with the dense solve to fl
   // float, so the leak-plus-low-rank split holds to float rounding only; the low-rank path
   // accepts that and its eigenvalues differ from the dense solve of the same float Jacobian
   // by about that much (docs/numerics.md, "The cost of the eigensolve").
-  models::CircuitParams s;
-  s.heterogeneous = false;
-  const presets::Case c{"ssn", "ssn (pooled)", s, 0.1};
-  const auto L = presets::layer<float>(c, 12, 120, 31);
-  std::mt19937_64 rng(test::seed() + 53);
-  const Mat<float> x = test::random_matrix<float>(12, 3, 0.0, 1.0, rng);
-  sim::FixedPointParameters fp;
-  sim::LayerCache<float> cache;
-  sim::forward_layer(L, x, fp, cache);
-  REQUIRE(cache.solve.ok());
+  const PooledSsn<float> ssn(53, sim::FixedPointParameters{});
+  const auto& L = ssn.L;
+  const auto& cache = ssn.cache;
   double worst = 0.0;
   for (int j = 0; j < 3; ++j) {
     CAPTURE(j);
