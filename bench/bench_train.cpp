@@ -218,6 +218,9 @@ class Bench {
       : cfg_(cfg), train_(train), batch_parallel_(batch_parallel) {
     if (cfg_.learning.rule == learning::Rule::bptt)
       throw eisim::config_error("learning.rule", "bench_train times implicit and frozen only");
+    // As train: the implicit rule's adjoint reuses the solver's last evaluations.
+    cfg_.fixed_point.keep_linearisation =
+        learning::solves_adjoint(io::network_spec(cfg_), cfg_.learning);
   }
 
   /// The epoch's sample order; every epoch and profiling pass draws the same one.
@@ -402,6 +405,7 @@ class Bench {
         sim::AdjointParameters ap;
         ap.pooled_fast_path = cfg_.learning.pooled_fast_path;
         ap.through_inhibition = cfg_.learning.rule == learning::Rule::implicit;
+        ap.saved = &c.lin;
         const Mat<S> g_v = ap.through_inhibition
                                ? c.z.v()
                                : learning::transform_error(cfg_.learning.error_transform,
@@ -492,7 +496,7 @@ class Bench {
     return (loss[0] * len[0] + loss[1] * len[1]) / n;
   }
 
-  const io::Config& cfg_;
+  io::Config cfg_;  // a copy: the constructor sets what the training forward keeps
   const io::Dataset& train_;
   bool batch_parallel_ = false;
   mutable sim::ForwardCache<S> half_cache_[2];

@@ -605,7 +605,10 @@ class Trainer {
         silent.add(net_, c2);
       } else {
         sim::ForwardStats fs;
-        in_context([&] { fs = sim::forward(net_, x, cfg_.fixed_point, cache); });
+        // The implicit rule's adjoint and the local loss's reuse the solver's last evaluations.
+        sim::FixedPointParameters fp = cfg_.fixed_point;
+        fp.keep_linearisation = learning::solves_adjoint(net_.spec, cfg_.learning);
+        in_context([&] { fs = sim::forward(net_, x, fp, cache); });
         fwd_fail += fs.failed_samples;
         fwd_fallback += fs.fallback_samples;
         stab_checked += fs.stability_checked;

@@ -20,6 +20,16 @@ bool is_trained(const models::LayerSpec& spec, int k, bool train_inhibitory) {
   return w.excitatory || train_inhibitory;
 }
 
+bool solves_adjoint(const models::NetworkSpec& net, const LearningSpec& spec) {
+  if (spec.rule == Rule::implicit) return true;
+  if (!spec.train_inhibitory) return false;
+  for (const auto& layer : net.layers)
+    if (layer.kind == models::LayerKind::circuit)
+      for (const auto& w : layer.weights)
+        if (w.learns == models::Learns::local) return true;
+  return false;
+}
+
 template <class S>
 void Gradients<S>::zero_like(const models::Network<S>& net, bool keep_overwritten) {
   layers.resize(net.layers.size());
@@ -165,9 +175,10 @@ void backward_layer(models::LayerNormKind, const Layer<S>& layer, const sim::Lay
 // vector-Jacobian product of the circuit's equations.
 template <class S>
 void circuit_gradients(const Layer<S>& layer, const sim::CircuitInput<S>& in,
-                       const sim::CircuitState<S>& z, const Mat<S>& g_v, Rule rule,
-                       ErrorTransform transform, bool pooled_fast_path, bool need_dx,
-                       sim::AdjointStats& stats, LayerWeights<S>& g, Mat<S>& delta_e, Mat<S>& dx) {
+                       const sim::CircuitState<S>& z, const sim::Linearisation* saved,
+                       const Mat<S>& g_v, Rule rule, ErrorTransform transform,
+                       bool pooled_fast_path, bool need_dx, sim::AdjointStats& stats,
+                       LayerWeights<S>& g, Mat<S>& delta_e, Mat<S>& dx) {
   // Only what the vector-Jacobian product below reads: partials of the populations that get a
   // cotangent (E alone under the frozen rule), signal derivatives only for the back-substitution
   // of explicit populations.
@@ -185,6 +196,7 @@ void circuit_gradients(const Layer<S>& layer, const sim::CircuitInput<S>& in,
   std::vector<Mat<S>> w;
   sim::AdjointParameters ap;
   ap.pooled_fast_path = pooled_fast_path;
+  ap.saved = saved;
   if (rule == Rule::implicit) {
     const sim::AdjointStats st = sim::solve_adjoint(layer, in, z, t, g_v, ap, w);
     stats.add(st);
@@ -219,7 +231,7 @@ template <class S>
 void backward_layer(models::CircuitKind, const Layer<S>& layer, const sim::LayerCache<S>& c,
                     const Mat<S>& g_v, Context& ctx, LayerWeights<S>& g, Mat<S>& delta_e,
                     Mat<S>& dx) {
-  circuit_gradients(layer, c.in, c.z, g_v, ctx.spec.rule, ctx.spec.error_transform,
+  circuit_gradients(layer, c.in, c.z, &c.lin, g_v, ctx.spec.rule, ctx.spec.error_transform,
                     ctx.spec.pooled_fast_path, ctx.need_dx, ctx.adjoint, g, delta_e, dx);
 }
 
@@ -294,8 +306,8 @@ double local_homeostatic_gradients(const models::Network<S>& net, const sim::For
     local_g.zero_like(layer.w);
     Mat<S> delta_e, dx;
     sim::AdjointStats st;
-    circuit_gradients(layer, c.in, c.z, g_v, Rule::implicit, ErrorTransform::none, true, false, st,
-                      local_g, delta_e, dx);
+    circuit_gradients(layer, c.in, c.z, &c.lin, g_v, Rule::implicit, ErrorTransform::none, true,
+                      false, st, local_g, delta_e, dx);
     for (std::size_t k = 2; k < layer.spec.weights.size(); ++k)
       if (layer.spec.weights[k].learns == models::Learns::local)
         grads.layers[l].at(int(k)) += local_g.at(int(k));

@@ -37,8 +37,8 @@ double solve_transposed_2x2(const Mx& M, const V& rhs, V& a) {
 
 template <bool Pooled, class S>
 void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
-                   const CircuitState<S>& z, const Mat<S>& g_v, bool through, AdjointStats& st,
-                   std::vector<Mat<S>>& w) {
+                   const CircuitState<S>& z, const Mat<S>& g_v, bool through,
+                   const Linearisation* saved, AdjointStats& st, std::vector<Mat<S>>& w) {
   using detail::Md;
   using detail::Vd;
   const int B = int(g_v.cols()), n = model.n, n_E = int(g_v.rows());
@@ -59,10 +59,22 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
     Eigen::PartialPivLU<typename Sys::SM> lu;
     Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
     Vd ae;
+    // The solver's last evaluations, where kept for this circuit (Linearisation).
+    bool restorable = false;
+    if constexpr (Pooled)
+      restorable = saved && saved->stride > 0 && saved->stride == sys.saved_size() &&
+                   saved->data.size() >= std::size_t(B) * std::size_t(saved->stride);
 #pragma omp for schedule(static)
     for (int j = 0; j < B; ++j) {
-      sys.load(in, z, j, x);
-      sys.evaluate(x);
+      bool restored = false;
+      if constexpr (Pooled)
+        restored =
+            restorable &&
+            sys.restore(saved->data.data() + std::size_t(j) * std::size_t(saved->stride), z, j);
+      if (!restored) {
+        sys.load(in, z, j, x);
+        sys.evaluate(x);
+      }
       sys.jacobian();
       M = sys.J;
       sys.add_local_terms(M);
@@ -158,9 +170,9 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
   if (e_explicit || (model.n == 0)) {
     w[0] = g_v;  // F_E = -v + rest + q / g with every source fixed: dF/dv = -1
   } else if (model.pooled && params.pooled_fast_path) {
-    solve_samples<true>(model, in, z, g_v, params.through_inhibition, st, w);
+    solve_samples<true>(model, in, z, g_v, params.through_inhibition, params.saved, st, w);
   } else {
-    solve_samples<false>(model, in, z, g_v, params.through_inhibition, st, w);
+    solve_samples<false>(model, in, z, g_v, params.through_inhibition, nullptr, st, w);
   }
   if (!params.through_inhibition || model.st.explicit_order.empty()) return st;
   // Explicit populations (leaky, dF/dv = -1): w_x is what the populations they drive send back,

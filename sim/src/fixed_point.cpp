@@ -199,7 +199,8 @@ void explicit_pass(const Layer<S>& layer, const CircuitInput<S>& in,
 
 template <class S>
 SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
-                              const FixedPointParameters& p, CircuitState<S>& z) {
+                              const FixedPointParameters& p, CircuitState<S>& z,
+                              Linearisation* keep) {
   if (layer.spec.kind != models::LayerKind::circuit)
     throw internal_error("solve_fixed_point called on a layer that is not a circuit");
   const int B = int(in.ext[0].cols());
@@ -211,6 +212,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   res.sample_residual.assign(B, 0.0);
   const detail::SampleModel model(layer);
   explicit_pass(layer, in, model.st, z);
+  if (keep) keep->stride = 0;  // the storage stays, for the next batch
 
   if (model.n == 0) {
     // Every population is explicit: the state is the fixed point by construction (residual
@@ -275,6 +277,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           }
         }
         ev.store(x, j, z);
+        if constexpr (Ev::pooled_instance)
+          if (keep) ev.save(keep->data.data() + std::size_t(j) * std::size_t(keep->stride));
       }
 #pragma omp critical(eisim_fixed_point_counts)
       {
@@ -286,6 +290,13 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
     {
       if (pooled) {
         detail::SampleSystem<true> ev(model, p.tol);
+        if (keep) {
+#pragma omp single
+          if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)
+            keep->stride = ev.saved_size();
+            keep->data.resize(std::size_t(B) * std::size_t(keep->stride));
+          }
+        }
         run(ev);
       } else {
         detail::SampleSystem<false> ev(model, p.tol);
@@ -337,8 +348,10 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
 }
 
 template SolveResult solve_fixed_point<float>(const Layer<float>&, const CircuitInput<float>&,
-                                              const FixedPointParameters&, CircuitState<float>&);
+                                              const FixedPointParameters&, CircuitState<float>&,
+                                              Linearisation*);
 template SolveResult solve_fixed_point<double>(const Layer<double>&, const CircuitInput<double>&,
-                                               const FixedPointParameters&, CircuitState<double>&);
+                                               const FixedPointParameters&, CircuitState<double>&,
+                                               Linearisation*);
 
 }  // namespace eisim::sim

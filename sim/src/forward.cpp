@@ -123,7 +123,8 @@ void run(models::CircuitKind, const Layer<S>& layer, const Mat<S>& x,
   circuit_input(layer, x, c.in);
   // Every batch starts from the same initial state, so results do not depend on history.
   initial_state(layer, int(x.cols()), c.z);
-  c.solve = solve_fixed_point(layer, c.in, fp, c.z);
+  c.solve = solve_fixed_point(layer, c.in, fp, c.z, fp.keep_linearisation ? &c.lin : nullptr);
+  if (!fp.keep_linearisation) c.lin.stride = 0;
   c.stability = StabilityResult{};
   c.checked.clear();
   c.found_unstable = c.found_oscillatory = c.reintegrated = c.no_stable = 0;

@@ -14,6 +14,7 @@
 // dot products and scaled copies instead of general matrix-vector products. Same source, same
 // iterates (tests/sim/fixed_point_test.cpp checks both instantiations against each other).
 #include <Eigen/LU>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -540,6 +541,53 @@ class SampleSystem {
       }
   }
 
+  // --- The last evaluation, kept for the adjoint (Pooled) ------------------------------------
+  //
+  // The adjoint needs the partials at the equilibrium the solver has just evaluated; keeping
+  // them saves it a load and an evaluation per sample (sim/solver.hpp, Linearisation). Kept:
+  // exactly what jacobian(), At_times, add_Ct_times and add_local_terms read of an evaluation,
+  // and the clamped flags; a restored system serves those and nothing else (not Newton). The
+  // core states come first: restore() checks them against the stored state. Pooled only, where
+  // the part of E's size is two or three vectors.
+
+  /// Doubles per sample that save() writes.
+  int saved_size() const {
+    int k = m.n;  // the clamped flags
+    visit_saved(*this, [&](const Vd& v) { k += int(v.size()); });
+    return k;
+  }
+
+  void save(double* out) {
+    visit_saved(*this, [&](const Vd& v) {
+      if (v.size() == 1)
+        *out++ = v(0);
+      else
+        out = std::copy(v.data(), v.data() + v.size(), out);
+    });
+    for (int i = 0; i < m.n; ++i) *out++ = clamped[i];
+  }
+
+  /// The evaluation save() wrote for sample j, if the core states stored in zs are still the
+  /// ones saved (false, nothing restored, otherwise: the caller loads and evaluates instead).
+  template <class S>
+  bool restore(const double* in, const CircuitState<S>& zs, int j) {
+    const double* at = in;
+    for (int p : m.st.core)
+      for (int i = 0; i < m.c->populations[p].size; ++i)
+        if (!(S(*at++) == zs.z[p](i, j))) return false;  // also false for NaN
+    visit_saved(*this, [&](Vd& v) {
+      if (v.size() == 1) {
+        v(0) = *in++;
+      } else {
+        std::copy(in, in + v.size(), v.data());
+        in += v.size();
+      }
+    });
+    for (int i = 0; i < m.n; ++i) clamped[i] = *in++ != 0.0;
+    prec_valid_ = false;
+    return true;
+  }
+
   // --- Newton ---------------------------------------------------------------------------------
 
   SV delta;
@@ -693,6 +741,28 @@ class SampleSystem {
       else
         z[p] = u;
     }
+  }
+
+  // The vectors save() keeps, in its order (the core states first), for a const or non-const
+  // system: E's potential and 1/g (its conductance where E is not fused, its rate derivative
+  // where a projection carries E's rate), the core populations' partials and the derivatives
+  // of the core's signals.
+  template <class Self, class F>
+  static void visit_saved(Self& self, F&& f) {
+    static_assert(Pooled, "the last evaluation is kept for pooled circuits only");
+    const SampleModel& m = self.m;
+    for (int p : m.st.core) f(self.z[p]);
+    f(self.z[0]);
+    f(self.dF_dq[0]);
+    if (!m.e_fused && self.has_g[0]) f(self.g[0]);
+    if (m.rate_used[0]) f(self.dr[0]);
+    for (int p : m.st.core) {
+      f(self.dF_dz[p]);
+      f(self.dF_dq[p]);
+      f(self.dF_dg[p]);
+    }
+    for (int k : m.links)
+      if (m.c->projections[k].src != 0) f(self.ds[k]);
   }
 
   // A one-unit vector as a fixed-size 1 x 1 matrix (Pooled: the compile-time kernels).

@@ -46,12 +46,15 @@ double loss_of(const models::Network<double>& net, const Mat<double>& x,
 
 // Gradients including dL/dx. fast = false forces the dynamic-size instantiation of the solvers
 // for circuits with one interneuron of each type, in the forward solve and in the adjoint.
+// keep: the forward pass keeps the solver's last evaluations for the adjoint, as training does
+// (sim::Linearisation); false: the adjoint evaluates every sample afresh.
 learning::Gradients<double> gradients(const Problem& p, Rule rule,
                                       learning::ErrorTransform t = learning::ErrorTransform::none,
-                                      bool fast = true) {
+                                      bool fast = true, bool keep = true) {
   sim::ForwardCache<double> cache;
   auto fp = tight();
   fp.pooled_fast_path = fast;
+  fp.keep_linearisation = keep;
   sim::forward(p.net, p.x, fp, cache);
   Mat<double> d;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
@@ -119,6 +122,80 @@ void check_against_finite_differences(Problem p, double tol) {
 TEST_CASE("implicit gradients equal central finite differences on the default circuit") {
   check_against_finite_differences(make_problem(circuit_template(test::default_circuit()), 2, 11),
                                    1e-5);
+}
+
+TEST_CASE("the adjoint from the solver's kept evaluations equals the adjoint evaluated afresh") {
+  // Pooled circuits keep them (stride > 0); the heterogeneous one does not (stride 0), so both
+  // runs take the same path there.
+  struct Case {
+    const char* name;
+    models::LayerSpec tmpl;
+    bool kept;
+  };
+  for (const Case& c : {Case{"default", circuit_template(test::default_circuit()), true},
+                        Case{"leaky pooled", circuit_template(test::leaky_pooled_circuit()), true},
+                        Case{"leaky het.", circuit_template(test::leaky_circuit()), false}}) {
+    CAPTURE(c.name);
+    const Problem p = make_problem(c.tmpl, 2, 31);
+    sim::ForwardCache<double> cache;
+    auto fp = tight();
+    fp.keep_linearisation = true;
+    sim::forward(p.net, p.x, fp, cache);
+    CHECK((cache.layers[0].lin.stride > 0) == c.kept);
+    const auto kept = gradients(p, Rule::implicit, learning::ErrorTransform::none, true, true);
+    const auto afresh = gradients(p, Rule::implicit, learning::ErrorTransform::none, true, false);
+    REQUIRE(kept.adjoint.ok());
+    for (std::size_t l = 0; l < p.net.layers.size(); ++l)
+      p.net.layers[l].w.for_each([&](const std::string& n, const Mat<double>&) {
+        CAPTURE(l);
+        CAPTURE(n);
+        const Mat<double>& a = kept.layers[l][n];
+        const Mat<double>& b = afresh.layers[l][n];
+        // The same linearisation up to rounding (log r stored as r and read back).
+        CHECK((a - b).cwiseAbs().maxCoeff() <= 1e-12 * std::max(b.cwiseAbs().maxCoeff(), 1e-30));
+      });
+  }
+}
+
+TEST_CASE("a sample whose stored equilibrium changed after the solve is evaluated afresh") {
+  // As when the stability policy re-integrates a sample: the kept evaluation no longer matches
+  // the stored state, and the adjoint must linearise at the stored one.
+  const Problem p = make_problem(circuit_template(test::default_circuit()), 1, 33);
+  auto fp = tight();
+  fp.keep_linearisation = true;
+  sim::ForwardCache<double> cache;
+  sim::forward(p.net, p.x, fp, cache);
+  auto& c = cache.layers[0];
+  REQUIRE(c.lin.stride > 0);
+  // Move sample 2's interneurons (a state that is not the equilibrium, but a valid point).
+  const int I = test::population(p.net.layers[0], "I");
+  c.z.z[I](0, 2) += 0.1;
+  const models::Layer<double>& L = p.net.layers[0];
+  // A generic error (a uniform one is degenerate here: integral control pins the mean of v).
+  std::mt19937_64 rng(test::seed() + 34);
+  const Mat<double> g_v = test::random_matrix<double>(L.spec.n_E, int(p.x.cols()), -1.0, 1.0, rng);
+  sim::CircuitTerms<double> t;
+  sim::evaluate(L, c.in, c.z, t, true);
+  sim::AdjointParameters with, without;
+  with.saved = &c.lin;
+  std::vector<Mat<double>> w_with, w_without;
+  REQUIRE(sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_with).ok());
+  REQUIRE(sim::solve_adjoint(L, c.in, c.z, t, g_v, without, w_without).ok());
+  for (std::size_t q = 0; q < w_with.size(); ++q) {
+    CAPTURE(q);
+    const double scale = std::max(w_without[q].cwiseAbs().maxCoeff(), 1e-30);
+    CHECK((w_with[q] - w_without[q]).cwiseAbs().maxCoeff() <= 1e-12 * scale);
+  }
+  // And the kept evaluation is really used elsewhere: perturb it for sample 0 and the
+  // cotangents of sample 0 change (the test above cannot pass by never restoring).
+  sim::Linearisation wrong = c.lin;
+  const int n_core = 2;  // I and D: the core states come first, E's potential after them
+  wrong.data[n_core] += 1.0;
+  std::vector<Mat<double>> w_wrong;
+  with.saved = &wrong;
+  sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
+  CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
+  CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
 }
 
 TEST_CASE("implicit gradients equal central finite differences on a leaky heterogeneous circuit") {

@@ -234,8 +234,11 @@ TEST_CASE("the redesign reproduces the pre-redesign equilibria and gradients to 
     const std::vector<int> labels = read_labels(f, c.name);
 
     // Equilibria: v, the interneurons' rates (the old r_I, r_D), the output rates and the loss.
+    // The solver keeps its last evaluations for the adjoint, as in training.
     sim::ForwardCache<double> cache;
-    sim::forward(net, x, tight(), cache);
+    auto fp = tight();
+    fp.keep_linearisation = true;
+    sim::forward(net, x, fp, cache);
     for (std::size_t l = 0; l < net.layers.size(); ++l) {
       const auto& layer = net.layers[l];
       const auto& lc = cache.layers[l];

@@ -60,4 +60,9 @@ Mat<S> transform_error(ErrorTransform t, const models::Layer<S>& layer, const Ma
 /// train_inhibitory false only the excitatory W_EX and b).
 bool is_trained(const models::LayerSpec& spec, int k, bool train_inhibitory);
 
+/// True if a training step with `spec` solves a circuit's adjoint at the equilibrium (the
+/// implicit rule, or the local loss of weights that learn from it): the training forward pass
+/// then keeps the solver's last evaluations for it (sim::FixedPointParameters::keep_linearisation).
+bool solves_adjoint(const models::NetworkSpec& net, const LearningSpec& spec);
+
 }  // namespace eisim::learning

@@ -17,6 +17,9 @@ struct LayerCache {
   Mat<S> r;            ///< output rates phi(v)
   Mat<S> aux;          ///< none: W_IX x; layernorm: 1 x B inverse spread
   SolveResult solve;   ///< circuit only
+  /// Circuit only, with FixedPointParameters::keep_linearisation: the solver's last evaluation of
+  /// each sample, for the adjoint (AdjointParameters::saved).
+  Linearisation lin;
   /// Circuit only: the stability of the equilibria of the samples `checked` (in that order),
   /// after the policy of FixedPointParameters::stability; `found_unstable` / `found_oscillatory`
   /// count what the solver's equilibria were before it, `reintegrated` the samples replaced by

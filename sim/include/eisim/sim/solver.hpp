@@ -65,6 +65,25 @@ struct FixedPointParameters {
   /// the solver's own Jacobian (SolveResult::sample_stability), not from stability()'s
   /// vector-Jacobian products. false forces the generic path (same reduction; for verification).
   bool stability_fast_path = true;
+  /// Not a config key: keep each sample's last evaluation for the adjoint (Linearisation; the
+  /// training forward pass of the implicit rule sets it).
+  bool keep_linearisation = false;
+};
+
+/// The fixed-point solver's last evaluation of each sample (its double-precision state and
+/// partials at the equilibrium it stored), kept so that the adjoint solve need not load and
+/// evaluate every sample again. Pooled circuits only (the default circuit; elsewhere `stride` is
+/// 0 and nothing is kept). For the batch and layer it was solved for: solve_adjoint checks each
+/// sample's stored core states against it and evaluates afresh where they differ (a sample the
+/// stability policy re-integrated). In float32 the adjoint then linearises at the solver's
+/// double equilibrium rather than at its float32 rounding (docs/numerics.md).
+struct Linearisation {
+  int stride = 0;            ///< doubles per sample, 0: nothing kept
+  std::vector<double> data;  ///< stride x batch
+  void clear() {
+    stride = 0;
+    data.clear();
+  }
 };
 
 /// Per-batch outcome. `status` is the worst sample's status.
@@ -127,9 +146,11 @@ using TraceObserver = std::function<void(double t, const CircuitState<S>&)>;
 /// Newton's method with a backtracking line search runs on the rest (the E potentials are
 /// eliminated exactly when E has no recurrent input), per sample, in double precision. z holds
 /// the initial guess and receives the equilibrium.
+/// With `keep` (and a pooled circuit) each sample's last evaluation goes there too.
 template <class S>
 SolveResult solve_fixed_point(const models::Layer<S>& layer, const CircuitInput<S>& in,
-                              const FixedPointParameters& params, CircuitState<S>& z);
+                              const FixedPointParameters& params, CircuitState<S>& z,
+                              Linearisation* keep = nullptr);
 
 /// Integrate the circuit ODE with Boost.Odeint's controlled Dormand-Prince stepper (dense
 /// output) until every sample meets the tolerance, or t_max / max_steps is hit. If `observe`
@@ -157,6 +178,8 @@ struct AdjointParameters {
   /// constant at the equilibrium (the frozen rule), so only E's own block is solved.
   bool through_inhibition = true;
   bool pooled_fast_path = true;  ///< as FixedPointParameters::pooled_fast_path
+  /// The solver's last evaluations of this layer and batch, or null: evaluate every sample.
+  const Linearisation* saved = nullptr;
 };
 
 /// The adjoint of a circuit's equilibrium: the cotangents w (one n_P x B matrix per population)
