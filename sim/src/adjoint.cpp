@@ -75,9 +75,13 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
         sys.load(in, z, j, x);
         sys.evaluate(x);
       }
-      sys.jacobian();
-      M = sys.J;
-      sys.add_local_terms(M);
+      if (restored && sys.jacobian_restored()) {
+        M = sys.J;  // kept by the stability check's blocks, the local terms included
+      } else {
+        sys.jacobian();
+        M = sys.J;
+        sys.add_local_terms(M);
+      }
       gv = g_v.col(j).template cast<double>();
       if (!through) {
         // Inhibition held constant: E's own block only (E excites itself here).

@@ -265,6 +265,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         res.sample_residual[j] = out.residual;
         continued[j] = continued[j] || out.continued;
         scaled[j] = out.scaled;
+        bool blocks = false;
         if (stab) {
           // At the equilibrium just evaluated: the blocks of the reduced Jacobian.
           const bool want = out.status == SolverStatus::converged &&
@@ -272,13 +273,14 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           res.stability_known[j] = want;
           if (want) {
             ev.stability_blocks(D, CB, free_idx);
+            blocks = true;
             res.sample_stability[j] = reduced_stability(
                 D, CB, a_E, layer.spec.circuit.populations[0].size, StabilityParameters{});
           }
         }
         ev.store(x, j, z);
         if constexpr (Ev::pooled_instance)
-          if (keep) ev.save(keep->data.data() + std::size_t(j) * std::size_t(keep->stride));
+          if (keep) ev.save(keep->data.data() + std::size_t(j) * std::size_t(keep->stride), blocks);
       }
 #pragma omp critical(eisim_fixed_point_counts)
       {

@@ -552,12 +552,15 @@ class SampleSystem {
 
   /// Doubles per sample that save() writes.
   int saved_size() const {
-    int k = m.n;  // the clamped flags
+    int k = m.n + 1 + m.n * m.n;  // the clamped flags, and the Jacobian with its flag
     visit_saved(*this, [&](const Vd& v) { k += int(v.size()); });
     return k;
   }
 
-  void save(double* out) {
+  /// `blocks`: stability_blocks() ran at this evaluation, so J + CA is the adjoint's matrix
+  /// (the Jacobian with the local terms) and is kept too (E fused: the adjoint then needs no
+  /// other product of jacobian()).
+  void save(double* out, bool blocks) {
     visit_saved(*this, [&](const Vd& v) {
       if (v.size() == 1)
         *out++ = v(0);
@@ -565,6 +568,11 @@ class SampleSystem {
         out = std::copy(v.data(), v.data() + v.size(), out);
     });
     for (int i = 0; i < m.n; ++i) *out++ = clamped[i];
+    const bool with_J = blocks && m.e_fused;
+    *out++ = with_J;
+    if (with_J)
+      for (int b = 0; b < m.n; ++b)
+        for (int a = 0; a < m.n; ++a) *out++ = J(a, b) + CA(a, b);
   }
 
   /// The evaluation save() wrote for sample j, if the core states stored in zs are still the
@@ -584,9 +592,15 @@ class SampleSystem {
       }
     });
     for (int i = 0; i < m.n; ++i) clamped[i] = *in++ != 0.0;
+    jacobian_restored_ = *in++ != 0.0;
+    if (jacobian_restored_) J = Eigen::Map<const Md>(in, m.n, m.n);
     prec_valid_ = false;
     return true;
   }
+
+  /// After restore(): J holds the Jacobian at the equilibrium with the local terms added (the
+  /// adjoint's matrix), so jacobian() need not run.
+  bool jacobian_restored() const { return jacobian_restored_; }
 
   // --- Newton ---------------------------------------------------------------------------------
 
@@ -691,10 +705,11 @@ class SampleSystem {
   }
 
  private:
-  bool form_ca_ = true;      // jacobian(): add C A (false: the Krylov operator applies it)
-  bool prec_valid_ = false;  // lu factorises a (lagged) JG of this sample
-  Vd rs_, cs_;               // JG's row and column scales of the part C A
-  Vd ve_, vc_, rhs_;         // Krylov scratch (E units, unknowns, right-hand side)
+  bool form_ca_ = true;             // jacobian(): add C A (false: the Krylov operator applies it)
+  bool jacobian_restored_ = false;  // restore() set J (with the local terms)
+  bool prec_valid_ = false;         // lu factorises a (lagged) JG of this sample
+  Vd rs_, cs_;                      // JG's row and column scales of the part C A
+  Vd ve_, vc_, rhs_;                // Krylov scratch (E units, unknowns, right-hand side)
   Gmres gmres_;
 
   // One Newton (or continuation) step by GMRES, JG (direct part) + diag(rs) C A diag(cs) applied

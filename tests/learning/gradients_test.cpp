@@ -50,11 +50,13 @@ double loss_of(const models::Network<double>& net, const Mat<double>& x,
 // (sim::Linearisation); false: the adjoint evaluates every sample afresh.
 learning::Gradients<double> gradients(const Problem& p, Rule rule,
                                       learning::ErrorTransform t = learning::ErrorTransform::none,
-                                      bool fast = true, bool keep = true) {
+                                      bool fast = true, bool keep = true,
+                                      sim::StabilityCheck check = sim::StabilityCheck::integrate) {
   sim::ForwardCache<double> cache;
   auto fp = tight();
   fp.pooled_fast_path = fast;
   fp.keep_linearisation = keep;
+  fp.stability = check;
   sim::forward(p.net, p.x, fp, cache);
   Mat<double> d;
   learning::cross_entropy(cache.logits(), p.labels, 0.1, d);
@@ -142,18 +144,25 @@ TEST_CASE("the adjoint from the solver's kept evaluations equals the adjoint eva
     fp.keep_linearisation = true;
     sim::forward(p.net, p.x, fp, cache);
     CHECK((cache.layers[0].lin.stride > 0) == c.kept);
-    const auto kept = gradients(p, Rule::implicit, learning::ErrorTransform::none, true, true);
     const auto afresh = gradients(p, Rule::implicit, learning::ErrorTransform::none, true, false);
-    REQUIRE(kept.adjoint.ok());
-    for (std::size_t l = 0; l < p.net.layers.size(); ++l)
-      p.net.layers[l].w.for_each([&](const std::string& n, const Mat<double>&) {
-        CAPTURE(l);
-        CAPTURE(n);
-        const Mat<double>& a = kept.layers[l][n];
-        const Mat<double>& b = afresh.layers[l][n];
-        // The same linearisation up to rounding (log r stored as r and read back).
-        CHECK((a - b).cwiseAbs().maxCoeff() <= 1e-12 * std::max(b.cwiseAbs().maxCoeff(), 1e-30));
-      });
+    // With the stability check the kept evaluation includes the Jacobian (from the check's
+    // blocks); without it the adjoint forms the Jacobian from the kept partials.
+    for (auto check : {sim::StabilityCheck::integrate, sim::StabilityCheck::off}) {
+      CAPTURE(int(check));
+      const auto kept =
+          gradients(p, Rule::implicit, learning::ErrorTransform::none, true, true, check);
+      REQUIRE(kept.adjoint.ok());
+      for (std::size_t l = 0; l < p.net.layers.size(); ++l)
+        p.net.layers[l].w.for_each([&](const std::string& n, const Mat<double>&) {
+          CAPTURE(l);
+          CAPTURE(n);
+          const Mat<double>& a = kept.layers[l][n];
+          const Mat<double>& b = afresh.layers[l][n];
+          // The same linearisation up to rounding (log r stored as r and read back, sums in
+          // another order).
+          CHECK((a - b).cwiseAbs().maxCoeff() <= 1e-12 * std::max(b.cwiseAbs().maxCoeff(), 1e-30));
+        });
+    }
   }
 }
 
@@ -193,6 +202,13 @@ TEST_CASE("a sample whose stored equilibrium changed after the solve is evaluate
   wrong.data[n_core] += 1.0;
   std::vector<Mat<double>> w_wrong;
   with.saved = &wrong;
+  sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
+  CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
+  CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
+  // The stability check ran (the default policy), so the kept evaluation ends with the
+  // adjoint's 2 x 2 matrix: a wrong entry there changes sample 0's cotangents too.
+  wrong = c.lin;
+  wrong.data[std::size_t(c.lin.stride) - 4] += 1.0;
   sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
   CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
   CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
