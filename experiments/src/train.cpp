@@ -41,6 +41,11 @@ struct History {
   /// fill_missing() (after the checksum, which covers only what the file held).
   std::vector<std::int64_t> stab_checked, fwd_unstable, fwd_oscillatory, fwd_reintegrated;
   bool stability = true;
+  /// The fixed-point solver's work per epoch (sim::ForwardStats): samples that needed the
+  /// continuation, LU factorisations, GMRES vectors. Absent from older files (`solver` false
+  /// after reading one, until fill_missing(): -1, unknown).
+  std::vector<std::int64_t> fwd_continued, fwd_lu, fwd_gmres;
+  bool solver = true;
   /// Validation set (data.validation > 0 only), epochs x eval eps.
   std::vector<std::vector<double>> val_acc, val_loss, val_fail;
   /// Silent subtractive inhibition of E in the training forward passes, epochs x hidden layers
@@ -54,6 +59,10 @@ struct History {
       for (auto* v : {&stab_checked, &fwd_unstable, &fwd_oscillatory, &fwd_reintegrated})
         v->assign(epoch.size(), 0);
       stability = true;
+    }
+    if (!solver) {
+      for (auto* v : {&fwd_continued, &fwd_lu, &fwd_gmres}) v->assign(epoch.size(), -1);
+      solver = true;
     }
     if (!silence) {
       const std::vector<double> unknown(hidden_layers, std::numeric_limits<double>::quiet_NaN());
@@ -81,6 +90,9 @@ struct History {
     f.write("train/forward_unstable", fwd_unstable);
     f.write("train/forward_oscillatory", fwd_oscillatory);
     f.write("train/forward_reintegrated", fwd_reintegrated);
+    f.write("train/forward_continuations", fwd_continued);
+    f.write("train/forward_factorisations", fwd_lu);
+    f.write("train/forward_krylov_vectors", fwd_gmres);
     const std::size_t L = silent_samples.empty() ? 0 : silent_samples[0].size();
     f.write("train/silent_inhibition_samples", rows(silent_samples, L));
     f.write("train/silent_inhibition_units", rows(silent_units, L));
@@ -128,6 +140,15 @@ struct History {
       fwd_unstable.clear();
       fwd_oscillatory.clear();
       fwd_reintegrated.clear();
+    }
+    solver = f.exists("train/forward_continuations");
+    fwd_continued.clear();
+    fwd_lu.clear();
+    fwd_gmres.clear();
+    if (solver) {
+      fwd_continued = ints("train/forward_continuations");
+      fwd_lu = ints("train/forward_factorisations");
+      fwd_gmres = ints("train/forward_krylov_vectors");
     }
     silence = f.exists("train/silent_inhibition_samples");
     silent_samples.clear();
@@ -179,6 +200,8 @@ struct History {
     if (silence)
       for (const auto* m : {&silent_samples, &silent_units})
         for (const auto& r : *m) c.add(r);
+    if (solver)
+      for (const auto* v : {&fwd_continued, &fwd_lu, &fwd_gmres}) c.add(*v);
   }
 
   /// Throws data_error unless every per-epoch record holds exactly `epochs` entries numbered
@@ -221,6 +244,11 @@ struct History {
     if (silence) {
       require(silent_samples.size(), "silent_inhibition_samples");
       require(silent_units.size(), "silent_inhibition_units");
+    }
+    if (solver) {
+      require(fwd_continued.size(), "forward_continuations");
+      require(fwd_lu.size(), "forward_factorisations");
+      require(fwd_gmres.size(), "forward_krylov_vectors");
     }
     if (validation) {
       require(val_acc.size(), "validation_accuracy");
@@ -567,6 +595,7 @@ class Trainer {
     long correct = 0, seen = 0, it_sum = 0, it_count = 0;
     std::int64_t it_max = 0, fwd_fail = 0, fwd_fallback = 0, adj_fail = 0;
     std::int64_t stab_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
+    std::int64_t continued = 0, lu = 0, gmres = 0;
     std::vector<std::int64_t> hist(kHistBins, 0);
     SilentInhibition silent;
     const auto t0 = std::chrono::steady_clock::now();
@@ -615,6 +644,9 @@ class Trainer {
         unstable += fs.unstable_samples;
         oscillatory += fs.oscillatory_samples;
         reintegrated += fs.reintegrated_samples;
+        continued += fs.continuation_samples;
+        lu += fs.factorisations;
+        gmres += fs.krylov_vectors;
         silent.add(net_, cache);
         loss = learning::cross_entropy(cache.logits(), labels, cfg_.learning.label_smoothing,
                                        dlogits, &hits);
@@ -674,6 +706,9 @@ class Trainer {
     hist_.fwd_unstable.push_back(unstable);
     hist_.fwd_oscillatory.push_back(oscillatory);
     hist_.fwd_reintegrated.push_back(reintegrated);
+    hist_.fwd_continued.push_back(continued);
+    hist_.fwd_lu.push_back(lu);
+    hist_.fwd_gmres.push_back(gmres);
     hist_.silent_samples.push_back(silent.sample_fraction());
     hist_.silent_units.push_back(silent.unit_fraction());
     hist_.local_loss.push_back(local_sum / nb);

@@ -194,6 +194,9 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const Fixed
     ++circuits;
     stats.failed_samples += c.solve.failed_samples;
     stats.fallback_samples += c.solve.fallback_samples;
+    stats.continuation_samples += c.solve.continuation_samples;
+    stats.factorisations += c.solve.factorisations;
+    stats.krylov_vectors += c.solve.krylov_vectors;
     if (!(c.solve.residual <= stats.worst_residual)) stats.worst_residual = c.solve.residual;
   }
   if (circuits > 0) stats.iterations_mean = iter_sum / (double(circuits) * double(x.cols()));

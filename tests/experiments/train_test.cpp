@@ -62,6 +62,9 @@ TEST_CASE("two epochs in one run equal one epoch, a resume, and one more epoch")
     CHECK(worst <= 1e-6);
     const auto fa = io::H5File::open_read(a), fb = io::H5File::open_read(b);
     CHECK(fa.read_vector("train/loss") == fb.read_vector("train/loss"));
+    for (const char* d : {"train/forward_continuations", "train/forward_factorisations",
+                          "train/forward_krylov_vectors"})
+      CHECK_MESSAGE(fa.read_vector(d) == fb.read_vector(d), d);
     CHECK(fb.attr_string("/", "status") == "complete");
   }
 }
@@ -277,6 +280,19 @@ TEST_CASE("a training file records history, weights, provenance and equilibrium 
   CHECK(f.attr_string("/", "config").find("rule: implicit") != std::string::npos);
   // The implicit rule's gradient is the exact one: alignment 1.
   for (double a : f.read_vector("train/grad_alignment_total")) CHECK(a == doctest::Approx(1.0));
+  // The solver's work per epoch: the pooled default circuit factorises its 2 x 2 Jacobian at
+  // least once per layer solve that takes a step, and never runs GMRES (below its minimum size).
+  const auto lu = f.read_vector("train/forward_factorisations");
+  const auto gm = f.read_vector("train/forward_krylov_vectors");
+  const auto co = f.read_vector("train/forward_continuations");
+  REQUIRE(lu.size() == 2);
+  REQUIRE(gm.size() == 2);
+  REQUIRE(co.size() == 2);
+  for (int e = 0; e < 2; ++e) {
+    CHECK(lu[e] > 0);
+    CHECK(gm[e] == 0);
+    CHECK(co[e] >= 0);
+  }
 }
 
 TEST_CASE("an interrupted sweep completes only its missing points and merges one row each") {

@@ -49,6 +49,9 @@ struct ForwardStats {
   int unstable_samples = 0;      ///< found unstable (a real eigenvalue > 0), before the policy
   int oscillatory_samples = 0;   ///< found with a complex pair of positive real part (Hopf)
   int reintegrated_samples = 0;  ///< replaced by integrating the ODE (solver.unstable: integrate)
+  /// The fixed-point solver's work (SolveResult), over circuit layers: samples the
+  /// pseudo-transient continuation took, LU factorisations and GMRES vectors of Newton's steps.
+  long continuation_samples = 0, factorisations = 0, krylov_vectors = 0;
 };
 
 /// Run one layer on input x (a circuit with the fixed-point solver from the common initial
