@@ -342,7 +342,8 @@ class Bench {
           p.f_gemm += seconds_since(t);
           t = Clock::now();
           sim::initial_state(layer, n, c.z);
-          c.solve = sim::solve_fixed_point(layer, c.in, cfg_.fixed_point, c.z);
+          c.solve = sim::solve_fixed_point(layer, c.in, cfg_.fixed_point, c.z,
+                                           cfg_.fixed_point.keep_linearisation ? &c.lin : nullptr);
           p.f_newton += seconds_since(t);
         } else {
           t = Clock::now();
@@ -509,6 +510,8 @@ int run_dump(const io::Config& cfg_in, const Options& o) {
   io::Config cfg = cfg_in;
   cfg.learning.momentum = 0.0;
   models::Network<S> net = models::initialise<S>(io::network_spec(cfg), cfg.seed);
+  // As a training step: the adjoint reuses the solver's last evaluations.
+  cfg.fixed_point.keep_linearisation = learning::solves_adjoint(net.spec, cfg.learning);
   const io::H5File in = io::H5File::open_read(o.dump);
   eisim::experiments::load_network(in, net);
   const Mat<S> x = in.read_matrix("batch/x").cast<S>();

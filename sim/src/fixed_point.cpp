@@ -280,7 +280,15 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         }
         ev.store(x, j, z);
         if constexpr (Ev::pooled_instance)
-          if (keep) ev.save(keep->data.data() + std::size_t(j) * std::size_t(keep->stride), blocks);
+          if (keep) {
+            double* at = keep->data.data() + std::size_t(j) * std::size_t(keep->stride);
+            // Only a converged sample's last evaluation is at x (a rejected continuation step
+            // leaves it at the trial point): others get a NaN state, which restore() refuses.
+            if (out.status == SolverStatus::converged)
+              ev.save(at, blocks);
+            else
+              at[0] = std::numeric_limits<double>::quiet_NaN();
+          }
       }
 #pragma omp critical(eisim_fixed_point_counts)
       {

@@ -168,50 +168,80 @@ TEST_CASE("the adjoint from the solver's kept evaluations equals the adjoint eva
 
 TEST_CASE("a sample whose stored equilibrium changed after the solve is evaluated afresh") {
   // As when the stability policy re-integrates a sample: the kept evaluation no longer matches
-  // the stored state, and the adjoint must linearise at the stored one.
-  const Problem p = make_problem(circuit_template(test::default_circuit()), 1, 33);
+  // the stored state, and the adjoint must linearise at the stored one. With the stability
+  // check the kept evaluation includes the Jacobian; without it, not.
+  for (auto check : {sim::StabilityCheck::integrate, sim::StabilityCheck::off}) {
+    CAPTURE(int(check));
+    const Problem p = make_problem(circuit_template(test::default_circuit()), 1, 33);
+    auto fp = tight();
+    fp.keep_linearisation = true;
+    fp.stability = check;
+    sim::ForwardCache<double> cache;
+    sim::forward(p.net, p.x, fp, cache);
+    auto& c = cache.layers[0];
+    REQUIRE(c.lin.stride > 0);
+    // Move sample 2's interneurons (a state that is not the equilibrium, but a valid point).
+    const int I = test::population(p.net.layers[0], "I");
+    c.z.z[I](0, 2) += 0.1;
+    const models::Layer<double>& L = p.net.layers[0];
+    // A generic error (a uniform one is degenerate here: integral control pins the mean of v).
+    std::mt19937_64 rng(test::seed() + 34);
+    const Mat<double> g_v =
+        test::random_matrix<double>(L.spec.n_E, int(p.x.cols()), -1.0, 1.0, rng);
+    sim::CircuitTerms<double> t;
+    sim::evaluate(L, c.in, c.z, t, true);
+    sim::AdjointParameters with, without;
+    with.saved = &c.lin;
+    std::vector<Mat<double>> w_with, w_without;
+    REQUIRE(sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_with).ok());
+    REQUIRE(sim::solve_adjoint(L, c.in, c.z, t, g_v, without, w_without).ok());
+    for (std::size_t q = 0; q < w_with.size(); ++q) {
+      CAPTURE(q);
+      const double scale = std::max(w_without[q].cwiseAbs().maxCoeff(), 1e-30);
+      CHECK((w_with[q] - w_without[q]).cwiseAbs().maxCoeff() <= 1e-12 * scale);
+    }
+    // And the kept evaluation is really used elsewhere: perturb it for sample 0 and the
+    // cotangents of sample 0 change (the test above cannot pass by never restoring).
+    sim::Linearisation wrong = c.lin;
+    const int n_core = 2;  // I and D: the core states come first, E's potential after them
+    wrong.data[n_core] += 1.0;
+    std::vector<Mat<double>> w_wrong;
+    with.saved = &wrong;
+    sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
+    CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
+    CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
+    if (check == sim::StabilityCheck::off) continue;
+    // The stability check ran, so the kept evaluation ends with the adjoint's 2 x 2 matrix: a
+    // wrong entry there changes sample 0's cotangents too.
+    wrong = c.lin;
+    wrong.data[std::size_t(c.lin.stride) - 4] += 1.0;
+    sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
+    CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
+    CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
+  }
+}
+
+TEST_CASE("the solver keeps no evaluation of a sample that did not converge") {
+  // Newton without iterations, continuation or fallback: samples not converged at the start
+  // get a NaN state in the kept data, which the adjoint refuses.
+  const Problem p = make_problem(circuit_template(test::default_circuit()), 1, 35);
   auto fp = tight();
   fp.keep_linearisation = true;
+  fp.max_iterations = 0;
+  fp.continuation = false;
+  fp.ode_fallback = false;
+  fp.stability = sim::StabilityCheck::off;
   sim::ForwardCache<double> cache;
   sim::forward(p.net, p.x, fp, cache);
-  auto& c = cache.layers[0];
+  const auto& c = cache.layers[0];
   REQUIRE(c.lin.stride > 0);
-  // Move sample 2's interneurons (a state that is not the equilibrium, but a valid point).
-  const int I = test::population(p.net.layers[0], "I");
-  c.z.z[I](0, 2) += 0.1;
-  const models::Layer<double>& L = p.net.layers[0];
-  // A generic error (a uniform one is degenerate here: integral control pins the mean of v).
-  std::mt19937_64 rng(test::seed() + 34);
-  const Mat<double> g_v = test::random_matrix<double>(L.spec.n_E, int(p.x.cols()), -1.0, 1.0, rng);
-  sim::CircuitTerms<double> t;
-  sim::evaluate(L, c.in, c.z, t, true);
-  sim::AdjointParameters with, without;
-  with.saved = &c.lin;
-  std::vector<Mat<double>> w_with, w_without;
-  REQUIRE(sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_with).ok());
-  REQUIRE(sim::solve_adjoint(L, c.in, c.z, t, g_v, without, w_without).ok());
-  for (std::size_t q = 0; q < w_with.size(); ++q) {
-    CAPTURE(q);
-    const double scale = std::max(w_without[q].cwiseAbs().maxCoeff(), 1e-30);
-    CHECK((w_with[q] - w_without[q]).cwiseAbs().maxCoeff() <= 1e-12 * scale);
+  int refused = 0;
+  for (int j = 0; j < int(p.x.cols()); ++j) {
+    const bool converged = c.solve.sample_status[j] == sim::SolverStatus::converged;
+    CHECK(std::isnan(c.lin.data[std::size_t(j) * std::size_t(c.lin.stride)]) == !converged);
+    refused += !converged;
   }
-  // And the kept evaluation is really used elsewhere: perturb it for sample 0 and the
-  // cotangents of sample 0 change (the test above cannot pass by never restoring).
-  sim::Linearisation wrong = c.lin;
-  const int n_core = 2;  // I and D: the core states come first, E's potential after them
-  wrong.data[n_core] += 1.0;
-  std::vector<Mat<double>> w_wrong;
-  with.saved = &wrong;
-  sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
-  CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
-  CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
-  // The stability check ran (the default policy), so the kept evaluation ends with the
-  // adjoint's 2 x 2 matrix: a wrong entry there changes sample 0's cotangents too.
-  wrong = c.lin;
-  wrong.data[std::size_t(c.lin.stride) - 4] += 1.0;
-  sim::solve_adjoint(L, c.in, c.z, t, g_v, with, w_wrong);
-  CHECK((w_wrong[0].col(0) - w_without[0].col(0)).cwiseAbs().maxCoeff() > 1e-6);
-  CHECK((w_wrong[0].col(1) - w_without[0].col(1)).cwiseAbs().maxCoeff() <= 1e-12);
+  CHECK(refused > 0);
 }
 
 TEST_CASE("implicit gradients equal central finite differences on a leaky heterogeneous circuit") {

@@ -61,8 +61,9 @@ Mat<S> transform_error(ErrorTransform t, const models::Layer<S>& layer, const Ma
 bool is_trained(const models::LayerSpec& spec, int k, bool train_inhibitory);
 
 /// True if a training step with `spec` solves a circuit's adjoint at the equilibrium (the
-/// implicit rule, or the local loss of weights that learn from it): the training forward pass
-/// then keeps the solver's last evaluations for it (sim::FixedPointParameters::keep_linearisation).
+/// implicit rule, or, with train_inhibitory, the local loss of weights that learn from it): the
+/// training forward pass then keeps the solver's last evaluations for it
+/// (sim::FixedPointParameters::keep_linearisation).
 bool solves_adjoint(const models::NetworkSpec& net, const LearningSpec& spec);
 
 }  // namespace eisim::learning

@@ -70,10 +70,11 @@ struct FixedPointParameters {
   bool keep_linearisation = false;
 };
 
-/// The fixed-point solver's last evaluation of each sample (its double-precision state and
-/// partials at the equilibrium it stored), kept so that the adjoint solve need not load and
-/// evaluate every sample again. Pooled circuits only (the default circuit; elsewhere `stride` is
-/// 0 and nothing is kept). For the batch and layer it was solved for: solve_adjoint checks each
+/// The fixed-point solver's last evaluation of each converged sample (its double-precision state
+/// and partials at the equilibrium it stored, and the Jacobian where the stability check formed
+/// it), kept so that the adjoint solve need not load, evaluate and differentiate every sample
+/// again. Pooled circuits only (the default circuit; elsewhere `stride` is 0 and nothing is
+/// kept). For the batch and layer it was solved for: solve_adjoint checks each
 /// sample's stored core states against it and evaluates afresh where they differ (a sample the
 /// stability policy re-integrated). In float32 the adjoint then linearises at the solver's
 /// double equilibrium rather than at its float32 rounding (docs/numerics.md).
