@@ -81,10 +81,6 @@ struct FixedPointParameters {
 struct Linearisation {
   int stride = 0;            ///< doubles per sample, 0: nothing kept
   std::vector<double> data;  ///< stride x batch
-  void clear() {
-    stride = 0;
-    data.clear();
-  }
 };
 
 /// Per-batch outcome. `status` is the worst sample's status.
