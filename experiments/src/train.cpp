@@ -634,9 +634,11 @@ class Trainer {
         silent.add(net_, c2);
       } else {
         sim::ForwardStats fs;
-        // The implicit rule's adjoint and the local loss's reuse the solver's last evaluations.
+        // The implicit rule's adjoint and the local loss's reuse the solver's last evaluations;
+        // the stability check's counts need no list of eigenvalues.
         sim::FixedPointParameters fp = cfg_.fixed_point;
         fp.keep_linearisation = learning::solves_adjoint(net_.spec, cfg_.learning);
+        fp.stability_leading = 0;
         in_context([&] { fs = sim::forward(net_, x, fp, cache); });
         fwd_fail += fs.failed_samples;
         fwd_fallback += fs.fallback_samples;

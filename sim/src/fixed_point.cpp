@@ -244,6 +244,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
     res.sample_stability.assign(B, SampleStability{});
   }
   const double a_E = -1.0 / pops[0].tau;
+  StabilityParameters sp;
+  sp.keep = p.stability_leading;
   // Newton on the given columns, starting from z (with the block start if asked).
   auto newton = [&](const std::vector<int>& cols, bool block_start) {
     const int ncols = int(cols.size());
@@ -274,8 +276,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           if (want) {
             ev.stability_blocks(D, CB, free_idx);
             blocks = true;
-            res.sample_stability[j] = reduced_stability(
-                D, CB, a_E, layer.spec.circuit.populations[0].size, StabilityParameters{});
+            res.sample_stability[j] =
+                reduced_stability(D, CB, a_E, layer.spec.circuit.populations[0].size, sp);
           }
         }
         ev.store(x, j, z);

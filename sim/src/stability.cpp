@@ -69,7 +69,55 @@ std::string StabilityResult::describe() const {
   return os.str();
 }
 
-SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& params) {
+namespace {
+
+// The class of a spectrum from its leading eigenvalue.
+void classify_leading(std::complex<double> lead, const StabilityParameters& params,
+                      SampleStability& out) {
+  out.max_real = lead.real();
+  out.frequency_hz = std::abs(lead.imag()) * 1000.0 / (2.0 * std::numbers::pi);
+  // A complex pair shows as conjugates; a real eigenvalue's imaginary part is exactly 0 from
+  // a real Schur form (Eigen's or LAPACK's).
+  const bool complex_pair = lead.imag() != 0.0;
+  if (out.max_real > params.margin)
+    out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
+  else
+    out.cls = Stability::stable;
+}
+
+// The eigenvalue classify() puts first (no list kept: keep = 0), found by one scan without
+// sorting or allocating: the largest real part, and among the eigenvalues whose real parts tie
+// with it to rounding (as classify's groups), the largest imaginary part.
+SampleStability classify_scan(const Eigen::Ref<const Eigen::VectorXcd>& ev,
+                              const StabilityParameters& params) {
+  SampleStability out;
+  double top = -std::numeric_limits<double>::infinity();
+  for (Eigen::Index k = 0; k < ev.size(); ++k) {
+    if (!std::isfinite(ev(k).real()) || !std::isfinite(ev(k).imag())) return out;
+    top = std::max(top, ev(k).real());
+  }
+  if (ev.size() == 0) {
+    out.cls = Stability::stable;
+    return out;
+  }
+  const double tie = 1e-12 * std::max(1.0, std::abs(top));
+  std::complex<double> lead(-std::numeric_limits<double>::infinity(),
+                            -std::numeric_limits<double>::infinity());
+  for (Eigen::Index k = 0; k < ev.size(); ++k) {
+    const std::complex<double> x = ev(k);
+    if (top - x.real() <= tie &&
+        (x.imag() > lead.imag() || (x.imag() == lead.imag() && x.real() > lead.real())))
+      lead = x;
+  }
+  classify_leading(lead, params, out);
+  return out;
+}
+
+}  // namespace
+
+SampleStability classify(const Eigen::Ref<const Eigen::VectorXcd>& ev,
+                         const StabilityParameters& params) {
+  if (params.keep <= 0) return classify_scan(ev, params);
   SampleStability out;
   std::vector<std::complex<double>> l(ev.data(), ev.data() + ev.size());
   for (const auto& x : l)
@@ -92,15 +140,7 @@ SampleStability classify(const Eigen::VectorXcd& ev, const StabilityParameters& 
     out.cls = Stability::stable;
     return out;
   }
-  out.max_real = l[0].real();
-  out.frequency_hz = std::abs(l[0].imag()) * 1000.0 / (2.0 * std::numbers::pi);
-  // A complex pair shows as conjugates; a real eigenvalue's imaginary part is exactly 0 from
-  // a real Schur form (Eigen's or LAPACK's).
-  const bool complex_pair = l[0].imag() != 0.0;
-  if (out.max_real > params.margin)
-    out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
-  else
-    out.cls = Stability::stable;
+  classify_leading(l[0], params, out);
   l.resize(std::min<std::size_t>(l.size(), std::size_t(std::max(params.keep, 0))));
   out.leading = std::move(l);
   return out;
@@ -158,17 +198,27 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
   M.bottomLeftCorner(f, f) = CB;
   M.topRightCorner(f, f).diagonal().setOnes();
   M.bottomRightCorner(f, f).diagonal().setConstant(a);
-  // a's multiplicity n_E - f, listed at most `keep` times (enough for the leading ones).
+  // a's multiplicity n_E - f, listed at most `keep` times (enough for the leading ones; once
+  // where no list is kept, in fixed-capacity storage).
   const Eigen::Index na =
       std::max<Eigen::Index>(1, std::min<Eigen::Index>(n_E - f, std::max(params.keep, 1)));
-  Eigen::VectorXcd ev(2 * f + na);
-  if (f > 0) {
-    Eigen::EigenSolver<Mx> es(M, false);
-    if (es.info() != Eigen::Success) return SampleStability{};  // unknown
-    ev.head(2 * f) = es.eigenvalues();
+  const auto spectrum = [&](auto& ev) {
+    if (f > 0) {
+      Eigen::EigenSolver<Mx> es(M, false);
+      if (es.info() != Eigen::Success) return SampleStability{};  // unknown
+      ev.head(2 * f) = es.eigenvalues();
+    }
+    ev.tail(ev.size() - 2 * f).setConstant(a);
+    return classify(ev, params);
+  };
+  if (params.keep <= 0) {
+    constexpr int kCap =
+        Mx::MaxRowsAtCompileTime == Eigen::Dynamic ? Eigen::Dynamic : Mx::MaxRowsAtCompileTime + 1;
+    Eigen::Matrix<std::complex<double>, Eigen::Dynamic, 1, 0, kCap, 1> ev(2 * f + 1);
+    return spectrum(ev);
   }
-  ev.tail(na).setConstant(a);
-  return classify(ev, params);
+  Eigen::VectorXcd ev(2 * f + na);
+  return spectrum(ev);
 }
 
 // The larger reductions. Units whose column of C B is zero do not act on E (pv_sst_vip's VIP

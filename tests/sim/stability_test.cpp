@@ -394,3 +394,114 @@ TEST_CASE("the solver's fast path gives the generic path's spectrum") {
     }
   }
 }
+
+TEST_CASE("classify without a list (keep = 0) gives the sorted classification's leading values") {
+  // classify's scan (keep <= 0, what training asks for: no allocation) against its sort, on
+  // spectra with conjugate pairs, real parts that tie to rounding with other eigenvalues (E's
+  // -1/tau_E beside a pair), exact ties, positive and negative leading parts, and NaN.
+  std::mt19937_64 rng(test::seed() + 91);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  sim::StabilityParameters listed, scan;
+  scan.keep = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    CAPTURE(trial);
+    std::vector<std::complex<double>> l;
+    const int pairs = trial % 4, reals = 1 + trial % 3;
+    for (int k = 0; k < pairs; ++k) {
+      const std::complex<double> z(0.1 * u(rng), std::abs(u(rng)));
+      l.push_back(z);
+      l.push_back(std::conj(z));
+    }
+    for (int k = 0; k < reals; ++k) l.emplace_back(0.1 * u(rng), 0.0);
+    if (trial % 5 == 1 && pairs > 0) l.back() = {l[0].real() * (1 + 1e-14), 0.0};  // a tie
+    if (trial % 5 == 2) l.push_back(l[0]);                                         // exact
+    if (trial % 7 == 3) l.emplace_back(std::nan(""), 0.0);
+    std::shuffle(l.begin(), l.end(), rng);
+    const Eigen::VectorXcd ev =
+        Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+    const auto a = sim::classify(ev, listed);
+    const auto b = sim::classify(ev, scan);
+    CHECK(a.cls == b.cls);
+    CHECK(b.leading.empty());
+    if (a.cls == sim::Stability::unknown) continue;
+    CHECK(a.max_real == b.max_real);
+    CHECK(a.frequency_hz == b.frequency_hz);
+  }
+  CHECK(sim::classify(Eigen::VectorXcd(0), scan).cls == sim::Stability::stable);
+  // Hand-made cases: real parts tied to rounding with equal imaginary parts (the larger real
+  // part leads), a non-finite imaginary part, a signed zero.
+  using C = std::complex<double>;
+  const double r = 0.25;
+  const std::vector<std::vector<C>> cases = {{C(r, 0), C(r * (1 + 1e-14), 0)},
+                                             {C(r * (1 + 1e-14), 0), C(r, 0)},
+                                             {C(-r, 0.5), C(-r * (1 + 1e-14), 0.5), C(-1, 0)},
+                                             {C(1, 0), C(0, INFINITY)},
+                                             {C(0.5, -0.0), C(0.5 * (1 + 1e-14), 0.0)},
+                                             {C(-0.1, 2.0), C(-0.1, -2.0), C(-0.1, 0.0)}};
+  for (const auto& l : cases) {
+    const Eigen::VectorXcd ev =
+        Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+    const auto a = sim::classify(ev, listed);
+    const auto b = sim::classify(ev, scan);
+    CHECK(a.cls == b.cls);
+    CHECK(a.max_real == b.max_real);
+    CHECK(a.frequency_hz == b.frequency_hz);
+  }
+  CHECK(sim::classify(Eigen::Map<const Eigen::VectorXcd>(cases[0].data(), 2), scan).max_real ==
+        r * (1 + 1e-14));
+  CHECK(sim::classify(Eigen::Map<const Eigen::VectorXcd>(cases[3].data(), 2), scan).cls ==
+        sim::Stability::unknown);
+}
+
+TEST_CASE("reduced_stability without a list classifies as with one, for every storage size") {
+  // f = 0 ... 10 free units: the fixed-size (f <= 3), fixed-capacity (f <= 8) and large
+  // reductions, on random blocks whose spectra straddle the imaginary axis.
+  std::mt19937_64 rng(test::seed() + 93);
+  sim::StabilityParameters listed, scan;
+  scan.keep = 0;
+  for (int f = 0; f <= 10; ++f)
+    for (int trial = 0; trial < 8; ++trial) {
+      CAPTURE(f);
+      CAPTURE(trial);
+      const Eigen::MatrixXd D = test::random_matrix<double>(f, f, -1.0, 0.6, rng);
+      const Eigen::MatrixXd CB = test::random_matrix<double>(f, f, -0.5, 0.5, rng);
+      const auto a = sim::reduced_stability(D, CB, -0.1, 50, listed);
+      const auto b = sim::reduced_stability(D, CB, -0.1, 50, scan);
+      CHECK(a.cls == b.cls);
+      CHECK(a.max_real == b.max_real);
+      CHECK(a.frequency_hz == b.frequency_hz);
+      CHECK(b.leading.empty());
+      CHECK(a.leading.size() == 4);
+    }
+}
+
+TEST_CASE("the solver's fast path classifies the same without its list of eigenvalues") {
+  // FixedPointParameters::stability_leading = 0 (the training forward pass): the same class,
+  // growth rate and frequency per sample, and no list.
+  std::vector<presets::Case> cases = {presets::default_pooled_leaky()};
+  for (const auto& c : presets::all())
+    if (c.preset == "default" || c.preset == "pv_sst_vip") cases.push_back(c);
+  for (const auto& c : cases) {
+    CAPTURE(c.label);
+    const auto L = presets::layer<double>(c, kInputs, kUnits, 37);
+    const Mat<double> x = inputs(11);
+    sim::FixedPointParameters fp;
+    fp.tol = {1e-10, 1e-10};
+    sim::LayerCache<double> listed, bare;
+    sim::forward_layer(L, x, fp, listed);
+    fp.stability_leading = 0;
+    sim::forward_layer(L, x, fp, bare);
+    REQUIRE(!bare.solve.stability_known.empty());
+    REQUIRE(bare.checked == listed.checked);
+    REQUIRE(int(bare.checked.size()) == kSamples);
+    for (std::size_t q = 0; q < bare.checked.size(); ++q) {
+      const auto& a = listed.stability.samples[q];
+      const auto& b = bare.stability.samples[q];
+      CHECK(a.leading.size() == 4);
+      CHECK(b.leading.empty());
+      CHECK(a.cls == b.cls);
+      CHECK(a.max_real == b.max_real);
+      CHECK(a.frequency_hz == b.frequency_hz);
+    }
+  }
+}

@@ -68,6 +68,12 @@ struct FixedPointParameters {
   /// Not a config key: keep each sample's last evaluation for the adjoint (Linearisation; the
   /// training forward pass of the implicit rule sets it).
   bool keep_linearisation = false;
+  /// Not a config key: leading eigenvalues kept per checked equilibrium on the solver's fast
+  /// path (SampleStability::leading, as StabilityParameters::keep). The training step's forward
+  /// pass (implicit and frozen rules; also bench_train's) sets 0: the class, growth rate and
+  /// frequency only, which is all it counts and reports, without sorting or allocating per
+  /// sample for the small reductions (f <= 8 interneuron units).
+  int stability_leading = StabilityParameters{}.keep;
 };
 
 /// The fixed-point solver's last evaluation of each converged sample (its double-precision state

@@ -70,14 +70,17 @@ StabilityResult stability(const models::Layer<S>& layer, const CircuitInput<S>& 
                           const CircuitState<S>& z, const StabilityParameters& params = {},
                           const std::vector<int>& samples = {});
 
-/// Classify a spectrum (any order).
-SampleStability classify(const Eigen::VectorXcd& eigenvalues, const StabilityParameters& params);
+/// Classify a spectrum (any order). With params.keep <= 0 no list is kept (`leading` empty) and
+/// nothing is allocated; the class, max_real and frequency are the same.
+SampleStability classify(const Eigen::Ref<const Eigen::VectorXcd>& eigenvalues,
+                         const StabilityParameters& params);
 
 /// The reduction's classification, shared by stability() and the fixed-point solver's fast path
 /// (FixedPointParameters::stability_fast_path): the spectrum of [[D, I], [CB, a I]] (2f x 2f)
 /// and a = -1/tau_E, where D = d(dz_I/dt)/dz_I and CB = (d(dz_I/dt)/dv)(d(dv/dt)/dz_I) over the
 /// f free interneuron units, in 1/ms and 1/ms^2. `n_E` is E's size: a is an eigenvalue of
-/// multiplicity n_E - f besides those of the 2f x 2f matrix (listed that often in `leading`).
+/// multiplicity n_E - f besides those of the 2f x 2f matrix (listed that often in `leading`, up
+/// to params.keep times; with keep <= 0 no list is kept).
 SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                   const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                   const StabilityParameters& params);
