@@ -131,7 +131,10 @@ void write_evaluation(io::H5File& out, const io::Config& cfg, const EvaluateOpti
       {"stability_checked", &EvalResult::stability_checked},
       {"forward_unstable", &EvalResult::unstable},
       {"forward_oscillatory", &EvalResult::oscillatory},
-      {"forward_reintegrated", &EvalResult::reintegrated}};
+      {"forward_reintegrated", &EvalResult::reintegrated},
+      {"forward_continuations", &EvalResult::continuations},
+      {"forward_factorisations", &EvalResult::factorisations},
+      {"forward_krylov_vectors", &EvalResult::krylov_vectors}};
   for (const char* set : {"test", "validation"})
     for (const char* transform : {"jitter", "shift", "contrast", "noise"}) {
       std::vector<const EvaluationRow*> rows;

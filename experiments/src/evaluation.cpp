@@ -38,6 +38,9 @@ EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, dou
     r.unstable += fs.unstable_samples;
     r.oscillatory += fs.oscillatory_samples;
     r.reintegrated += fs.reintegrated_samples;
+    r.continuations += fs.continuation_samples;
+    r.factorisations += fs.factorisations;
+    r.krylov_vectors += fs.krylov_vectors;
     int hits = 0;
     loss_sum += n * learning::cross_entropy(cache.logits(), labels, 0.0, dl, &hits);
     // A sample whose equilibrium did not converge in some layer is counted, and counted as

@@ -147,8 +147,21 @@ TEST_CASE("evaluate reproduces the run file's final test and validation accuraci
     CHECK(e.read_vector("evaluate/validation/accuracy") == val_acc);
     for (const char* d :
          {"forward_failures", "forward_fallbacks", "forward_iterations_mean", "stability_checked",
-          "forward_unstable", "forward_oscillatory", "forward_reintegrated", "images", "loss"})
+          "forward_unstable", "forward_oscillatory", "forward_reintegrated", "images", "loss",
+          "forward_continuations", "forward_factorisations", "forward_krylov_vectors"})
       CHECK_MESSAGE(e.exists(std::string("evaluate/test/") + d), d);
+    // The default circuit's pooled Newton solves factorise (most layer solves take a step) and
+    // run no GMRES (pooled circuits never do); layernorm solves nothing.
+    const auto lus = e.read_vector("evaluate/test/forward_factorisations");
+    const auto gm = e.read_vector("evaluate/test/forward_krylov_vectors");
+    REQUIRE(lus.size() == eps.size());
+    for (std::size_t k = 0; k < lus.size(); ++k) {
+      CHECK(gm[k] == 0);
+      if (std::string(kind) == "circuit")
+        CHECK(lus[k] > 0);
+      else
+        CHECK(lus[k] == 0);
+    }
     CHECK(e.attr_string("/", "file_kind") == "evaluation");
     CHECK(e.attr_string("/", "source_run") == run);
     CHECK(e.attr_int("/", "source_epoch") == 2);
