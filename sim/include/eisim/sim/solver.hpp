@@ -35,7 +35,9 @@ struct FixedPointParameters {
   /// With the continuation on, a Newton line search without sufficient decrease after this
   /// many halvings is a stall (the continuation takes the sample); without it, max_backtracks.
   int stall_backtracks = 4;
-  int continuation_max_steps = 300;  ///< cap on the continuation's steps (each one linear solve)
+  /// Cap on the continuation's steps (each one linear solve). 1000: on the heterogeneous leaky
+  /// circuit a few samples per epoch need 300-763 (docs/numerics.md).
+  int continuation_max_steps = 1000;
   /// ms, its first pseudo-time step (about the time constants: measured on the heterogeneous
   /// leaky circuit, 1 ms took 35 iterations per sample, 10 ms 15, 100 ms 16)
   double continuation_dt0 = 10.0;
