@@ -541,7 +541,9 @@ class Trainer {
           "cannot resume " + opt_.out +
               ": this configuration differs from the stored one (stored vs now):" + keys +
               "\nonly train.epochs, train.progress and simulate.* may "
-              "change on resume; start a new run (another --out) instead");
+              "change on resume; set the others back to their stored values with --set "
+              "(a default can change between eisim versions), or start a new run (another "
+              "--out) instead");
     }
     if (f.attr_string("/", "status") == "failed")
       throw run_failed("cannot resume " + opt_.out + ": the run is marked failed (" +

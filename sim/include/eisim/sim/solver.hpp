@@ -36,7 +36,8 @@ struct FixedPointParameters {
   /// many halvings is a stall (the continuation takes the sample); without it, max_backtracks.
   int stall_backtracks = 4;
   /// Cap on the continuation's steps (each one linear solve). 1000: on the heterogeneous leaky
-  /// circuit a few samples per epoch need 300-763 (docs/numerics.md).
+  /// circuit a few solves per epoch need more than 300 (up to 763 iterations, Newton's and the
+  /// continuation's together; docs/numerics.md).
   int continuation_max_steps = 1000;
   /// ms, its first pseudo-time step (about the time constants: measured on the heterogeneous
   /// leaky circuit, 1 ms took 35 iterations per sample, 10 ms 15, 100 ms 16)
