@@ -71,6 +71,11 @@ std::string StabilityResult::describe() const {
 
 namespace {
 
+// Real parts within this of x tie to rounding (classify orders them by imaginary part).
+double tie_tolerance(double x) {
+  return 1e-12 * std::max(1.0, std::abs(x));
+}
+
 // The class of a spectrum from its leading eigenvalue.
 void classify_leading(std::complex<double> lead, const StabilityParameters& params,
                       SampleStability& out) {
@@ -100,7 +105,7 @@ SampleStability classify_scan(const Eigen::Ref<const Eigen::VectorXcd>& ev,
     out.cls = Stability::stable;
     return out;
   }
-  const double tie = 1e-12 * std::max(1.0, std::abs(top));
+  const double tie = tie_tolerance(top);
   std::complex<double> lead(-std::numeric_limits<double>::infinity(),
                             -std::numeric_limits<double>::infinity());
   for (Eigen::Index k = 0; k < ev.size(); ++k) {
@@ -130,7 +135,7 @@ SampleStability classify(const Eigen::Ref<const Eigen::VectorXcd>& ev,
   // frequency, do not depend on the last bit of the real parts.
   for (std::size_t g = 0; g < l.size();) {
     std::size_t e = g + 1;
-    const double tie = 1e-12 * std::max(1.0, std::abs(l[g].real()));
+    const double tie = tie_tolerance(l[g].real());
     while (e < l.size() && l[g].real() - l[e].real() <= tie) ++e;
     std::stable_sort(l.begin() + std::ptrdiff_t(g), l.begin() + std::ptrdiff_t(e),
                      [](const auto& a, const auto& b) { return a.imag() > b.imag(); });
@@ -198,10 +203,6 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
   M.bottomLeftCorner(f, f) = CB;
   M.topRightCorner(f, f).diagonal().setOnes();
   M.bottomRightCorner(f, f).diagonal().setConstant(a);
-  // a's multiplicity n_E - f, listed at most `keep` times (enough for the leading ones; once
-  // where no list is kept, in fixed-capacity storage).
-  const Eigen::Index na =
-      std::max<Eigen::Index>(1, std::min<Eigen::Index>(n_E - f, std::max(params.keep, 1)));
   const auto spectrum = [&](auto& ev) {
     if (f > 0) {
       Eigen::EigenSolver<Mx> es(M, false);
@@ -211,12 +212,15 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
     ev.tail(ev.size() - 2 * f).setConstant(a);
     return classify(ev, params);
   };
-  if (params.keep <= 0) {
+  if (params.keep <= 0) {  // a once, in fixed-capacity storage
     constexpr int kCap =
         Mx::MaxRowsAtCompileTime == Eigen::Dynamic ? Eigen::Dynamic : Mx::MaxRowsAtCompileTime + 1;
     Eigen::Matrix<std::complex<double>, Eigen::Dynamic, 1, 0, kCap, 1> ev(2 * f + 1);
     return spectrum(ev);
   }
+  // a's multiplicity n_E - f, listed at most `keep` times (enough for the leading ones).
+  const Eigen::Index na =
+      std::max<Eigen::Index>(1, std::min<Eigen::Index>(n_E - f, std::max(params.keep, 1)));
   Eigen::VectorXcd ev(2 * f + na);
   return spectrum(ev);
 }
