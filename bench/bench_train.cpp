@@ -223,6 +223,7 @@ class Bench {
     cfg_.fixed_point.keep_linearisation =
         learning::solves_adjoint(io::network_spec(cfg_), cfg_.learning);
     cfg_.fixed_point.stability_leading = 0;
+    cfg_.fixed_point.stability_class_only = true;
   }
 
   /// The epoch's sample order; every epoch and profiling pass draws the same one.

@@ -641,6 +641,7 @@ class Trainer {
         sim::FixedPointParameters fp = cfg_.fixed_point;
         fp.keep_linearisation = learning::solves_adjoint(net_.spec, cfg_.learning);
         fp.stability_leading = 0;
+        fp.stability_class_only = true;
         in_context([&] { fs = sim::forward(net_, x, fp, cache); });
         fwd_fail += fs.failed_samples;
         fwd_fallback += fs.fallback_samples;

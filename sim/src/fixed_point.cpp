@@ -246,6 +246,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   const double a_E = -1.0 / pops[0].tau;
   StabilityParameters sp;
   sp.keep = p.stability_leading;
+  sp.class_only = p.stability_class_only;
   // Newton on the given columns, starting from z (with the block start if asked).
   auto newton = [&](const std::vector<int>& cols, bool block_start) {
     const int ncols = int(cols.size());

@@ -4,6 +4,7 @@
 #include "eisim/sim/stability.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -191,6 +192,65 @@ namespace {
 
 using detail::all_eigenvalues;
 
+// Polynomials of degree <= 4 in lambda, coefficients by increasing power.
+using Poly = std::array<double, 5>;
+
+Poly poly_mul(const Poly& p, const Poly& q) {
+  Poly r{};
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; i + j < 5; ++j) r[std::size_t(i + j)] += p[std::size_t(i)] * q[std::size_t(j)];
+  return r;
+}
+
+Poly poly_sub(const Poly& p, const Poly& q) {
+  Poly r{};
+  for (std::size_t i = 0; i < 5; ++i) r[i] = p[i] - q[i];
+  return r;
+}
+
+}  // namespace
+
+bool certified_stable(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                      const Eigen::Ref<const Eigen::MatrixXd>& CB, double a) {
+  const Eigen::Index f = D.rows();
+  if (f > 2 || CB.rows() != f || CB.cols() != f || D.cols() != f) return false;
+  // The infinity norm of M = [[D, I], [CB, a I]] bounds |lambda| for every eigenvalue.
+  double norm = std::abs(a);
+  for (Eigen::Index i = 0; i < f; ++i) {
+    norm = std::max(norm, D.row(i).cwiseAbs().sum() + 1.0);
+    norm = std::max(norm, CB.row(i).cwiseAbs().sum() + std::abs(a));
+  }
+  if (!std::isfinite(norm)) return false;
+  // Shifted by tau: the eigenvalues of M + tau I are those of M plus tau, so a Hurwitz
+  // polynomial of M + tau I puts every eigenvalue of M left of -tau. The shifted matrix has the
+  // same form, with D + tau I and a + tau.
+  const double tau = certificate_shift * norm;
+  const double as = a + tau;
+  if (!(as < 0.0)) return false;  // a itself is an eigenvalue (E's units outside the reduction)
+  if (f == 0) return true;
+  if (f == 1) {
+    // (lambda - as)(lambda - d) - c = lambda^2 - (as + d) lambda + (as d - c).
+    const double d = D(0, 0) + tau;
+    return -(as + d) > 0.0 && as * d - CB(0, 0) > 0.0;
+  }
+  // det((lambda - as)(lambda - D') - CB), D' = D + tau I: the 2 x 2 matrix polynomial's
+  // entries, then its determinant (monic, degree 4).
+  const Poly s{-as, 1.0};  // lambda - as
+  const auto diag = [&](int i) {
+    return poly_sub(poly_mul(s, Poly{-(D(i, i) + tau), 1.0}), Poly{CB(i, i)});
+  };
+  const auto off = [&](int i, int j) {  // -(lambda - as) D_ij - CB_ij
+    return poly_sub(poly_mul(s, Poly{-D(i, j)}), Poly{CB(i, j)});
+  };
+  const Poly p = poly_sub(poly_mul(diag(0), diag(1)), poly_mul(off(0, 1), off(1, 0)));
+  // Routh-Hurwitz (Lienard-Chipart) for lambda^4 + b3 lambda^3 + b2 lambda^2 + b1 lambda + b0.
+  const double b3 = p[3], b2 = p[2], b1 = p[1], b0 = p[0];
+  return b3 > 0.0 && b2 > 0.0 && b1 > 0.0 && b0 > 0.0 && b3 * b2 - b1 > 0.0 &&
+         b3 * b2 * b1 - b1 * b1 - b3 * b3 * b0 > 0.0;
+}
+
+namespace {
+
 // The small reductions (f <= 8) in fixed-size or fixed-capacity storage, compiled for their
 // size, with Eigen's EigenSolver: no heap allocation.
 template <class Mx>
@@ -198,6 +258,12 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                  const StabilityParameters& params) {
   const Eigen::Index f = D.rows();
+  if (params.class_only && f <= 2 && certified_stable(D, CB, a)) {
+    SampleStability out;
+    out.cls = Stability::stable;
+    out.max_real = out.frequency_hz = std::numeric_limits<double>::quiet_NaN();
+    return out;
+  }
   Mx M = Mx::Zero(2 * f, 2 * f);
   M.topLeftCorner(f, f) = D;
   M.bottomLeftCorner(f, f) = CB;

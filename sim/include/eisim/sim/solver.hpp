@@ -77,6 +77,11 @@ struct FixedPointParameters {
   /// frequency only, which is all it counts and reports, without sorting or allocating per
   /// sample for the small reductions (f <= 8 interneuron units).
   int stability_leading = StabilityParameters{}.keep;
+  /// Not a config key: the class only where a certificate gives it (StabilityParameters::
+  /// class_only: the default circuit's 4 x 4 reduction is certified stable by Routh-Hurwitz
+  /// without an eigensolve; such samples have NaN growth rate and frequency). The training
+  /// step's forward pass sets it, with stability_leading = 0.
+  bool stability_class_only = false;
 };
 
 /// The fixed-point solver's last evaluation of each converged sample (its double-precision state

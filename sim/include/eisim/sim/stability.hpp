@@ -28,7 +28,19 @@ struct StabilityParameters {
   /// marginal modes (integral control without leak) on the stable side.
   double margin = 1e-9;
   int keep = 4;  ///< leading eigenvalues kept per sample (by decreasing real part)
+  /// The class only, where a certificate gives it (reduced_stability with f <= 2 interneuron
+  /// units): if the Routh-Hurwitz conditions show every eigenvalue's real part below
+  /// -certificate_shift x (a bound on the spectral radius), the sample is `stable` without an
+  /// eigensolve, and max_real and frequency_hz are NaN (no list either). Elsewhere, and where
+  /// the certificate does not hold, as without it. The training step's counts need the class
+  /// only (FixedPointParameters::stability_class_only).
+  bool class_only = false;
 };
+
+/// The certificate's margin (StabilityParameters::class_only), relative to the infinity norm of
+/// the reduced matrix: wide enough that rounding in the characteristic polynomial's
+/// coefficients cannot certify a spectrum whose leading real part is above the margin.
+inline constexpr double certificate_shift = 1e-3;
 
 /// Outcome for one equilibrium.
 struct SampleStability {
@@ -74,6 +86,14 @@ StabilityResult stability(const models::Layer<S>& layer, const CircuitInput<S>& 
 /// nothing is allocated; the class, max_real and frequency are the same.
 SampleStability classify(const Eigen::Ref<const Eigen::VectorXcd>& eigenvalues,
                          const StabilityParameters& params);
+
+/// Routh-Hurwitz certificate for the reduction below with f = D.rows() <= 2: true if every
+/// eigenvalue of [[D, I], [CB, a I]] and a have real parts below -shift (shift =
+/// certificate_shift x the matrix's infinity norm), from the characteristic polynomial
+/// det((lambda - a)(lambda - D) - CB) of the shifted matrix. Sufficient only: false also for f > 2
+/// or non-finite input.
+bool certified_stable(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                      const Eigen::Ref<const Eigen::MatrixXd>& CB, double a);
 
 /// The reduction's classification, shared by stability() and the fixed-point solver's fast path
 /// (FixedPointParameters::stability_fast_path): the spectrum of [[D, I], [CB, a I]] (2f x 2f)
