@@ -4,6 +4,7 @@
 #include <Eigen/LU>
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "eisim/models/error.hpp"
 #include "eisim/sim/solver.hpp"
@@ -36,9 +37,10 @@ double solve_transposed_2x2(const Mx& M, const V& rhs, V& a) {
 }
 
 template <bool Pooled, class S>
-void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
-                   const CircuitState<S>& z, const Mat<S>& g_v, bool through,
-                   const Linearisation* saved, AdjointStats& st, std::vector<Mat<S>>& w) {
+void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
+                   const CircuitInput<S>& in, const CircuitState<S>& z, const Mat<S>& g_v,
+                   bool through, const Linearisation* saved, AdjointStats& st,
+                   std::vector<Mat<S>>& w) {
   using detail::Md;
   using detail::Vd;
   const int B = int(g_v.cols()), n = model.n, n_E = int(g_v.rows());
@@ -50,7 +52,12 @@ void solve_samples(const detail::SampleModel& model, const CircuitInput<S>& in,
 #pragma omp parallel if (B >= 128)
   {
     using Sys = detail::SampleSystem<Pooled>;
-    Sys sys(model, Tolerance{});
+    // Pooled: this thread's cached system where it runs alone, else one of its own.
+    Sys* cached = nullptr;
+    if constexpr (Pooled)
+      if (lease && detail::team_of_one()) cached = lease->system(Tolerance{});
+    std::optional<Sys> local;
+    Sys& sys = cached ? *cached : local.emplace(model, Tolerance{});
     typename Sys::State x;
     // Over the unknowns: fixed capacity when Pooled (no heap allocation per sample).
     typename Sys::SM M;
@@ -159,7 +166,8 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
       return st;
     }
   }
-  const detail::SampleModel model(layer);
+  detail::PooledLease lease(layer);
+  const detail::SampleModel& model = lease.model();
   const bool e_explicit = model.st.is_explicit(0);
   // E's cotangent, and the core populations' through the inhibition, are written for every
   // sample below; the others start at 0.
@@ -174,9 +182,9 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
   if (e_explicit || (model.n == 0)) {
     w[0] = g_v;  // F_E = -v + rest + q / g with every source fixed: dF/dv = -1
   } else if (model.pooled && params.pooled_fast_path) {
-    solve_samples<true>(model, in, z, g_v, params.through_inhibition, params.saved, st, w);
+    solve_samples<true>(&lease, model, in, z, g_v, params.through_inhibition, params.saved, st, w);
   } else {
-    solve_samples<false>(model, in, z, g_v, params.through_inhibition, nullptr, st, w);
+    solve_samples<false>(nullptr, model, in, z, g_v, params.through_inhibition, nullptr, st, w);
   }
   if (!params.through_inhibition || model.st.explicit_order.empty()) return st;
   // Explicit populations (leaky, dF/dv = -1): w_x is what the populations they drive send back,

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -210,7 +211,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   res.sample_status.assign(B, SolverStatus::converged);
   res.sample_iterations.assign(B, 0);
   res.sample_residual.assign(B, 0.0);
-  const detail::SampleModel model(layer);
+  detail::PooledLease lease(layer);
+  const detail::SampleModel& model = lease.model();
   explicit_pass(layer, in, model.st, z);
   if (keep) keep->stride = 0;  // the storage stays, for the next batch
 
@@ -302,7 +304,10 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
 #pragma omp parallel if (ncols >= 128)
     {
       if (pooled) {
-        detail::SampleSystem<true> ev(model, p.tol);
+        // This thread's cached system where it runs alone, else one of its own.
+        detail::SampleSystem<true>* cached = detail::team_of_one() ? lease.system(p.tol) : nullptr;
+        std::optional<detail::SampleSystem<true>> local;
+        detail::SampleSystem<true>& ev = cached ? *cached : local.emplace(model, p.tol);
         if (keep) {
 #pragma omp single
           if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,10 @@
 #include "eisim/sim/circuit.hpp"
 #include "eisim/sim/solver.hpp"
 #include "gmres.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace eisim::sim::detail {
 
@@ -67,6 +72,18 @@ struct SampleModel {
   int e_sub = -1, e_div = -1;
 
   bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
+
+  /// The weights of `layer` (whose circuit and weight indices equal this model's) cast afresh;
+  /// the structure stays.
+  template <class S>
+  void refresh(const models::Layer<S>& layer) {
+    for (std::size_t k = 0; k < c->projections.size(); ++k) {
+      if (c->projections[k].src < 0) continue;
+      W[k] = layer.w.at(spec->projection_weight[k]).template cast<double>();
+      if (W[k].rows() == 1) Wv[k] = W[k].row(0).transpose();
+      if (W[k].cols() == 1) Wv[k] = W[k].col(0);
+    }
+  }
 
   template <class S>
   explicit SampleModel(const models::Layer<S>& layer)
@@ -136,7 +153,7 @@ class SampleSystem {
   using SV = typename Small<Pooled>::V;  ///< a vector over the unknowns
   static constexpr bool pooled_instance = Pooled;
   const SampleModel& m;
-  const Tolerance tol;
+  Tolerance tol;  ///< set per call (a cached system serves several calls)
   // Per population (index as in the circuit): state, rate, drive, conductance, F, partials.
   std::vector<Vd> z, r, dr, q, g, F, dF_dz, dF_dq, dF_dg, q0, g0;
   std::vector<char> has_g;
@@ -248,7 +265,7 @@ class SampleSystem {
 
   bool drive_finite() const {
     for (const auto& v : q0)
-      if (!v.allFinite()) return false;
+      if (!all_finite(v)) return false;
     return true;
   }
 
@@ -387,6 +404,19 @@ class SampleSystem {
         if (pp.src != 0) continue;  // population <- E
         if (block_only && !in_block_[m.offset[pp.tgt]]) continue;
         const double cp = coefficient(pp)(0);
+        if (m.e_fused && m.e_div >= 0) {
+          // E's two links (the default circuit): both sums in one pass over E.
+          const auto& ps = m.c->projections[m.e_sub];
+          const auto& pd = m.c->projections[m.e_div];
+          const int t = m.offset[pp.tgt];
+          const bool ws = wanted(t, m.offset[ps.src]), wd = wanted(t, m.offset[pd.src]);
+          if (ws || wd) {
+            const auto [sub, div] = e_pair_sums(pp, kp);
+            if (ws) JE(t, m.offset[ps.src]) += cp * ds[m.e_sub](0) * models::source_sign(ps) * sub;
+            if (wd) JE(t, m.offset[pd.src]) += cp * ds[m.e_div](0) * div;
+          }
+          continue;
+        }
         for (int kq : m.links) {
           const auto& pq = m.c->projections[kq];
           if (pq.tgt != 0) continue;  // E <- population
@@ -439,6 +469,35 @@ class SampleSystem {
       return signal_sum(pp, wp, wq);
     }
     return signal_sum(pp, wp, m.Wv[kq].array() * dF_dg[0].array());
+  }
+
+  // Pooled, E fused with a divisive link: e_pair_sum of population <- E link kp with E's
+  // subtractive link (without its source sign) and with E's divisive link, in one pass.
+  std::pair<double, double> e_pair_sums(const models::Projection& pp, int kp) const {
+    const int n = int(z[0].size());
+    const double rest = m.c->populations[0].rest;
+    const double *wp = m.Wv[kp].data(), *ig = dF_dq[0].data(), *v = z[0].data();
+    const double *ws = m.Wv[m.e_sub].data(), *wd = m.Wv[m.e_div].data();
+    const auto sums = [&](auto sig) {
+      double a = 0.0, b = 0.0;
+#pragma omp simd reduction(+ : a, b)
+      for (int i = 0; i < n; ++i) {
+        const double f = wp[i] * sig(i) * ig[i];
+        a += f * ws[i];
+        b -= f * wd[i] * (v[i] - rest);  // dF_E/dg = -(v - rest) / g
+      }
+      return std::pair{a, b};
+    };
+    switch (pp.signal) {
+      case models::Signal::rate: {
+        const double* d = dr[0].data();
+        return sums([d](int i) { return d[i]; });
+      }
+      case models::Signal::potential:
+        return sums([](int) { return 1.0; });
+      default:  // squared_potential: d(v^2) = 2 v
+        return sums([v](int i) { return 2.0 * v[i]; });
+    }
   }
 
   template <class P, class Q>
@@ -600,7 +659,9 @@ class SampleSystem {
 
   /// After restore(): J holds the Jacobian at the equilibrium with the local terms added (the
   /// adjoint's matrix), so jacobian() need not run.
-  bool jacobian_restored() const { return jacobian_restored_; }
+  bool jacobian_restored() const {
+    return jacobian_restored_;
+  }
 
   // --- Newton ---------------------------------------------------------------------------------
 
@@ -782,7 +843,9 @@ class SampleSystem {
 
   // A one-unit vector as a fixed-size 1 x 1 matrix (Pooled: the compile-time kernels).
   using One = Eigen::Map<Eigen::Matrix<double, 1, 1>>;
-  static One one(Vd& v) { return One(v.data()); }
+  static One one(Vd& v) {
+    return One(v.data());
+  }
 
   void signal(int k) {
     const auto& pr = m.c->projections[k];
@@ -838,7 +901,9 @@ class SampleSystem {
     }
   }
 
-  static bool all_finite(const Vd& v) { return (v.array() * 0.0).sum() == 0.0; }
+  static bool all_finite(const Vd& v) {
+    return (v.array() * 0.0).sum() == 0.0;
+  }
 
   // d F_target / d signal of a projection, per target unit.
   Vd coef_;
@@ -903,6 +968,84 @@ class SampleSystem {
       }
     }
   }
+};
+
+/// True inside a parallel region's team of one (or without OpenMP): the calling thread's
+/// PooledLease may serve it.
+inline bool team_of_one() {
+#ifdef _OPENMP
+  return omp_get_num_threads() == 1;
+#else
+  return true;
+#endif
+}
+
+/// Per thread, the last pooled circuit's model and system, reused by the next solve or adjoint
+/// call on a circuit with the same specification (the training step's layers share one) with
+/// only the weights cast afresh: building a SampleSystem allocates and zeroes some forty
+/// vectors, about 6 % of the default circuit's solve (perf, bench/README.md). A lease holds the
+/// cache; a nested call (or a circuit that is not pooled) builds its own.
+class PooledLease {
+ public:
+  template <class S>
+  explicit PooledLease(const models::Layer<S>& layer) {
+    Slot& c = slot();
+    if (c.busy) {
+      own_ = std::make_unique<SampleModel>(layer);
+      model_ = own_.get();
+      return;
+    }
+    cached_ = &c;
+    c.busy = true;
+    if (c.model && layer.spec.circuit == c.spec.circuit &&
+        layer.spec.projection_weight == c.spec.projection_weight) {
+      c.model->refresh(layer);
+    } else {
+      c.system.reset();
+      c.model.reset();
+      c.spec = layer.spec;
+      c.model = std::make_unique<SampleModel>(layer);
+      // The model reads the structure through these pointers: to the cache's copy, which
+      // outlives the layer.
+      c.model->spec = &c.spec;
+      c.model->c = &c.spec.circuit;
+    }
+    model_ = c.model.get();
+  }
+  ~PooledLease() {
+    if (cached_) cached_->busy = false;
+  }
+  PooledLease(const PooledLease&) = delete;
+  PooledLease& operator=(const PooledLease&) = delete;
+
+  const SampleModel& model() const { return *model_; }
+
+  /// The pooled system for this thread's calls (model().pooled), with tolerance t and zeroed
+  /// counters; nullptr where the lease does not hold the cache (build one locally).
+  SampleSystem<true>* system(const Tolerance& t) {
+    if (!cached_ || !model_->pooled) return nullptr;
+    if (!cached_->system) cached_->system = std::make_unique<SampleSystem<true>>(*model_, t);
+    SampleSystem<true>& s = *cached_->system;
+    s.tol = t;
+    s.factorisations = s.krylov_vectors = 0;
+    s.krylov = false;
+    return &s;
+  }
+
+ private:
+  struct Slot {
+    bool busy = false;
+    models::LayerSpec spec;
+    std::unique_ptr<SampleModel> model;
+    std::unique_ptr<SampleSystem<true>> system;
+  };
+  static Slot& slot() {
+    thread_local Slot s;
+    return s;
+  }
+  Slot* cached_ = nullptr;
+  std::unique_ptr<SampleModel> own_;
+  const SampleModel* model_ = nullptr;
 };
 
 }  // namespace eisim::sim::detail

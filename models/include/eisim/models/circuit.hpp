@@ -15,6 +15,7 @@ struct NonlinearitySpec {
   double beta = 1.0;       ///< sharpness of softplus: log(1 + exp(beta v)) / beta
   double gain = 1.0;       ///< power law only: r = gain * [v - threshold]_+^power
   double threshold = 0.0;  ///< power law only
+  bool operator==(const NonlinearitySpec&) const = default;
 };
 
 /// How a population's state z evolves; F = tau dz/dt is its "displacement rate".
@@ -39,6 +40,7 @@ struct Population {
   double conductance = 1.0;  ///< leaky: baseline of the shunting conductance g
   NonlinearitySpec phi;      ///< leaky: rate function
   double initial = 0.0;      ///< initial state (v of a leaky population, r otherwise)
+  bool operator==(const Population&) const = default;
 };
 
 /// What a projection carries from its source.
@@ -87,6 +89,7 @@ struct Projection {
   Learns energy_learns = Learns::fixed;
   // Resolved by resolve(): population indices (-1 = the layer input).
   int src = -1, tgt = -1;
+  bool operator==(const Projection&) const = default;
 };
 
 struct CircuitSpec {
@@ -96,6 +99,7 @@ struct CircuitSpec {
   /// E's rate function is the circuit's (ssn's power law, or set under populations.E) instead
   /// of the layer's network.nonlinearity.
   bool own_output_rate = false;
+  bool operator==(const CircuitSpec&) const = default;
 };
 
 /// Sign of a source under Dale's law: E and the layer input excite (+1), interneurons inhibit.
