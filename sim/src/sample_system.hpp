@@ -70,6 +70,10 @@ struct SampleModel {
   /// computed in two fused passes (e_sub, e_div: those links, -1 if none).
   bool e_fused = false;
   int e_sub = -1, e_div = -1;
+  /// e_fused with a divisive link: the links from E into core populations whose drives E's
+  /// one pass sums (e_out[0 .. n_e_out)); n_e_out = -1 where they are not fused.
+  int e_out[2] = {-1, -1};
+  int n_e_out = -1;
 
   bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
 
@@ -122,6 +126,20 @@ struct SampleModel {
       }
     e_fused = pooled && n_sub == 1 && n_div <= 1;
     if (!e_fused) e_sub = e_div = -1;
+    // With a divisive link too, E's drives of the core populations join E's pass when they are
+    // at most two and carry E's potential or its square (the default circuit).
+    if (e_fused && e_div >= 0) {
+      bool ok = true;
+      n_e_out = 0;
+      for (int k : links)
+        if (c->projections[k].src == 0) {
+          const auto sig = c->projections[k].signal;
+          ok = ok && n_e_out < 2 &&
+               (sig == models::Signal::potential || sig == models::Signal::squared_potential);
+          if (ok) e_out[n_e_out++] = k;
+        }
+      if (!ok) n_e_out = -1;
+    }
   }
 };
 
@@ -293,13 +311,17 @@ class SampleSystem {
         // The links' signals (s) come from signals_from_core(); g0 holds the baseline and any
         // divisive input from explicit populations.
         const double a = models::source_sign(m.c->projections[ks]) * s[ks](0);
-        if (kd >= 0)
-          dF_dq[0] = (g0[0] + m.Wv[kd] * s[kd](0)).cwiseInverse();
-        else if (has_g[0])
-          dF_dq[0] = g0[0].cwiseInverse();
-        else
-          dF_dq[0].setConstant(1.0 / E.conductance);
-        z[0] = (E.rest + (q0[0] + a * m.Wv[ks]).array() * dF_dq[0].array()).matrix();
+        if (m.n_e_out >= 0) {
+          e_pass(a, s[kd](0));
+        } else {
+          if (kd >= 0)
+            dF_dq[0] = (g0[0] + m.Wv[kd] * s[kd](0)).cwiseInverse();
+          else if (has_g[0])
+            dF_dq[0] = g0[0].cwiseInverse();
+          else
+            dF_dq[0].setConstant(1.0 / E.conductance);
+          z[0] = (E.rest + (q0[0] + a * m.Wv[ks]).array() * dF_dq[0].array()).matrix();
+        }
       } else {
         drives(0);
         if (has_g[0])
@@ -874,19 +896,24 @@ class SampleSystem {
       const auto& pr = m.c->projections[k];
       if (pr.tgt != p) continue;
       if (Pooled && pr.src == 0 && m.st.eliminate_E) {
-        // A one-unit population driven by E: the signal is folded into one dot product.
+        // A one-unit population driven by E: the signal is folded into one dot product (or
+        // summed in E's pass, e_pass).
         const auto& v = z[0];
         double d = 0;
-        switch (pr.signal) {
-          case models::Signal::rate:
-            d = m.Wv[k].dot(r[0]);
-            break;
-          case models::Signal::potential:
-            d = m.Wv[k].dot(v);
-            break;
-          default:  // squared_potential
-            d = (m.Wv[k].array() * v.array().square()).sum();
-            break;
+        if (m.n_e_out >= 0) {
+          d = e_out_sum_[k == m.e_out[0] ? 0 : 1];
+        } else {
+          switch (pr.signal) {
+            case models::Signal::rate:
+              d = m.Wv[k].dot(r[0]);
+              break;
+            case models::Signal::potential:
+              d = m.Wv[k].dot(v);
+              break;
+            default:  // squared_potential
+              d = (m.Wv[k].array() * v.array().square()).sum();
+              break;
+          }
         }
         if (pr.action == models::Action::subtractive)
           q[p](0) += models::source_sign(pr) * d;
@@ -903,6 +930,42 @@ class SampleSystem {
 
   static bool all_finite(const Vd& v) {
     return (v.array() * 0.0).sum() == 0.0;
+  }
+
+  // Pooled, E fused with a divisive link (SampleModel::n_e_out >= 0): in one pass over E, 1/g
+  // (into dF_dq), v = rest + (q0 + a w_sub) / g and the drives E sends to the core populations
+  // (e_out_sum_: sum w v or sum w v^2), the same terms as the separate passes.
+  double e_out_sum_[2] = {0.0, 0.0};
+  void e_pass(double a, double sd) {
+    const auto& prs = m.c->projections;
+    if (m.n_e_out == 0) return e_pass<0, false, false>(a, sd);
+    const bool q0s = prs[m.e_out[0]].signal == models::Signal::squared_potential;
+    if (m.n_e_out == 1) return q0s ? e_pass<1, true, false>(a, sd) : e_pass<1, false, false>(a, sd);
+    const bool q1s = prs[m.e_out[1]].signal == models::Signal::squared_potential;
+    if (q0s) return q1s ? e_pass<2, true, true>(a, sd) : e_pass<2, true, false>(a, sd);
+    return q1s ? e_pass<2, false, true>(a, sd) : e_pass<2, false, false>(a, sd);
+  }
+  template <int N, bool Sq0, bool Sq1>
+  void e_pass(double a, double sd) {
+    const int n = int(z[0].size());
+    const double rest = m.c->populations[0].rest;
+    const double *g0p = g0[0].data(), *wd = m.Wv[m.e_div].data();
+    const double *q0p = q0[0].data(), *ws = m.Wv[m.e_sub].data();
+    const double* w0 = N > 0 ? m.Wv[m.e_out[0]].data() : nullptr;
+    const double* w1 = N > 1 ? m.Wv[m.e_out[1]].data() : nullptr;
+    double *ig = dF_dq[0].data(), *v = z[0].data();
+    double s0 = 0.0, s1 = 0.0;
+#pragma omp simd reduction(+ : s0, s1)
+    for (int i = 0; i < n; ++i) {
+      const double gi = 1.0 / (g0p[i] + wd[i] * sd);
+      const double vi = rest + (q0p[i] + a * ws[i]) * gi;
+      ig[i] = gi;
+      v[i] = vi;
+      if constexpr (N > 0) s0 += w0[i] * (Sq0 ? vi * vi : vi);
+      if constexpr (N > 1) s1 += w1[i] * (Sq1 ? vi * vi : vi);
+    }
+    e_out_sum_[0] = s0;
+    e_out_sum_[1] = s1;
   }
 
   // d F_target / d signal of a projection, per target unit.
@@ -980,11 +1043,12 @@ inline bool team_of_one() {
 #endif
 }
 
-/// Per thread, the last pooled circuit's model and system, reused by the next solve or adjoint
-/// call on a circuit with the same specification (the training step's layers share one) with
-/// only the weights cast afresh: building a SampleSystem allocates and zeroes some forty
-/// vectors, about 6 % of the default circuit's solve (perf, bench/README.md). A lease holds the
-/// cache; a nested call (or a circuit that is not pooled) builds its own.
+/// Per thread, the last circuit's model (and, where pooled, its system), reused by the next
+/// solve or adjoint call on a circuit with the same specification (the training step's layers
+/// share one) with only the weights cast afresh: building a SampleSystem allocates and zeroes
+/// some forty vectors, about 6 % of the default circuit's solve (perf, bench/README.md). A lease
+/// holds the cache; a nested call builds its own model, and a thread in a team of more than one
+/// its own system. Each thread keeps its last model's weights (in double) until it exits.
 class PooledLease {
  public:
   template <class S>
@@ -995,8 +1059,6 @@ class PooledLease {
       model_ = own_.get();
       return;
     }
-    cached_ = &c;
-    c.busy = true;
     if (c.model && layer.spec.circuit == c.spec.circuit &&
         layer.spec.projection_weight == c.spec.projection_weight) {
       c.model->refresh(layer);
@@ -1011,6 +1073,9 @@ class PooledLease {
       c.model->c = &c.spec.circuit;
     }
     model_ = c.model.get();
+    // Held only once ready: if building threw, the next call rebuilds.
+    cached_ = &c;
+    c.busy = true;
   }
   ~PooledLease() {
     if (cached_) cached_->busy = false;

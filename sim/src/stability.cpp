@@ -4,7 +4,6 @@
 #include "eisim/sim/stability.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -188,43 +187,32 @@ bool all_eigenvalues(const Eigen::Ref<const Eigen::MatrixXd>& A, Eigen::VectorXc
 
 }  // namespace detail
 
-namespace {
-
-using detail::all_eigenvalues;
-
-// Polynomials of degree <= 4 in lambda, coefficients by increasing power.
-using Poly = std::array<double, 5>;
-
-Poly poly_mul(const Poly& p, const Poly& q) {
-  Poly r{};
-  for (int i = 0; i < 5; ++i)
-    for (int j = 0; i + j < 5; ++j) r[std::size_t(i + j)] += p[std::size_t(i)] * q[std::size_t(j)];
-  return r;
+double certificate_margin(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                          const Eigen::Ref<const Eigen::MatrixXd>& CB, double a) {
+  // M = [[D, I], [CB, a I]] is similar to [[D, s I], [CB / s, a I]] (T = diag(I, s I)); with
+  // s = sqrt(max row sum |CB|) both off-diagonal blocks carry the same units (1/ms), so the
+  // infinity norm, a bound on every |lambda|, scales with the circuit's rates.
+  const Eigen::Index f = D.rows();
+  double cb = 0.0, d = 0.0;
+  for (Eigen::Index i = 0; i < f; ++i) {
+    cb = std::max(cb, CB.row(i).cwiseAbs().sum());
+    d = std::max(d, D.row(i).cwiseAbs().sum());
+  }
+  const double s = cb > 0.0 ? std::sqrt(cb) : 0.0;
+  double norm = std::abs(a);
+  if (f > 0) norm = std::max({norm, d + s, (s > 0.0 ? cb / s : 0.0) + std::abs(a)});
+  return certificate_shift * norm;
 }
-
-Poly poly_sub(const Poly& p, const Poly& q) {
-  Poly r{};
-  for (std::size_t i = 0; i < 5; ++i) r[i] = p[i] - q[i];
-  return r;
-}
-
-}  // namespace
 
 bool certified_stable(const Eigen::Ref<const Eigen::MatrixXd>& D,
                       const Eigen::Ref<const Eigen::MatrixXd>& CB, double a) {
   const Eigen::Index f = D.rows();
   if (f > 2 || CB.rows() != f || CB.cols() != f || D.cols() != f) return false;
-  // The infinity norm of M = [[D, I], [CB, a I]] bounds |lambda| for every eigenvalue.
-  double norm = std::abs(a);
-  for (Eigen::Index i = 0; i < f; ++i) {
-    norm = std::max(norm, D.row(i).cwiseAbs().sum() + 1.0);
-    norm = std::max(norm, CB.row(i).cwiseAbs().sum() + std::abs(a));
-  }
-  if (!std::isfinite(norm)) return false;
+  if (!D.allFinite() || !CB.allFinite() || !std::isfinite(a)) return false;
   // Shifted by tau: the eigenvalues of M + tau I are those of M plus tau, so a Hurwitz
   // polynomial of M + tau I puts every eigenvalue of M left of -tau. The shifted matrix has the
   // same form, with D + tau I and a + tau.
-  const double tau = certificate_shift * norm;
+  const double tau = certificate_margin(D, CB, a);
   const double as = a + tau;
   if (!(as < 0.0)) return false;  // a itself is an eigenvalue (E's units outside the reduction)
   if (f == 0) return true;
@@ -233,23 +221,27 @@ bool certified_stable(const Eigen::Ref<const Eigen::MatrixXd>& D,
     const double d = D(0, 0) + tau;
     return -(as + d) > 0.0 && as * d - CB(0, 0) > 0.0;
   }
-  // det((lambda - as)(lambda - D') - CB), D' = D + tau I: the 2 x 2 matrix polynomial's
-  // entries, then its determinant (monic, degree 4).
-  const Poly s{-as, 1.0};  // lambda - as
-  const auto diag = [&](int i) {
-    return poly_sub(poly_mul(s, Poly{-(D(i, i) + tau), 1.0}), Poly{CB(i, i)});
-  };
-  const auto off = [&](int i, int j) {  // -(lambda - as) D_ij - CB_ij
-    return poly_sub(poly_mul(s, Poly{-D(i, j)}), Poly{CB(i, j)});
-  };
-  const Poly p = poly_sub(poly_mul(diag(0), diag(1)), poly_mul(off(0, 1), off(1, 0)));
+  // det((lambda - as)(lambda - D') - CB), D' = D + tau I, from the 2 x 2 matrix polynomial's
+  // entries: diagonal lambda^2 + p1 lambda + p0 and lambda^2 + r1 lambda + r0, off-diagonal
+  // -(lambda - as) D_ij - CB_ij = e1 lambda + e0 and f1 lambda + f0 (scalar code: the
+  // coefficients are few, and arrays of them cost more in stack traffic than the arithmetic).
+  const double d0 = D(0, 0) + tau, d1 = D(1, 1) + tau;
+  const double p1 = -(as + d0), p0 = as * d0 - CB(0, 0);
+  const double r1 = -(as + d1), r0 = as * d1 - CB(1, 1);
+  const double e1 = -D(0, 1), e0 = as * D(0, 1) - CB(0, 1);
+  const double f1 = -D(1, 0), f0 = as * D(1, 0) - CB(1, 0);
+  const double b3 = p1 + r1;
+  const double b2 = p0 + r0 + p1 * r1 - e1 * f1;
+  const double b1 = p1 * r0 + p0 * r1 - (e1 * f0 + e0 * f1);
+  const double b0 = p0 * r0 - e0 * f0;
   // Routh-Hurwitz (Lienard-Chipart) for lambda^4 + b3 lambda^3 + b2 lambda^2 + b1 lambda + b0.
-  const double b3 = p[3], b2 = p[2], b1 = p[1], b0 = p[0];
   return b3 > 0.0 && b2 > 0.0 && b1 > 0.0 && b0 > 0.0 && b3 * b2 - b1 > 0.0 &&
          b3 * b2 * b1 - b1 * b1 - b3 * b3 * b0 > 0.0;
 }
 
 namespace {
+
+using detail::all_eigenvalues;
 
 // The small reductions (f <= 8) in fixed-size or fixed-capacity storage, compiled for their
 // size, with Eigen's EigenSolver: no heap allocation.

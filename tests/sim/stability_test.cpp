@@ -498,13 +498,14 @@ TEST_CASE(
       M.bottomLeftCorner(f, f) = CB;
       M.topRightCorner(f, f).setIdentity();
       M.bottomRightCorner(f, f).diagonal().setConstant(a);
-      double lead = a, norm = std::abs(a);
+      double lead = a;
       if (f > 0) {
         const Eigen::VectorXcd ev = Eigen::EigenSolver<Eigen::MatrixXd>(M, false).eigenvalues();
         lead = std::max(lead, ev.real().maxCoeff());
-        norm = std::max(norm, M.cwiseAbs().rowwise().sum().maxCoeff());
       }
-      const double tau = sim::certificate_shift * norm;
+      const double tau = sim::certificate_margin(D, CB, a);
+      // The margin is certificate_shift x a bound on the spectral radius.
+      CHECK(std::abs(lead) <= tau / sim::certificate_shift * (1.0 + 1e-12));
       const bool c = sim::certified_stable(D, CB, a);
       if (lead < -1.01 * tau) CHECK(c);
       if (lead > -0.99 * tau) CHECK(!c);
@@ -533,6 +534,18 @@ TEST_CASE(
   CHECK(certified < checked * 3 / 4);
   MESSAGE("certified " << certified << " of " << checked << "; stable but not certified "
                        << refused_stable);
+  // A quadruple eigenvalue at 0 (M = [[I, I], [-I, -I]] is nilpotent) is refused; moved left
+  // by c (D - c I, a - c: every eigenvalue -c) it is refused within the margin and certified
+  // beyond it.
+  const Eigen::MatrixXd I2 = Eigen::MatrixXd::Identity(2, 2);
+  CHECK(!sim::certified_stable(I2, -I2, -1.0));
+  const double tau0 = sim::certificate_margin(I2, -I2, -1.0);
+  for (const double k : {0.5, 0.9, 1.1, 2.0}) {
+    CAPTURE(k);
+    const double c = k * tau0;
+    const double tau = sim::certificate_margin((1.0 - c) * I2, -I2, -1.0 - c);
+    CHECK(sim::certified_stable((1.0 - c) * I2, -I2, -1.0 - c) == (c > tau));
+  }
   // Non-finite input and f > 2 are never certified.
   const Eigen::MatrixXd D2 = -Eigen::MatrixXd::Identity(2, 2), C2 = Eigen::MatrixXd::Zero(2, 2);
   CHECK(sim::certified_stable(D2, C2, -1.0));

@@ -37,9 +37,10 @@ struct StabilityParameters {
   bool class_only = false;
 };
 
-/// The certificate's margin (StabilityParameters::class_only), relative to the infinity norm of
-/// the reduced matrix: wide enough that rounding in the characteristic polynomial's
-/// coefficients cannot certify a spectrum whose leading real part is above the margin.
+/// The certificate's margin (StabilityParameters::class_only), relative to a bound on the
+/// reduced matrix's spectral radius (certificate_margin): wide enough that rounding in the
+/// characteristic polynomial's coefficients cannot certify a spectrum whose leading real part
+/// is above the margin.
 inline constexpr double certificate_shift = 1e-3;
 
 /// Outcome for one equilibrium.
@@ -88,12 +89,17 @@ SampleStability classify(const Eigen::Ref<const Eigen::VectorXcd>& eigenvalues,
                          const StabilityParameters& params);
 
 /// Routh-Hurwitz certificate for the reduction below with f = D.rows() <= 2: true if every
-/// eigenvalue of [[D, I], [CB, a I]] and a have real parts below -shift (shift =
-/// certificate_shift x the matrix's infinity norm), from the characteristic polynomial
-/// det((lambda - a)(lambda - D) - CB) of the shifted matrix. Sufficient only: false also for f > 2
-/// or non-finite input.
+/// eigenvalue of [[D, I], [CB, a I]] and a have real parts below -certificate_margin(D, CB, a),
+/// from the characteristic polynomial det((lambda - a)(lambda - D) - CB) of the shifted matrix.
+/// Sufficient only: false also for f > 2 or non-finite input.
 bool certified_stable(const Eigen::Ref<const Eigen::MatrixXd>& D,
                       const Eigen::Ref<const Eigen::MatrixXd>& CB, double a);
+
+/// certificate_shift x the infinity norm of [[D, s I], [CB / s, a I]], s = sqrt(max row sum of
+/// |CB|): a bound on the spectral radius of the similar matrix [[D, I], [CB, a I]] that scales
+/// with the circuit's rates (1/ms), whatever their time scale.
+double certificate_margin(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                          const Eigen::Ref<const Eigen::MatrixXd>& CB, double a);
 
 /// The reduction's classification, shared by stability() and the fixed-point solver's fast path
 /// (FixedPointParameters::stability_fast_path): the spectrum of [[D, I], [CB, a I]] (2f x 2f)
