@@ -11,8 +11,9 @@
 //
 // `Pooled` is the compile-time specialisation for core populations of one unit each (the default
 // circuit): every projection between E and the core is then a vector, and its products are
-// dot products and scaled copies instead of general matrix-vector products. Same source, same
-// iterates (tests/sim/fixed_point_test.cpp checks both instantiations against each other).
+// dot products and scaled copies instead of general matrix-vector products. Same source, the
+// same iterates to rounding (sums over E are added in another order; tests/sim/
+// fixed_point_test.cpp checks both instantiations against each other to 1e-12).
 #include <Eigen/LU>
 #include <algorithm>
 #include <cmath>
@@ -67,7 +68,8 @@ struct SampleModel {
   bool pooled = false;  ///< every core population has one unit, E is eliminated, n <= kMaxPooled
   std::vector<char> rate_used;  ///< per population: some projection carries its rate
   /// Pooled and E eliminated with exactly one subtractive and at most one divisive link: E is
-  /// computed in two fused passes (e_sub, e_div: those links, -1 if none).
+  /// computed in fused passes (e_sub, e_div: those links, -1 if none; one pass where
+  /// n_e_out >= 0, below).
   bool e_fused = false;
   int e_sub = -1, e_div = -1;
   /// e_fused with a divisive link: the links from E into core populations whose drives E's
@@ -305,7 +307,8 @@ class SampleSystem {
       // v = rest + q / g exactly.
       if (Pooled && m.e_fused) {
         // One subtractive and at most one divisive link into E, each a vector (the default
-        // circuit): 1/g and v in two fused passes; q and g are not materialised.
+        // circuit): 1/g and v in fused passes (one, e_pass, with the drives E sends to the
+        // core where n_e_out >= 0); q and g are not materialised.
         const auto& E = pops[0];
         const int ks = m.e_sub, kd = m.e_div;
         // The links' signals (s) come from signals_from_core(); g0 holds the baseline and any
@@ -1046,7 +1049,7 @@ inline bool team_of_one() {
 /// Per thread, the last circuit's model (and, where pooled, its system), reused by the next
 /// solve or adjoint call on a circuit with the same specification (the training step's layers
 /// share one) with only the weights cast afresh: building a SampleSystem allocates and zeroes
-/// some forty vectors, about 6 % of the default circuit's solve (perf, bench/README.md). A lease
+/// some forty vectors, about 10 % of the default circuit's solve (perf, session 11). A lease
 /// holds the cache; a nested call builds its own model, and a thread in a team of more than one
 /// its own system. Each thread keeps its last model's weights (in double) until it exits.
 class PooledLease {

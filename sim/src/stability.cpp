@@ -250,7 +250,9 @@ SampleStability reduced_spectrum(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                  const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                  const StabilityParameters& params) {
   const Eigen::Index f = D.rows();
-  if (params.class_only && f <= 2 && certified_stable(D, CB, a)) {
+  // Certified left of -tau < 0: stable for any margin >= 0 (a negative margin takes the
+  // eigensolver).
+  if (params.class_only && params.margin >= 0.0 && f <= 2 && certified_stable(D, CB, a)) {
     SampleStability out;
     out.cls = Stability::stable;
     out.max_real = out.frequency_hz = std::numeric_limits<double>::quiet_NaN();

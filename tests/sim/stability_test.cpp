@@ -480,7 +480,8 @@ TEST_CASE(
     "-shift") {
   // certified_stable(D, CB, a) for f = 0, 1, 2 against Eigen's dense eigensolver of the 2f x 2f
   // reduction [[D, I], [CB, a I]] (and a): certified iff every real part is below -tau, tau =
-  // certificate_shift x the infinity norm, up to a 1 % band around -tau (rounding). Random
+  // certificate_margin (certificate_shift x the balanced matrix's infinity norm), up to a 1 %
+  // band around -tau (rounding). Random
   // blocks scaled over four decades, spectra on both sides of the imaginary axis.
   std::mt19937_64 rng(test::seed() + 94);
   std::uniform_real_distribution<double> decade(-2.0, 2.0), aa(-1.5, 0.05);
