@@ -363,6 +363,36 @@ TEST_CASE("the pooled (fixed-size) instantiation gives the dynamic instantiation
   }
 }
 
+TEST_CASE("E's one pass (e_pass) matches the separate passes for other signals from E") {
+  // The default circuit's E -> I link carries E's potential and E -> D its square (e_pass<2,
+  // false, true>); with E -> I carrying the square too (a leaky I keeps a fixed point) the pass
+  // runs another instance. Pooled (one pass) against dynamic (separate products) iterates.
+  auto L = make_circuit<double>(20, 30, test::leaky_pooled_circuit(), 8);
+  int changed = 0;
+  for (auto& pr : L.spec.circuit.projections)
+    if (pr.src == 0 && pr.signal == models::Signal::potential) {
+      pr.signal = models::Signal::squared_potential;
+      ++changed;
+    }
+  REQUIRE(changed == 1);
+  std::mt19937_64 rng(test::seed() + 19);
+  const Mat<double> x = test::random_matrix<double>(20, 12, 0.0, 1.0, rng);
+  const auto in = input_of(L, x);
+  sim::FixedPointParameters fast, general;
+  fast.tol = general.tol = {1e-12, 1e-12};
+  general.pooled_fast_path = false;
+  sim::CircuitState<double> zf, zg;
+  const auto rf = sim::solve_fixed_point(L, in, fast, zf);
+  const auto rg = sim::solve_fixed_point(L, in, general, zg);
+  INFO(rf.describe());
+  REQUIRE(rf.ok());
+  REQUIRE(rg.ok());
+  CHECK(rf.sample_iterations == rg.sample_iterations);
+  CHECK(test::max_rel_error(zf.v(), zg.v()) < 1e-12);
+  CHECK(test::max_rel_error(r_I(L, zf), r_I(L, zg), 1e-12) < 1e-12);
+  CHECK(test::max_rel_error(r_D(L, zf), r_D(L, zg)) < 1e-12);
+}
+
 TEST_CASE("where Newton stalls, pseudo-transient continuation reaches the equilibrium") {
   const StallingCase s;
   sim::FixedPointParameters fp;
