@@ -52,12 +52,12 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
 #pragma omp parallel if (B >= 128)
   {
     using Sys = detail::SampleSystem<Pooled>;
-    // Pooled: this thread's cached system where it runs alone, else one of its own.
-    Sys* cached = nullptr;
-    if constexpr (Pooled)
-      if (lease && detail::team_of_one()) cached = lease->system(Tolerance{});
     std::optional<Sys> local;
-    Sys& sys = cached ? *cached : local.emplace(model, Tolerance{});
+    Sys& sys = [&]() -> Sys& {
+      if constexpr (Pooled)
+        if (lease) return lease->system(Tolerance{}, local);  // cached where it can be
+      return local.emplace(model, Tolerance{});
+    }();
     typename Sys::State x;
     // Over the unknowns: fixed capacity when Pooled (no heap allocation per sample).
     typename Sys::SM M;

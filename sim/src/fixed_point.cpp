@@ -304,10 +304,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
 #pragma omp parallel if (ncols >= 128)
     {
       if (pooled) {
-        // This thread's cached system where it runs alone, else one of its own.
-        detail::SampleSystem<true>* cached = detail::team_of_one() ? lease.system(p.tol) : nullptr;
         std::optional<detail::SampleSystem<true>> local;
-        detail::SampleSystem<true>& ev = cached ? *cached : local.emplace(model, p.tol);
+        detail::SampleSystem<true>& ev = lease.system(p.tol, local);
         if (keep) {
 #pragma omp single
           if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)

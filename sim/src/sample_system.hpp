@@ -19,6 +19,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -1088,16 +1089,17 @@ class PooledLease {
 
   const SampleModel& model() const { return *model_; }
 
-  /// The pooled system for this thread's calls (model().pooled), with tolerance t and zeroed
-  /// counters; nullptr where the lease does not hold the cache (build one locally).
-  SampleSystem<true>* system(const Tolerance& t) {
-    if (!cached_ || !model_->pooled) return nullptr;
+  /// A pooled system (model().pooled) with tolerance t and zeroed counters for the calling
+  /// thread: the cached one where the lease holds the cache and the thread runs alone (a team
+  /// of one), else one built in `local`.
+  SampleSystem<true>& system(const Tolerance& t, std::optional<SampleSystem<true>>& local) {
+    if (!cached_ || !model_->pooled || !team_of_one()) return local.emplace(*model_, t);
     if (!cached_->system) cached_->system = std::make_unique<SampleSystem<true>>(*model_, t);
     SampleSystem<true>& s = *cached_->system;
     s.tol = t;
     s.factorisations = s.krylov_vectors = 0;
     s.krylov = false;
-    return &s;
+    return s;
   }
 
  private:

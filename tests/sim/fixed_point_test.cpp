@@ -330,6 +330,31 @@ TEST_CASE("where Newton stalls, the ODE fallback reaches the equilibrium and is 
   CHECK(compare_with_ode(s.L, s.in, z, res, 1e-5) >= 4);
 }
 
+namespace {
+
+// Solves with the pooled (fixed-size) instantiation and with the dynamic one (pooled_fast_path
+// = false) at tolerance 1e-12: both converge in the same iterations to the same state (1e-12
+// relative). Returns the pooled state.
+sim::CircuitState<double> pooled_matches_dynamic(const models::Layer<double>& L,
+                                                 const sim::CircuitInput<double>& in) {
+  sim::FixedPointParameters fast, general;
+  fast.tol = general.tol = {1e-12, 1e-12};
+  general.pooled_fast_path = false;
+  sim::CircuitState<double> zf, zg;
+  const auto rf = sim::solve_fixed_point(L, in, fast, zf);
+  const auto rg = sim::solve_fixed_point(L, in, general, zg);
+  INFO(rf.describe());
+  REQUIRE(rf.ok());
+  REQUIRE(rg.ok());
+  CHECK(rf.sample_iterations == rg.sample_iterations);
+  CHECK(test::max_rel_error(zf.v(), zg.v()) < 1e-12);
+  CHECK(test::max_rel_error(r_I(L, zf), r_I(L, zg), 1e-12) < 1e-12);
+  CHECK(test::max_rel_error(r_D(L, zf), r_D(L, zg)) < 1e-12);
+  return zf;
+}
+
+}  // namespace
+
 TEST_CASE("the pooled (fixed-size) instantiation gives the dynamic instantiation's iterates") {
   // n_I = n_D = 1 takes the compile-time pooled instantiation; pooled_fast_path = false forces
   // the dynamic-size one. A negative drive clamps the subtractive interneuron at 0 (the clamped
@@ -344,19 +369,7 @@ TEST_CASE("the pooled (fixed-size) instantiation gives the dynamic instantiation
       const Mat<double> x = test::random_matrix<double>(20, 12, 0.0, 1.0, rng);
       auto in = input_of(L, x);
       if (negative) in.ext[0].array() -= in.ext[0].maxCoeff() + 1.0;
-      sim::FixedPointParameters fast, general;
-      fast.tol = general.tol = {1e-12, 1e-12};
-      general.pooled_fast_path = false;
-      sim::CircuitState<double> zf, zg;
-      const auto rf = sim::solve_fixed_point(L, in, fast, zf);
-      const auto rg = sim::solve_fixed_point(L, in, general, zg);
-      INFO(rf.describe());
-      REQUIRE(rf.ok());
-      REQUIRE(rg.ok());
-      CHECK(rf.sample_iterations == rg.sample_iterations);
-      CHECK(test::max_rel_error(zf.v(), zg.v()) < 1e-12);
-      CHECK(test::max_rel_error(r_I(L, zf), r_I(L, zg), 1e-12) < 1e-12);
-      CHECK(test::max_rel_error(r_D(L, zf), r_D(L, zg)) < 1e-12);
+      const auto zf = pooled_matches_dynamic(L, in);
       if (negative) CHECK(r_I(L, zf).maxCoeff() == 0.0);  // the clamped branch was taken
       if (!negative) CHECK(r_I(L, zf).minCoeff() > 0.0);
     }
@@ -378,19 +391,7 @@ TEST_CASE("E's one pass (e_pass) matches the separate passes for other signals f
   std::mt19937_64 rng(test::seed() + 19);
   const Mat<double> x = test::random_matrix<double>(20, 12, 0.0, 1.0, rng);
   const auto in = input_of(L, x);
-  sim::FixedPointParameters fast, general;
-  fast.tol = general.tol = {1e-12, 1e-12};
-  general.pooled_fast_path = false;
-  sim::CircuitState<double> zf, zg;
-  const auto rf = sim::solve_fixed_point(L, in, fast, zf);
-  const auto rg = sim::solve_fixed_point(L, in, general, zg);
-  INFO(rf.describe());
-  REQUIRE(rf.ok());
-  REQUIRE(rg.ok());
-  CHECK(rf.sample_iterations == rg.sample_iterations);
-  CHECK(test::max_rel_error(zf.v(), zg.v()) < 1e-12);
-  CHECK(test::max_rel_error(r_I(L, zf), r_I(L, zg), 1e-12) < 1e-12);
-  CHECK(test::max_rel_error(r_D(L, zf), r_D(L, zg)) < 1e-12);
+  pooled_matches_dynamic(L, in);
 }
 
 TEST_CASE("where Newton stalls, pseudo-transient continuation reaches the equilibrium") {
