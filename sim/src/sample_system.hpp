@@ -293,6 +293,7 @@ class SampleSystem {
   /// Evaluate every dynamic population at the unknowns u: F, partials and the Newton residual.
   void evaluate(const State& x) {
     const auto& pops = m.c->populations;
+    pairs_valid_ = false;
     set_state(x);
     for (int p : m.st.core) {
       if constexpr (Pooled) {
@@ -437,7 +438,9 @@ class SampleSystem {
           const int t = m.offset[pp.tgt];
           const bool ws = wanted(t, m.offset[ps.src]), wd = wanted(t, m.offset[pd.src]);
           if (ws || wd) {
-            const auto [sub, div] = e_pair_sums(pp, kp);
+            // Summed in E's pass at this evaluation (e_pass) where it ran, else a pass here.
+            const auto [sub, div] =
+                pairs_valid_ ? e_pass_pairs_[kp == m.e_out[0] ? 0 : 1] : e_pair_sums(pp, kp);
             if (ws) JE(t, m.offset[ps.src]) += cp * ds[m.e_sub](0) * models::source_sign(ps) * sub;
             if (wd) JE(t, m.offset[pd.src]) += cp * ds[m.e_div](0) * div;
           }
@@ -678,9 +681,15 @@ class SampleSystem {
     });
     for (int i = 0; i < m.n; ++i) clamped[i] = *in++ != 0.0;
     jacobian_restored_ = *in++ != 0.0;
+    pairs_valid_ = false;  // E's pass did not run at the restored point
     if (jacobian_restored_) J = Eigen::Map<const Md>(in, m.n, m.n);
     prec_valid_ = false;
     return true;
+  }
+
+  /// Drop what is kept of the last evaluation (a cached system serving a new call).
+  void forget_evaluation() {
+    pairs_valid_ = jacobian_restored_ = prec_valid_ = false;
   }
 
   /// After restore(): J holds the Jacobian at the equilibrium with the local terms added (the
@@ -794,6 +803,7 @@ class SampleSystem {
  private:
   bool form_ca_ = true;             // jacobian(): add C A (false: the Krylov operator applies it)
   bool jacobian_restored_ = false;  // restore() set J (with the local terms)
+  bool pairs_valid_ = false;        // e_pass_pairs_ are at the last evaluation
   bool prec_valid_ = false;         // lu factorises a (lagged) JG of this sample
   Vd rs_, cs_;                      // JG's row and column scales of the part C A
   Vd ve_, vc_, rhs_;                // Krylov scratch (E units, unknowns, right-hand side)
@@ -938,8 +948,12 @@ class SampleSystem {
 
   // Pooled, E fused with a divisive link (SampleModel::n_e_out >= 0): in one pass over E, 1/g
   // (into dF_dq), v = rest + (q0 + a w_sub) / g and the drives E sends to the core populations
-  // (e_out_sum_: sum w v or sum w v^2), the same terms as the separate passes.
+  // (e_out_sum_: sum w v or sum w v^2), the same terms as the separate passes; and the
+  // Jacobian's two pair sums of each of those links (e_pass_pairs_, as e_pair_sums), since a
+  // Jacobian follows nearly every evaluation (block start, Newton step, stability blocks) and
+  // the pass has every factor at hand (the loop waits on its division, not on these sums).
   double e_out_sum_[2] = {0.0, 0.0};
+  std::pair<double, double> e_pass_pairs_[2];
   void e_pass(double a, double sd) {
     const auto& prs = m.c->projections;
     if (m.n_e_out == 0) return e_pass<0, false, false>(a, sd);
@@ -958,18 +972,34 @@ class SampleSystem {
     const double* w0 = N > 0 ? m.Wv[m.e_out[0]].data() : nullptr;
     const double* w1 = N > 1 ? m.Wv[m.e_out[1]].data() : nullptr;
     double *ig = dF_dq[0].data(), *v = z[0].data();
-    double s0 = 0.0, s1 = 0.0;
-#pragma omp simd reduction(+ : s0, s1)
+    double s0 = 0.0, s1 = 0.0, a0 = 0.0, b0 = 0.0, a1 = 0.0, b1 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, a0, b0, a1, b1)
     for (int i = 0; i < n; ++i) {
       const double gi = 1.0 / (g0p[i] + wd[i] * sd);
       const double vi = rest + (q0p[i] + a * ws[i]) * gi;
       ig[i] = gi;
       v[i] = vi;
-      if constexpr (N > 0) s0 += w0[i] * (Sq0 ? vi * vi : vi);
-      if constexpr (N > 1) s1 += w1[i] * (Sq1 ? vi * vi : vi);
+      // e_pair_sums' terms: d signal/dv (1, or 2 v for the square) times dF_E/dq = 1/g with
+      // E's subtractive weight, and times dF_E/dg = -(v - rest)/g with its divisive weight.
+      const double us = ws[i] * gi, ud = wd[i] * (vi - rest) * gi;
+      if constexpr (N > 0) {
+        s0 += w0[i] * (Sq0 ? vi * vi : vi);
+        const double f = Sq0 ? w0[i] * (2.0 * vi) : w0[i];
+        a0 += f * us;
+        b0 -= f * ud;
+      }
+      if constexpr (N > 1) {
+        s1 += w1[i] * (Sq1 ? vi * vi : vi);
+        const double f = Sq1 ? w1[i] * (2.0 * vi) : w1[i];
+        a1 += f * us;
+        b1 -= f * ud;
+      }
     }
     e_out_sum_[0] = s0;
     e_out_sum_[1] = s1;
+    e_pass_pairs_[0] = {a0, b0};
+    e_pass_pairs_[1] = {a1, b1};
+    pairs_valid_ = true;
   }
 
   // d F_target / d signal of a projection, per target unit.
@@ -1099,6 +1129,7 @@ class PooledLease {
     s.tol = t;
     s.factorisations = s.krylov_vectors = 0;
     s.krylov = false;
+    s.forget_evaluation();
     return s;
   }
 
