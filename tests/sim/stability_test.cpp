@@ -475,6 +475,30 @@ TEST_CASE("reduced_stability without a list classifies as with one, for every st
     }
 }
 
+namespace {
+
+// The classification through class_only (`certified`: certified_stable's answer): stable
+// without numbers where certified, the eigensolver's otherwise.
+void check_class_only(const Eigen::MatrixXd& D, const Eigen::MatrixXd& CB, double a,
+                      bool certified) {
+  sim::StabilityParameters full, cls;
+  full.keep = cls.keep = 0;
+  cls.class_only = true;
+  const auto x = sim::reduced_stability(D, CB, a, 50, full);
+  const auto y = sim::reduced_stability(D, CB, a, 50, cls);
+  CHECK(x.cls == y.cls);
+  if (certified) {
+    CHECK(y.cls == sim::Stability::stable);
+    CHECK(std::isnan(y.max_real));
+    CHECK(std::isnan(y.frequency_hz));
+  } else {
+    CHECK(x.max_real == y.max_real);
+    CHECK(x.frequency_hz == y.frequency_hz);
+  }
+}
+
+}  // namespace
+
 TEST_CASE(
     "the Routh-Hurwitz certificate holds exactly where the eigensolver's spectrum is left of "
     "-shift") {
@@ -513,22 +537,7 @@ TEST_CASE(
       certified += c;
       refused_stable += !c && lead < 0.0;
       ++checked;
-      // The classification through class_only: stable without numbers where certified, the
-      // eigensolver's otherwise.
-      sim::StabilityParameters full, cls;
-      full.keep = cls.keep = 0;
-      cls.class_only = true;
-      const auto x = sim::reduced_stability(D, CB, a, 50, full);
-      const auto y = sim::reduced_stability(D, CB, a, 50, cls);
-      CHECK(x.cls == y.cls);
-      if (c) {
-        CHECK(y.cls == sim::Stability::stable);
-        CHECK(std::isnan(y.max_real));
-        CHECK(std::isnan(y.frequency_hz));
-      } else {
-        CHECK(x.max_real == y.max_real);
-        CHECK(x.frequency_hz == y.frequency_hz);
-      }
+      check_class_only(D, CB, a, c);
     }
   // Both outcomes occur often, and few stable spectra fall in the band left to the eigensolver.
   CHECK(certified > checked / 4);
@@ -593,15 +602,7 @@ TEST_CASE("the logarithmic-norm certificate (f > 2) certifies no spectrum right 
     certified += c;
     stable += lead < -1.01 * tau;
     ++checked;
-    // Through the class-only request: the eigensolver's class wherever it is not certified.
-    sim::StabilityParameters full, cls;
-    full.keep = cls.keep = 0;
-    cls.class_only = true;
-    const auto x = sim::reduced_stability(D, CB, a, 50, full);
-    const auto y = sim::reduced_stability(D, CB, a, 50, cls);
-    CHECK(x.cls == y.cls);
-    if (c) CHECK(std::isnan(y.max_real));
-    if (!c) CHECK(x.max_real == y.max_real);
+    check_class_only(D, CB, a, c);
   }
   MESSAGE("log-norm certificate: certified " << certified << " of " << stable << " stable, "
                                              << checked << " checked");
