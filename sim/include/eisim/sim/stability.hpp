@@ -28,12 +28,12 @@ struct StabilityParameters {
   /// marginal modes (integral control without leak) on the stable side.
   double margin = 1e-9;
   int keep = 4;  ///< leading eigenvalues kept per sample (by decreasing real part)
-  /// The class only, where a certificate gives it (reduced_stability with f <= 2 interneuron
-  /// units): if the Routh-Hurwitz conditions show every eigenvalue's real part below
-  /// -certificate_shift x (a bound on the spectral radius), the sample is `stable` without an
-  /// eigensolve, and max_real and frequency_hz are NaN (no list either). Elsewhere, and where
-  /// the certificate does not hold, as without it. The training step's counts need the class
-  /// only (FixedPointParameters::stability_class_only).
+  /// The class only, where a certificate gives it (reduced_stability, certified_stable): if
+  /// it shows every eigenvalue's real part below -certificate_shift x (a bound on the spectral
+  /// radius), the sample is `stable` without an eigensolve, and max_real and frequency_hz are
+  /// NaN (no list either). Elsewhere, and where the certificate does not hold, as without it.
+  /// The training step's counts need the class only
+  /// (FixedPointParameters::stability_class_only).
   bool class_only = false;
 };
 
@@ -88,10 +88,13 @@ StabilityResult stability(const models::Layer<S>& layer, const CircuitInput<S>& 
 SampleStability classify(const Eigen::Ref<const Eigen::VectorXcd>& eigenvalues,
                          const StabilityParameters& params);
 
-/// Routh-Hurwitz certificate for the reduction below with f = D.rows() <= 2: true if every
-/// eigenvalue of [[D, I], [CB, a I]] and a have real parts below -certificate_margin(D, CB, a),
-/// from the characteristic polynomial det((lambda - a)(lambda - D) - CB) of the shifted matrix.
-/// Sufficient only: false also for f > 2 or non-finite input.
+/// A certificate of stability for the reduction below, f = D.rows(): true only if every
+/// eigenvalue of [[D, I], [CB, a I]] and a have real parts below -tau = -certificate_margin(D,
+/// CB, a). For f <= 2 exact (up to rounding): the Routh-Hurwitz conditions on the shifted
+/// matrix's characteristic polynomial det((lambda - a)(lambda - D) - CB). For f > 2 sufficient
+/// only: the symmetric part of the similar matrix [[D, s I], [CB / s, a I]] below -tau (a
+/// Cholesky test, for two scalings s; the logarithmic norm bounds every real part). False for
+/// non-finite input.
 bool certified_stable(const Eigen::Ref<const Eigen::MatrixXd>& D,
                       const Eigen::Ref<const Eigen::MatrixXd>& CB, double a);
 
