@@ -220,9 +220,14 @@ namespace {
 bool lognorm_certified(const Eigen::Ref<const Eigen::MatrixXd>& D,
                        const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, double tau) {
   const Eigen::Index f = D.rows();
-  double cb = 0.0;
-  for (Eigen::Index i = 0; i < f; ++i) cb = std::max(cb, CB.row(i).cwiseAbs().sum());
-  const double s0 = cb > 0.0 ? std::sqrt(cb) : 1.0;
+  double cb = 0.0, d = 0.0;
+  for (Eigen::Index i = 0; i < f; ++i) {
+    cb = std::max(cb, CB.row(i).cwiseAbs().sum());
+    d = std::max(d, D.row(i).cwiseAbs().sum());
+  }
+  // With C B = 0 the reduction is block-triangular for every s: a coupling s I negligible
+  // against the rates (a != 0 here, or the caller has refused).
+  const double s0 = cb > 0.0 ? std::sqrt(cb) : 1e-8 * std::max(std::abs(a), d);
   thread_local Eigen::MatrixXd N;  // -H - tau I, lower triangle
   for (const double c : {0.5, 0.7}) {
     const double s = c * s0;

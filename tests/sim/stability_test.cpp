@@ -574,7 +574,7 @@ TEST_CASE("the logarithmic-norm certificate (f > 2) certifies no spectrum right 
   // unit) plus noise, a = -1/tau_E; scaled over four decades.
   std::mt19937_64 rng(test::seed() + 95);
   std::uniform_real_distribution<double> decade(-2.0, 2.0), u01(0.0, 1.0);
-  int certified = 0, stable = 0, checked = 0;
+  int certified = 0, stable = 0, checked = 0, coupled_unstable = 0;
   for (int trial = 0; trial < 3000; ++trial) {
     CAPTURE(trial);
     const int f = 3 + trial % 10;
@@ -601,17 +601,28 @@ TEST_CASE("the logarithmic-norm certificate (f > 2) certifies no spectrum right 
     if (lead > -0.99 * tau) CHECK(!c);
     certified += c;
     stable += lead < -1.01 * tau;
+    // Not stable through the coupling alone (D's symmetric part and a well left of -tau): the
+    // cases that test the coupling blocks of the certificate.
+    const double symd = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(0.5 * (D + D.transpose()))
+                            .eigenvalues()
+                            .maxCoeff();
+    coupled_unstable += lead > -0.99 * tau && symd < -tau && a < -tau;
     ++checked;
     check_class_only(D, CB, a, c);
   }
   MESSAGE("log-norm certificate: certified " << certified << " of " << stable << " stable, "
-                                             << checked << " checked");
+                                             << checked << " checked, " << coupled_unstable
+                                             << " not stable through the coupling alone");
   CHECK(stable < checked);  // unstable spectra occur
+  CHECK(coupled_unstable > 0);
   CHECK(certified > stable / 4);
-  // The decoupled case is certified, an excitable unit is not.
-  const Eigen::MatrixXd I3 = Eigen::MatrixXd::Identity(3, 3);
-  CHECK(sim::certified_stable(-I3, Eigen::MatrixXd::Zero(3, 3), -1.0));
-  CHECK(!sim::certified_stable(0.1 * I3, Eigen::MatrixXd::Zero(3, 3), -1.0));
+  // The decoupled case is certified at any scale, an excitable unit is not.
+  const Eigen::MatrixXd I3 = Eigen::MatrixXd::Identity(3, 3), Z3 = Eigen::MatrixXd::Zero(3, 3);
+  for (const double scale : {1e-3, 1.0, 1e3}) {
+    CAPTURE(scale);
+    CHECK(sim::certified_stable(-scale * I3, Z3, -5.0 * scale));
+    CHECK(!sim::certified_stable(0.1 * scale * I3, Z3, -scale));
+  }
 }
 
 TEST_CASE("the solver's fast path classifies the same without its list of eigenvalues") {
@@ -642,8 +653,9 @@ TEST_CASE("the solver's fast path classifies the same without its list of eigenv
       CHECK(a.max_real == b.max_real);
       CHECK(a.frequency_hz == b.frequency_hz);
     }
-    // The class only (the training step's request): the same classes; the default circuit's
-    // stable equilibria are certified (NaN growth rate), the others keep their numbers.
+    // The class only (the training step's request): the same classes; certified equilibria
+    // (NaN growth rate) are stable, the others keep their numbers. Some of the default and of
+    // pv_sst_vip's are certified (Routh-Hurwitz and the logarithmic norm).
     fp.stability_class_only = true;
     sim::LayerCache<double> cls;
     sim::forward_layer(L, x, fp, cls);

@@ -78,9 +78,10 @@ struct FixedPointParameters {
   /// sample for the small reductions (f <= 8 interneuron units).
   int stability_leading = StabilityParameters{}.keep;
   /// Not a config key: the class only where a certificate gives it (StabilityParameters::
-  /// class_only: the default circuit's 4 x 4 reduction is certified stable by Routh-Hurwitz
-  /// without an eigensolve; such samples have NaN growth rate and frequency). The training
-  /// step's forward pass sets it, with stability_leading = 0.
+  /// class_only, sim::certified_stable: Routh-Hurwitz for the default circuit's 4 x 4
+  /// reduction, a logarithmic-norm test for larger ones, without an eigensolve; such samples
+  /// have NaN growth rate and frequency). The training step's forward pass sets it, with
+  /// stability_leading = 0.
   bool stability_class_only = false;
 };
 
