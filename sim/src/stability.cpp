@@ -189,17 +189,32 @@ bool all_eigenvalues(const Eigen::Ref<const Eigen::MatrixXd>& A, Eigen::VectorXc
 
 }  // namespace detail
 
+namespace {
+
+// The largest absolute row sums of D and C B (infinity norms): the balancing scale of the
+// certificates and their margin.
+struct RowSums {
+  double d = 0.0, cb = 0.0;
+};
+RowSums max_row_sums(const Eigen::Ref<const Eigen::MatrixXd>& D,
+                     const Eigen::Ref<const Eigen::MatrixXd>& CB) {
+  RowSums r;
+  for (Eigen::Index i = 0; i < D.rows(); ++i) {
+    r.cb = std::max(r.cb, CB.row(i).cwiseAbs().sum());
+    r.d = std::max(r.d, D.row(i).cwiseAbs().sum());
+  }
+  return r;
+}
+
+}  // namespace
+
 double certificate_margin(const Eigen::Ref<const Eigen::MatrixXd>& D,
                           const Eigen::Ref<const Eigen::MatrixXd>& CB, double a) {
   // M = [[D, I], [CB, a I]] is similar to [[D, s I], [CB / s, a I]] (T = diag(I, s I)); with
   // s = sqrt(max row sum |CB|) both off-diagonal blocks carry the same units (1/ms), so the
   // infinity norm, a bound on every |lambda|, scales with the circuit's rates.
   const Eigen::Index f = D.rows();
-  double cb = 0.0, d = 0.0;
-  for (Eigen::Index i = 0; i < f; ++i) {
-    cb = std::max(cb, CB.row(i).cwiseAbs().sum());
-    d = std::max(d, D.row(i).cwiseAbs().sum());
-  }
+  const auto [d, cb] = max_row_sums(D, CB);
   const double s = cb > 0.0 ? std::sqrt(cb) : 0.0;
   double norm = std::abs(a);
   if (f > 0) norm = std::max({norm, d + s, (s > 0.0 ? cb / s : 0.0) + std::abs(a)});
@@ -220,18 +235,14 @@ namespace {
 bool lognorm_certified(const Eigen::Ref<const Eigen::MatrixXd>& D,
                        const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, double tau) {
   const Eigen::Index f = D.rows();
-  double cb = 0.0, d = 0.0;
-  for (Eigen::Index i = 0; i < f; ++i) {
-    cb = std::max(cb, CB.row(i).cwiseAbs().sum());
-    d = std::max(d, D.row(i).cwiseAbs().sum());
-  }
+  const auto [d, cb] = max_row_sums(D, CB);
   // With C B = 0 the reduction is block-triangular for every s: a coupling s I negligible
   // against the rates (a != 0 here, or the caller has refused).
   const double s0 = cb > 0.0 ? std::sqrt(cb) : 1e-8 * std::max(std::abs(a), d);
-  thread_local Eigen::MatrixXd N;  // -H - tau I, lower triangle
+  thread_local Eigen::MatrixXd N;  // -H - tau I, lower triangle (factorised in place)
+  N.resize(2 * f, 2 * f);
   for (const double c : {0.5, 0.7}) {
     const double s = c * s0;
-    N.resize(2 * f, 2 * f);
     N.topLeftCorner(f, f) = -0.5 * (D + D.transpose());
     N.topLeftCorner(f, f).diagonal().array() -= tau;
     N.bottomLeftCorner(f, f) = (-0.5 / s) * CB;
