@@ -49,8 +49,7 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
   const int oE = elim ? -1 : model.offset[0];
   std::vector<double> resid(B, 0.0), rcond(B, 1.0);
   std::vector<char> bad(B, 0);
-#pragma omp parallel if (B >= 128)
-  {
+  detail::parallel_region(B >= 128, [&] {
     using Sys = detail::SampleSystem<Pooled>;
     std::optional<Sys> local;
     Sys& sys = [&]() -> Sys& {
@@ -134,7 +133,7 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
         w[0].col(j) = gv.template cast<S>();
       }
     }
-  }
+  });
   for (int j = 0; j < B; ++j) {
     ++st.solves;
     if (bad[j]) ++st.failed;

@@ -101,7 +101,18 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
       t.q[p] = in.ext[p];
     else
       t.q[p].setZero(c.populations[p].size, B);
-    t.g[p].resize(0, 0);
+  }
+  // Conductances: the baseline where a projection divides (the buffer reused from call to
+  // call), none (empty) elsewhere.
+  std::vector<char> shunted(P, 0);
+  for (const auto& pr : c.projections)
+    if (pr.src >= 0 && wanted(pr.tgt) && pr.action == models::Action::divisive) shunted[pr.tgt] = 1;
+  for (std::size_t p = 0; p < P; ++p) {
+    if (!wanted(int(p))) continue;
+    if (shunted[p])
+      t.g[p].setConstant(c.populations[p].size, B, S(c.populations[p].conductance));
+    else
+      t.g[p].resize(0, 0);
   }
   for (std::size_t k = 0; k < K; ++k) {
     const auto& pr = c.projections[k];
@@ -112,10 +123,7 @@ void evaluate(const Layer<S>& layer, const CircuitInput<S>& in, const CircuitSta
     if (pr.action == models::Action::subtractive) {
       add_product(t.q[pr.tgt], W, t.signal[k], models::source_sign(pr) > 0 ? 1 : -1);
     } else {
-      Mat<S>& g = t.g[pr.tgt];
-      if (g.size() == 0)
-        g.setConstant(c.populations[pr.tgt].size, B, S(c.populations[pr.tgt].conductance));
-      add_product(g, W, t.signal[k], 1);
+      add_product(t.g[pr.tgt], W, t.signal[k], 1);
     }
   }
   for (std::size_t p = 0; p < P; ++p) {

@@ -301,8 +301,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         res.krylov_vectors += ev.krylov_vectors;
       }
     };
-#pragma omp parallel if (ncols >= 128)
-    {
+    detail::parallel_region(ncols >= 128, [&] {
       if (pooled) {
         std::optional<detail::SampleSystem<true>> local;
         detail::SampleSystem<true>& ev = lease.system(p.tol, local);
@@ -318,7 +317,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         detail::SampleSystem<false> ev(model, p.tol);
         run(ev);
       }
-    }
+    });
   };
   std::vector<int> all(B);
   for (int j = 0; j < B; ++j) all[j] = j;

@@ -65,7 +65,11 @@ struct SampleModel {
   std::vector<int> offset;    ///< per population: offset among the unknowns, -1 if not core
   std::vector<int> links;     ///< projections between dynamic populations (core or eliminated E)
   std::vector<int> fixed_in;  ///< projections from explicit populations into dynamic ones
-  int n = 0;                  ///< unknowns
+  std::vector<std::vector<int>> links_into;  ///< per population: its incoming `links`
+  /// Per multiplicative population: log(gain setpoint + leak), the constant of its Newton
+  /// residual log(h) - log(c) (evaluated once here, not per evaluation).
+  std::vector<double> log_c;
+  int n = 0;            ///< unknowns
   bool pooled = false;  ///< every core population has one unit, E is eliminated, n <= kMaxPooled
   std::vector<char> rate_used;  ///< per population: some projection carries its rate
   /// Pooled and E eliminated with exactly one subtractive and at most one divisive link: E is
@@ -111,6 +115,12 @@ struct SampleModel {
       if (W[k].cols() == 1) Wv[k] = W[k].col(0);
       if (dynamic(pr.tgt)) (dynamic(pr.src) ? links : fixed_in).push_back(int(k));
     }
+    links_into.resize(pops.size());
+    for (int k : links) links_into[c->projections[k].tgt].push_back(k);
+    log_c.assign(pops.size(), 0.0);
+    for (std::size_t p = 0; p < pops.size(); ++p)
+      if (pops[p].dynamics == models::Dynamics::multiplicative)
+        log_c[p] = std::log(pops[p].gain * pops[p].setpoint + pops[p].leak);
     rate_used.assign(pops.size(), 0);
     for (const auto& pr : c->projections)
       if (pr.src >= 0 && pr.signal == models::Signal::rate) rate_used[pr.src] = 1;
@@ -366,7 +376,7 @@ class SampleSystem {
           const double h = P.gain * q[p](i) + P.leak / r[p](i);
           degenerate_unit[m.offset[p] + i] = !(h > floor);
           degenerate = degenerate || !(h > floor);
-          Gp(i) = std::log(std::max(h, floor)) - std::log(c);
+          Gp(i) = std::log(std::max(h, floor)) - m.log_c[p];
         }
       } else {
         Gp = F[p];
@@ -703,6 +713,7 @@ class SampleSystem {
   SV delta;
   SM JG;
   Eigen::PartialPivLU<SM> lu;
+  Eigen::PartialPivLU<Eigen::Matrix2d> lu2_;  // direction(), Pooled with two unknowns
 
   double merit() const {
     double s2 = 0;
@@ -739,8 +750,15 @@ class SampleSystem {
     }
     if (!iterative || !krylov_step()) {
       if (iterative) add_ca();
-      lu.compute(JG);
-      delta = -lu.solve(G);
+      if (Pooled && m.n == 2) {
+        // The same partial-pivoting LU on Eigen's fixed-size 2 x 2 kernel (the default
+        // circuit), without the dynamic-size setup.
+        lu2_.compute(JG.template topLeftCorner<2, 2>());
+        delta = -lu2_.solve(G.template head<2>());
+      } else {
+        lu.compute(JG);
+        delta = -lu.solve(G);
+      }
       prec_valid_ = krylov;
       ++factorisations;
     }
@@ -906,9 +924,8 @@ class SampleSystem {
   void drives(int p) {
     q[p] = q0[p];
     if (has_g[p]) g[p] = g0[p];
-    for (int k : m.links) {
+    for (int k : m.links_into[p]) {
       const auto& pr = m.c->projections[k];
-      if (pr.tgt != p) continue;
       if (Pooled && pr.src == 0 && m.st.eliminate_E) {
         // A one-unit population driven by E: the signal is folded into one dot product (or
         // summed in E's pass, e_pass).
@@ -1075,6 +1092,24 @@ inline bool team_of_one() {
 #else
   return true;
 #endif
+}
+
+/// Runs `body` on a team of threads where `parallel` (an OpenMP parallel region), else on the
+/// calling thread alone. Outside any active parallel region that is a plain call: a region
+/// serialised by `if (false)` still costs its team's barriers, a futex system call each (about
+/// 10 per training batch of the default circuit; session 13). Inside an active region (a
+/// caller's team) it stays a serialised region of its own, so that the body's worksharing
+/// constructs bind to a team of one, not to the caller's team.
+template <class F>
+void parallel_region(bool parallel, F&& body) {
+#ifdef _OPENMP
+  if (parallel || omp_in_parallel()) {
+#pragma omp parallel if (parallel)
+    body();
+    return;
+  }
+#endif
+  body();
 }
 
 /// Per thread, the last circuit's model (and, where pooled, its system), reused by the next

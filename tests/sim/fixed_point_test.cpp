@@ -2,6 +2,9 @@
 
 #include <Eigen/Dense>
 #include <cmath>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "circuits.hpp"
 #include "eisim/sim/solver.hpp"
@@ -484,4 +487,78 @@ TEST_CASE("a leaky circuit of heterogeneous interneuron populations solves witho
   CHECK(res.failed_samples == 0);
   CHECK(independent_residual(L, c, in.ext[0], z) < 1e-8);
   CHECK(compare_with_ode(L, in, z, res, 1e-5) == 16);
+}
+
+namespace {
+
+// One layer's equilibrium (from the common initial state) and adjoint for columns [from, from
+// + n) of x, with the solver's last evaluations kept for the adjoint, as training does.
+struct SolvedSlice {
+  sim::CircuitState<double> z;
+  std::vector<Mat<double>> w;
+  bool ok = false;
+};
+SolvedSlice solve_slice(const models::Layer<double>& L, const Mat<double>& x,
+                        const Mat<double>& g_v, int from, int n) {
+  SolvedSlice s;
+  const auto in = input_of(L, x.middleCols(from, n));
+  sim::FixedPointParameters fp;
+  sim::Linearisation keep;
+  const bool solved = sim::solve_fixed_point(L, in, fp, s.z, &keep).ok();
+  sim::CircuitTerms<double> t;
+  sim::evaluate(L, in, s.z, t, true);
+  sim::AdjointParameters ap;
+  ap.saved = &keep;
+  const Mat<double> gv = g_v.middleCols(from, n);
+  s.ok = solved && sim::solve_adjoint(L, in, s.z, t, gv, ap, s.w).ok();
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a caller's team") {
+  // 160 samples: a batch of 128 or more runs on a team of threads; a smaller one on the calling
+  // thread alone, or, called from inside a caller's parallel region, on a serialised region of
+  // its own (sim/src/sample_system.hpp, parallel_region). Were the small batch's worksharing
+  // bound to the caller's team, each caller thread would solve only part of its batch.
+  const auto L = make_circuit<double>(20, 30, default_circuit(), 5);
+  std::mt19937_64 rng(test::seed() + 13);
+  const int B = 160, H = B / 2;
+  const Mat<double> x = test::random_matrix<double>(20, B, 0.0, 1.0, rng);
+  const Mat<double> g_v = test::random_matrix<double>(30, B, -1.0, 1.0, rng);
+  // Reference: each half alone, one after the other (below 128: no parallel region).
+  const SolvedSlice a = solve_slice(L, x, g_v, 0, H), b = solve_slice(L, x, g_v, H, H);
+  REQUIRE(a.ok);
+  REQUIRE(b.ok);
+  // Columns [from, from + H) of x, solved as part of s (whose batch starts at column start),
+  // against the half solved alone: the same numbers, bit for bit.
+  const auto check_half = [&](const SolvedSlice& s, int start, int from) {
+    const SolvedSlice& ref = from == 0 ? a : b;
+    for (std::size_t p = 0; p < ref.z.z.size(); ++p) {
+      CAPTURE(p);
+      CHECK((s.z.z[p].middleCols(from - start, H).array() == ref.z.z[p].array()).all());
+      CHECK((s.w[p].middleCols(from - start, H).array() == ref.w[p].array()).all());
+    }
+  };
+  SUBCASE("the whole batch (a team where OpenMP has two threads)") {
+    const SolvedSlice all = solve_slice(L, x, g_v, 0, B);
+    REQUIRE(all.ok);
+    check_half(all, 0, 0);
+    check_half(all, 0, H);
+  }
+#ifdef _OPENMP
+  SUBCASE("each half from a thread of a caller's team of two") {
+    SolvedSlice s[2];
+#pragma omp parallel num_threads(2)
+    {
+      const int t = omp_get_thread_num();
+      if (omp_get_num_threads() == 2) s[t] = solve_slice(L, x, g_v, t * H, H);
+    }
+    if (s[0].z.z.empty() || s[1].z.z.empty()) return;  // the runtime gave fewer threads
+    REQUIRE(s[0].ok);
+    REQUIRE(s[1].ok);
+    check_half(s[0], 0, 0);
+    check_half(s[1], H, H);
+  }
+#endif
 }
