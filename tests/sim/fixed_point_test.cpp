@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #ifdef _OPENMP
 #include <omp.h>
@@ -477,7 +478,17 @@ TEST_CASE("a leaky circuit of heterogeneous interneuron populations solves witho
   fp.ode_fallback = false;
   fp.continuation = false;
   sim::CircuitState<double> z0, z;
-  MESSAGE("Newton alone: " << sim::solve_fixed_point(L, in, fp, z0).describe());
+  const auto newton = sim::solve_fixed_point(L, in, fp, z0);
+  MESSAGE("Newton alone: " << newton.describe());
+  // The worst residual after each iteration over the samples: one entry for the start and one
+  // per iteration of the longest sample (more than the six a sample's history keeps inline),
+  // the last the worst final residual.
+  const int longest =
+      *std::max_element(newton.sample_iterations.begin(), newton.sample_iterations.end());
+  CHECK(longest > 6);
+  REQUIRE(newton.residual_history.size() == std::size_t(longest) + 1);
+  CHECK(newton.residual_history.back() == newton.residual);
+  CHECK(newton.residual_history.front() > 1e3 * newton.residual);
   fp.continuation = true;
   const auto res = sim::solve_fixed_point(L, in, fp, z);
   MESSAGE("with continuation: " << res.describe() << ", " << res.continuation_samples
