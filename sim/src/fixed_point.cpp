@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <optional>
 #include <type_traits>
@@ -239,6 +240,15 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   const detail::SampleModel& model = lease.model();
   explicit_pass(layer, in, model.st, z);
   if (keep) keep->stride = 0;  // the storage stays, for the next batch
+  // An exception out of the per-sample loop (detail::parallel_region) leaves the kept
+  // evaluations half written: none of them is offered to the adjoint then.
+  struct DropKeptOnThrow {
+    Linearisation* keep;
+    int exceptions = std::uncaught_exceptions();
+    ~DropKeptOnThrow() {
+      if (keep && std::uncaught_exceptions() > exceptions) keep->stride = 0;
+    }
+  } drop_kept_on_throw{keep};
 
   if (model.n == 0) {
     // Every population is explicit: the state is the fixed point by construction (residual

@@ -1094,20 +1094,26 @@ inline bool team_of_one() {
 #endif
 }
 
-/// Runs `body` on a team of threads where `parallel` (an OpenMP parallel region), else on the
-/// calling thread alone. Outside any active parallel region that is a plain call: a region
-/// serialised by `if (false)` still costs its team's barriers, a futex system call each (about
-/// 10 per training batch of the default circuit; session 13). Inside an active region (a
-/// caller's team) it stays a serialised region of its own, so that the body's worksharing
-/// constructs bind to a team of one, not to the caller's team.
+/// Runs `body` on a team of threads where `parallel` and OpenMP may use more than one, else on
+/// the calling thread alone. At the top level (outside every parallel region) that is a plain
+/// call: a region serialised by `if (false)` or by a one-thread limit still runs its team's
+/// barriers, a futex system call each (about 10 per training batch of the default circuit in
+/// this VM; bench/README.md, session 13). Inside any region, active or not, it stays a
+/// serialised region of its own, so that the body's worksharing constructs (`omp for`, `omp
+/// single`) bind to a team of one, never to the caller's team or inside the caller's
+/// worksharing. An exception thrown by the body reaches the caller on the plain call (inside a
+/// region OpenMP terminates instead); the callers drop their partial results.
 template <class F>
 void parallel_region(bool parallel, F&& body) {
 #ifdef _OPENMP
-  if (parallel || omp_in_parallel()) {
-#pragma omp parallel if (parallel)
+  const bool team = parallel && omp_get_max_threads() > 1;
+  if (team || omp_get_level() > 0) {
+#pragma omp parallel if (team)
     body();
     return;
   }
+#else
+  (void)parallel;
 #endif
   body();
 }

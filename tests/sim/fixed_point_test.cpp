@@ -528,10 +528,11 @@ SolvedSlice solve_slice(const models::Layer<double>& L, const Mat<double>& x,
 }  // namespace
 
 TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a caller's team") {
-  // 160 samples: a batch of 128 or more runs on a team of threads; a smaller one on the calling
-  // thread alone, or, called from inside a caller's parallel region, on a serialised region of
-  // its own (sim/src/sample_system.hpp, parallel_region). Were the small batch's worksharing
-  // bound to the caller's team, each caller thread would solve only part of its batch.
+  // 160 samples: a batch of 128 or more runs on a team of threads where OpenMP allows more than
+  // one; otherwise the batch runs on the calling thread alone, with no parallel region at the
+  // top level and in a serialised region of its own inside a caller's region
+  // (sim/src/sample_system.hpp, parallel_region). Were a half's worksharing bound to a caller's
+  // team of two, each caller thread would solve only part of its batch.
   const auto L = make_circuit<double>(20, 30, default_circuit(), 5);
   std::mt19937_64 rng(test::seed() + 13);
   const int B = 160, H = B / 2;
@@ -551,13 +552,22 @@ TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a
       CHECK((s.w[p].middleCols(from - start, H).array() == ref.w[p].array()).all());
     }
   };
-  SUBCASE("the whole batch (a team where OpenMP has two threads)") {
+  SUBCASE("the whole batch at once (a team of two where OpenMP allows two threads)") {
     const SolvedSlice all = solve_slice(L, x, g_v, 0, B);
     REQUIRE(all.ok);
     check_half(all, 0, 0);
     check_half(all, 0, H);
   }
 #ifdef _OPENMP
+  SUBCASE("the whole batch at once with OpenMP limited to one thread (no region)") {
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const SolvedSlice all = solve_slice(L, x, g_v, 0, B);
+    omp_set_num_threads(threads);
+    REQUIRE(all.ok);
+    check_half(all, 0, 0);
+    check_half(all, 0, H);
+  }
   SUBCASE("each half from a thread of a caller's team of two") {
     SolvedSlice s[2];
 #pragma omp parallel num_threads(2)
@@ -565,7 +575,21 @@ TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a
       const int t = omp_get_thread_num();
       if (omp_get_num_threads() == 2) s[t] = solve_slice(L, x, g_v, t * H, H);
     }
-    if (s[0].z.z.empty() || s[1].z.z.empty()) return;  // the runtime gave fewer threads
+    if (s[0].z.z.empty() || s[1].z.z.empty()) {
+      MESSAGE("skipped: the OpenMP runtime gave fewer than two threads");
+      return;
+    }
+    REQUIRE(s[0].ok);
+    REQUIRE(s[1].ok);
+    check_half(s[0], 0, 0);
+    check_half(s[1], H, H);
+  }
+  SUBCASE("each half from inside a caller's serialised region's single construct") {
+    // The caller's worksharing must not enclose the solver's (a region of its own).
+    SolvedSlice s[2];
+#pragma omp parallel num_threads(1)
+#pragma omp single
+    for (int t = 0; t < 2; ++t) s[t] = solve_slice(L, x, g_v, t * H, H);
     REQUIRE(s[0].ok);
     REQUIRE(s[1].ok);
     check_half(s[0], 0, 0);
