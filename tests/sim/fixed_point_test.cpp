@@ -54,12 +54,18 @@ const Mat<double>& r_D(const models::Layer<double>& L, const sim::CircuitState<d
 
 // Residual of the circuit equations recomputed here, not taken from the solver:
 // max over components of |tau dz/dt|, written out from the equations in science.md for the
-// default preset with parameters c.
+// default preset with parameters c. With `tol`, each component is divided by tol.abs_tol +
+// tol.rel_tol |z| first (the solver's convergence test: converged where this is <= 1).
 double independent_residual(const models::Layer<double>& L, const models::CircuitParams& c,
-                            const Mat<double>& e, const sim::CircuitState<double>& z) {
+                            const Mat<double>& e, const sim::CircuitState<double>& z,
+                            const sim::Tolerance* tol = nullptr) {
   const Mat<double>& rI = r_I(L, z);
   const Mat<double>& rD = r_D(L, z);
-  double worst = 0;
+  const auto worst = [&](const Vec<double>& f, const auto& state) {
+    if (!tol) return f.cwiseAbs().maxCoeff();
+    return (f.array().abs() / (tol->abs_tol + tol->rel_tol * state.array().abs())).maxCoeff();
+  };
+  double w = 0;
   for (int j = 0; j < e.cols(); ++j) {
     Vec<double> g = (L.w["W_ED"] * rD.col(j)).array() + c.sigma0;
     Vec<double> fv =
@@ -69,10 +75,9 @@ double independent_residual(const models::Layer<double>& L, const models::Circui
     Vec<double> fd =
         (c.k_D * rD.col(j).array() * (q.array() - c.theta) - c.lambda_D * (rD.col(j).array() - 1.0))
             .matrix();
-    worst = std::max(
-        {worst, fv.cwiseAbs().maxCoeff(), fi.cwiseAbs().maxCoeff(), fd.cwiseAbs().maxCoeff()});
+    w = std::max({w, worst(fv, z.v().col(j)), worst(fi, rI.col(j)), worst(fd, rD.col(j))});
   }
-  return worst;
+  return w;
 }
 
 }  // namespace
@@ -496,7 +501,10 @@ TEST_CASE("a leaky circuit of heterogeneous interneuron populations solves witho
   CHECK(res.ok());
   CHECK(res.fallback_samples == 0);
   CHECK(res.failed_samples == 0);
-  CHECK(independent_residual(L, c, in.ext[0], z) < 1e-8);
+  // The solver's own test, recomputed independently: |F| <= 1e-9 (1 + |z|) per unit. Some
+  // interneurons' rates exceed 10 here, so |F| itself can exceed 1e-8 (EISIM_TEST_SEED 1, 4
+  // and 5 gave 1.3e-8 to 1.8e-8).
+  CHECK(independent_residual(L, c, in.ext[0], z, &fp.tol) <= 1.0 + 1e-6);
   CHECK(compare_with_ode(L, in, z, res, 1e-5) == 16);
 }
 
