@@ -1102,7 +1102,8 @@ inline bool team_of_one() {
 /// serialised region of its own, so that the body's worksharing constructs (`omp for`, `omp
 /// single`) bind to a team of one, never to the caller's team or inside the caller's
 /// worksharing. An exception thrown by the body reaches the caller on the plain call (inside a
-/// region OpenMP terminates instead); the callers drop their partial results.
+/// region OpenMP terminates instead); solve_fixed_point then drops its kept evaluations, and
+/// the batch's other outputs are not to be used.
 template <class F>
 void parallel_region(bool parallel, F&& body) {
 #ifdef _OPENMP
