@@ -66,17 +66,13 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
     Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
     Vd ae;
     // The solver's last evaluations, where kept for this circuit (Linearisation).
-    bool restorable = false;
-    if constexpr (Pooled)
-      restorable = saved && saved->stride > 0 && saved->stride == sys.saved_size() &&
-                   saved->data.size() >= std::size_t(B) * std::size_t(saved->stride);
+    const bool restorable = saved && saved->stride > 0 && saved->stride == sys.saved_size() &&
+                            saved->data.size() >= std::size_t(B) * std::size_t(saved->stride);
 #pragma omp for schedule(static)
     for (int j = 0; j < B; ++j) {
-      bool restored = false;
-      if constexpr (Pooled)
-        restored =
-            restorable &&
-            sys.restore(saved->data.data() + std::size_t(j) * std::size_t(saved->stride), z, j);
+      const bool restored =
+          restorable &&
+          sys.restore(saved->data.data() + std::size_t(j) * std::size_t(saved->stride), z, j);
       if (!restored) {
         sys.load(in, z, j, x);
         sys.evaluate(x);
@@ -183,7 +179,8 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
   } else if (model.pooled && params.pooled_fast_path) {
     solve_samples<true>(&lease, model, in, z, g_v, params.through_inhibition, params.saved, st, w);
   } else {
-    solve_samples<false>(nullptr, model, in, z, g_v, params.through_inhibition, nullptr, st, w);
+    solve_samples<false>(nullptr, model, in, z, g_v, params.through_inhibition, params.saved, st,
+                         w);
   }
   if (!params.through_inhibition || model.st.explicit_order.empty()) return st;
   // Explicit populations (leaky, dF/dv = -1): w_x is what the populations they drive send back,

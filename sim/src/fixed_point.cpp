@@ -292,9 +292,13 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       typename Ev::SM D, CB;
       std::vector<int> free_idx;
       ev.krylov = !Ev::pooled_instance && p.krylov && model.n >= p.krylov_min_unknowns;
-#pragma omp for schedule(static)
+      // Groups of krylov_share consecutive columns go to one thread each (schedule static with
+      // that chunk), so which LU preconditions which sample does not depend on the team.
+      const int share = std::max(1, p.krylov_share);
+#pragma omp for schedule(static, share)
       for (int q = 0; q < ncols; ++q) {
         const int j = cols[q];
+        ev.carry_preconditioner = q % share != 0;
         ev.load(in, z, j, x);
         const ColumnOutcome out = newton_column(ev, x, x_try, p, block_start, histories[j]);
         res.sample_status[j] = out.status;
@@ -316,16 +320,15 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           }
         }
         ev.store(x, j, z);
-        if constexpr (Ev::pooled_instance)
-          if (keep) {
-            double* at = keep->data.data() + std::size_t(j) * std::size_t(keep->stride);
-            // Only a converged sample's last evaluation is at x (a rejected continuation step
-            // leaves it at the trial point): others get a NaN state, which restore() refuses.
-            if (out.status == SolverStatus::converged)
-              ev.save(at, blocks);
-            else
-              at[0] = std::numeric_limits<double>::quiet_NaN();
-          }
+        if (keep && keep->stride > 0) {
+          double* at = keep->data.data() + std::size_t(j) * std::size_t(keep->stride);
+          // Only a converged sample's last evaluation is at x (a rejected continuation step
+          // leaves it at the trial point): others get a NaN state, which restore() refuses.
+          if (out.status == SolverStatus::converged)
+            ev.save(at, blocks);
+          else
+            at[0] = std::numeric_limits<double>::quiet_NaN();
+        }
       }
 #pragma omp critical(eisim_fixed_point_counts)
       {
@@ -333,20 +336,25 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         res.krylov_vectors += ev.krylov_vectors;
       }
     };
+    // The kept evaluations: pooled, always; otherwise where the stability check's fast path
+    // applies (E eliminated: a kept evaluation is then a few vectors of E's size and the
+    // reduced Jacobian, not the whole circuit's).
+    const auto size_keep = [&](const auto& ev) {
+#pragma omp single
+      if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)
+        keep->stride = ev.saved_size();
+        keep->data.resize(std::size_t(B) * std::size_t(keep->stride));
+      }
+    };
     detail::parallel_region(ncols >= 128, [&] {
       if (pooled) {
         std::optional<detail::SampleSystem<true>> local;
         detail::SampleSystem<true>& ev = lease.system(p.tol, local);
-        if (keep) {
-#pragma omp single
-          if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)
-            keep->stride = ev.saved_size();
-            keep->data.resize(std::size_t(B) * std::size_t(keep->stride));
-          }
-        }
+        if (keep) size_keep(ev);
         run(ev);
       } else {
         detail::SampleSystem<false> ev(model, p.tol);
+        if (keep && stab) size_keep(ev);
         run(ev);
       }
     });

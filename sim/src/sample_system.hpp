@@ -249,7 +249,9 @@ class SampleSystem {
   template <class S>
   void load(const CircuitInput<S>& in, const CircuitState<S>& zs, int j, State& x) {
     const auto& pops = m.c->populations;
-    prec_valid_ = false;  // a new sample: the lagged LU belongs to another
+    // A new sample: the lagged LU belongs to another, which the caller may let it precondition
+    // this sample's steps too (FixedPointParameters::krylov_share).
+    if (!carry_preconditioner) prec_valid_ = false;
     for (std::size_t p = 0; p < pops.size(); ++p) {
       if (in.ext[p].size() > 0)
         q0[p] = in.ext[p].col(j).template cast<double>();
@@ -410,18 +412,7 @@ class SampleSystem {
   /// the others are left 0. `split` (E eliminated): C A goes to CA instead of into J, which
   /// then holds the direct links only (the stability check's blocks).
   void jacobian(bool block_only = false, bool split = false) {
-    if (m.st.eliminate_E) {
-      // The partials of the eliminated E's F at the current point.
-      const auto& E = m.c->populations[0];
-      if (Pooled && m.e_fused) {
-        // dF_dq = 1 / g is already there; dF_dg = -(v - rest) / g is folded into the sums.
-      } else if (has_g[0]) {
-        dF_dq[0] = g[0].cwiseInverse();
-        dF_dg[0] = (-(z[0].array() - E.rest) / g[0].array()).matrix();
-      } else {
-        dF_dq[0].setConstant(1.0 / E.conductance);
-      }
-    }
+    if (m.st.eliminate_E) e_partials();
     J.setZero();
     if (split) CA.setZero(m.n, m.n);
     SM& JE = split ? CA : J;  // where C A goes
@@ -465,24 +456,15 @@ class SampleSystem {
       }
       return;
     }
-    if (m.st.eliminate_E) {
-      A.setZero();
-      C.setZero();
-    }
+    // A and C only where C A is formed here; the Krylov operator applies them link by link
+    // (apply_A, apply_C), and add_ca() forms them when it needs them.
+    if (m.st.eliminate_E && form_ca_) form_ac();
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
+      if (m.st.eliminate_E && (pr.tgt == 0 || pr.src == 0)) continue;  // A or C
       const Vd& coef = coefficient(pr);
-      const Md& W = m.W[k];
-      const Vd& d = ds[k];
-      auto term = [&] {
-        return (W.array().colwise() * coef.array()).rowwise() * d.transpose().array();
-      };
-      if (m.st.eliminate_E && pr.tgt == 0)
-        A.middleCols(m.offset[pr.src], d.size()).array() += term();  // dv_E / dz_source
-      else if (m.st.eliminate_E && pr.src == 0)
-        C.middleRows(m.offset[pr.tgt], coef.size()).array() += term();  // dF_target / dv_E
-      else
-        J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), d.size()).array() += term();
+      J.block(m.offset[pr.tgt], m.offset[pr.src], coef.size(), ds[k].size()).array() +=
+          link_block(k, coef);
     }
     if (!m.st.eliminate_E || !form_ca_) return;
     if (block_only) {
@@ -492,6 +474,63 @@ class SampleSystem {
       return;
     }
     JE.noalias() += C * A;
+  }
+
+  // E eliminated: the partials of E's F at the current point.
+  void e_partials() {
+    const auto& E = m.c->populations[0];
+    if (Pooled && m.e_fused) {
+      // dF_dq = 1 / g is already there; dF_dg = -(v - rest) / g is folded into the sums.
+    } else if (has_g[0]) {
+      dF_dq[0] = g[0].cwiseInverse();
+      dF_dg[0] = (-(z[0].array() - E.rest) / g[0].array()).matrix();
+    } else {
+      dF_dq[0].setConstant(1.0 / E.conductance);
+    }
+  }
+
+  // Link k's block of the Jacobian: coef(i) W(i, j) ds(j) (target coefficient, source
+  // signal derivative).
+  auto link_block(int k, const Vd& coef) const {
+    return (m.W[k].array().colwise() * coef.array()).rowwise() * ds[k].transpose().array();
+  }
+
+  // E eliminated, not Pooled: A = dv_E / dz_core and C = dF_core / dv_E at the last
+  // evaluation, from the links into and out of E.
+  void form_ac() {
+    A.setZero();
+    C.setZero();
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.tgt == 0)
+        A.middleCols(m.offset[pr.src], ds[k].size()).array() += link_block(k, coefficient(pr));
+      else if (pr.src == 0)
+        C.middleRows(m.offset[pr.tgt], m.c->populations[pr.tgt].size).array() +=
+            link_block(k, coefficient(pr));
+    }
+  }
+
+  // out = A v and out = C v without forming A or C: one product with each link's weights
+  // (the same multiply-adds as the dense product, none of the forming).
+  void apply_A(const Vd& v, Vd& out) {
+    out.setZero(m.c->populations[0].size);
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.tgt != 0) continue;
+      ks_ = ds[k].cwiseProduct(v.segment(m.offset[pr.src], ds[k].size()));
+      kt_.noalias() = m.W[k] * ks_;
+      out.array() += coefficient(pr).array() * kt_.array();
+    }
+  }
+  void apply_C(const Vd& v, Vd& out) {
+    out.setZero(m.n);
+    for (int k : m.links) {
+      const auto& pr = m.c->projections[k];
+      if (pr.src != 0) continue;
+      ks_ = ds[k].cwiseProduct(v);
+      kt_.noalias() = m.W[k] * ks_;
+      out.segment(m.offset[pr.tgt], kt_.size()).array() += coefficient(pr).array() * kt_.array();
+    }
   }
 
   // Pooled, E eliminated: sum over E of (population <- E weights * d signal / dv) times
@@ -551,11 +590,19 @@ class SampleSystem {
     }
   }
 
-  /// E eliminated: A^T y with A = dv_E / dz_core (after jacobian()).
+  /// E eliminated: A^T y with A = dv_E / dz_core (after jacobian(), or restore()); not Pooled,
+  /// through each link's weights (A is not formed).
   template <class V>
   void At_times(const Vd& y, V& out) {
-    if (!Pooled) {
-      out.noalias() = A.transpose() * y;
+    if constexpr (!Pooled) {
+      out.setZero(m.n);
+      for (int k : m.links) {
+        const auto& pr = m.c->projections[k];
+        if (pr.tgt != 0) continue;
+        kt_ = coefficient(pr).cwiseProduct(y);
+        ks_.noalias() = m.W[k].transpose() * kt_;
+        out.segment(m.offset[pr.src], ks_.size()) += ds[k].cwiseProduct(ks_);
+      }
       return;
     }
     out.setZero(m.n);
@@ -575,11 +622,19 @@ class SampleSystem {
     }
   }
 
-  /// E eliminated: out += C^T a with C = dF_core / dv_E (after jacobian()).
+  /// E eliminated: out += C^T a with C = dF_core / dv_E (after jacobian(), or restore()); not
+  /// Pooled, through each link's weights (C is not formed).
   template <class V>
   void add_Ct_times(const V& a, Vd& out) {
-    if (!Pooled) {
-      out.noalias() += C.transpose() * a;
+    if constexpr (!Pooled) {
+      for (int k : m.links) {
+        const auto& pr = m.c->projections[k];
+        if (pr.src != 0) continue;
+        const Vd& coef = coefficient(pr);
+        kt_ = coef.cwiseProduct(a.segment(m.offset[pr.tgt], coef.size()));
+        ks_.noalias() = m.W[k].transpose() * kt_;
+        out += ds[k].cwiseProduct(ks_);
+      }
       return;
     }
     for (int k : m.links) {
@@ -639,14 +694,16 @@ class SampleSystem {
       }
   }
 
-  // --- The last evaluation, kept for the adjoint (Pooled) ------------------------------------
+  // --- The last evaluation, kept for the adjoint ----------------------------------------------
   //
   // The adjoint needs the partials at the equilibrium the solver has just evaluated; keeping
   // them saves it a load and an evaluation per sample (sim/solver.hpp, Linearisation). Kept:
   // exactly what jacobian(), At_times, add_Ct_times and add_local_terms read of an evaluation,
   // and the clamped flags; a restored system serves those and nothing else (not Newton). The
-  // core states come first: restore() checks them against the stored state. Pooled only, where
-  // the part of E's size is two or three vectors.
+  // core states come first: restore() checks them against the stored state. Pooled: the part
+  // of E's size is two or three vectors. Not pooled (E eliminated): also each link's signal
+  // derivative, and where the stability check formed J + C A, that matrix (the adjoint's most
+  // expensive product, m x n_E x m, is then not formed twice).
 
   /// Doubles per sample that save() writes.
   int saved_size() const {
@@ -666,7 +723,7 @@ class SampleSystem {
         out = std::copy(v.data(), v.data() + v.size(), out);
     });
     for (int i = 0; i < m.n; ++i) *out++ = clamped[i];
-    const bool with_J = blocks && m.e_fused;
+    const bool with_J = blocks && (!Pooled || m.e_fused);
     *out++ = with_J;
     if (with_J)
       for (int b = 0; b < m.n; ++b)
@@ -694,6 +751,7 @@ class SampleSystem {
     pairs_valid_ = false;  // E's pass did not run at the restored point
     if (jacobian_restored_) J = Eigen::Map<const Md>(in, m.n, m.n);
     prec_valid_ = false;
+    if (!Pooled && jacobian_restored_) e_partials();  // what At_times and add_Ct_times read
     return true;
   }
 
@@ -773,7 +831,9 @@ class SampleSystem {
 
   // Krylov counters of this system: LU factorisations in direction() and GMRES vectors.
   long factorisations = 0, krylov_vectors = 0;
-  bool krylov = false;        ///< set by the solver: GMRES steps (not Pooled)
+  bool krylov = false;  ///< set by the solver: GMRES steps (not Pooled)
+  /// set by the solver before load(): keep the last sample's LU as the preconditioner
+  bool carry_preconditioner = false;
   double krylov_rtol = 1e-6;  ///< GMRES: ||JG delta + G|| <= krylov_rtol ||G||
   int krylov_max = 8;         ///< GMRES vectors before the Jacobian is factorised anew
 
@@ -825,6 +885,7 @@ class SampleSystem {
   bool prec_valid_ = false;         // lu factorises a (lagged) JG of this sample
   Vd rs_, cs_;                      // JG's row and column scales of the part C A
   Vd ve_, vc_, rhs_;                // Krylov scratch (E units, unknowns, right-hand side)
+  Vd ks_, kt_;                      // apply_A, apply_C: one link's source and target
   Gmres gmres_;
 
   // One Newton (or continuation) step by GMRES, JG (direct part) + diag(rs) C A diag(cs) applied
@@ -837,8 +898,8 @@ class SampleSystem {
         out.noalias() = JG * v;
         if (!m.st.eliminate_E) return;
         vc_ = cs_.cwiseProduct(v);
-        ve_.noalias() = A * vc_;
-        vc_.noalias() = C * ve_;
+        apply_A(vc_, ve_);
+        apply_C(ve_, vc_);
         out += rs_.cwiseProduct(vc_);
       };
       const auto prec = [&](const auto& v, Vd& out) { out = lu.solve(v); };
@@ -858,6 +919,7 @@ class SampleSystem {
   void add_ca() {
     if constexpr (!Pooled) {
       if (!m.st.eliminate_E) return;
+      form_ac();
       CA.noalias() = C * A;
       JG += rs_.asDiagonal() * CA * cs_.asDiagonal();
     }
@@ -879,20 +941,20 @@ class SampleSystem {
   // of the core's signals.
   template <class Self, class F>
   static void visit_saved(Self& self, F&& f) {
-    static_assert(Pooled, "the last evaluation is kept for pooled circuits only");
     const SampleModel& m = self.m;
     for (int p : m.st.core) f(self.z[p]);
     f(self.z[0]);
-    f(self.dF_dq[0]);
-    if (!m.e_fused && self.has_g[0]) f(self.g[0]);
+    if (Pooled) f(self.dF_dq[0]);  // not pooled: e_partials() forms it from g and v
+    if ((!Pooled || !m.e_fused) && self.has_g[0]) f(self.g[0]);
     if (m.rate_used[0]) f(self.dr[0]);
     for (int p : m.st.core) {
       f(self.dF_dz[p]);
       f(self.dF_dq[p]);
       f(self.dF_dg[p]);
     }
+    // Pooled: the signals from E are summed from v and its rate derivative (e_pair_sum).
     for (int k : m.links)
-      if (m.c->projections[k].src != 0) f(self.ds[k]);
+      if (!Pooled || m.c->projections[k].src != 0) f(self.ds[k]);
   }
 
   // A one-unit vector as a fixed-size 1 x 1 matrix (Pooled: the compile-time kernels).

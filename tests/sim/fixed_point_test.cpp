@@ -516,14 +516,18 @@ struct SolvedSlice {
   sim::CircuitState<double> z;
   std::vector<Mat<double>> w;
   bool ok = false;
+  long lus = 0;  // LU factorisations of the forward solve
+  int kept = 0;  // doubles per sample kept for the adjoint
 };
-SolvedSlice solve_slice(const models::Layer<double>& L, const Mat<double>& x,
-                        const Mat<double>& g_v, int from, int n) {
+SolvedSlice solve_slice(const models::Layer<double>& L, const sim::FixedPointParameters& fp,
+                        const Mat<double>& x, const Mat<double>& g_v, int from, int n) {
   SolvedSlice s;
   const auto in = input_of(L, x.middleCols(from, n));
-  sim::FixedPointParameters fp;
   sim::Linearisation keep;
-  const bool solved = sim::solve_fixed_point(L, in, fp, s.z, &keep).ok();
+  const sim::SolveResult res = sim::solve_fixed_point(L, in, fp, s.z, &keep);
+  const bool solved = res.ok();
+  s.lus = res.factorisations;
+  s.kept = keep.stride;
   sim::CircuitTerms<double> t;
   sim::evaluate(L, in, s.z, t, true);
   sim::AdjointParameters ap;
@@ -533,21 +537,18 @@ SolvedSlice solve_slice(const models::Layer<double>& L, const Mat<double>& x,
   return s;
 }
 
-}  // namespace
-
-TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a caller's team") {
-  // 160 samples: a batch of 128 or more runs on a team of threads where OpenMP allows more than
-  // one; otherwise the batch runs on the calling thread alone, with no parallel region at the
-  // top level and in a serialised region of its own inside a caller's region
-  // (sim/src/sample_system.hpp, parallel_region). Were a half's worksharing bound to a caller's
-  // team of two, each caller thread would solve only part of its batch.
-  const auto L = make_circuit<double>(20, 30, default_circuit(), 5);
+// 160 samples: a batch of 128 or more runs on a team of threads where OpenMP allows more than
+// one; otherwise the batch runs on the calling thread alone, with no parallel region at the top
+// level and in a serialised region of its own inside a caller's region
+// (sim/src/sample_system.hpp, parallel_region). Were a half's worksharing bound to a caller's
+// team of two, each caller thread would solve only part of its batch.
+void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPointParameters& fp) {
   std::mt19937_64 rng(test::seed() + 13);
   const int B = 160, H = B / 2;
   const Mat<double> x = test::random_matrix<double>(20, B, 0.0, 1.0, rng);
   const Mat<double> g_v = test::random_matrix<double>(30, B, -1.0, 1.0, rng);
   // Reference: each half alone, one after the other (below 128: no parallel region).
-  const SolvedSlice a = solve_slice(L, x, g_v, 0, H), b = solve_slice(L, x, g_v, H, H);
+  const SolvedSlice a = solve_slice(L, fp, x, g_v, 0, H), b = solve_slice(L, fp, x, g_v, H, H);
   REQUIRE(a.ok);
   REQUIRE(b.ok);
   // Columns [from, from + H) of x, solved as part of s (whose batch starts at column start),
@@ -561,7 +562,7 @@ TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a
     }
   };
   SUBCASE("the whole batch at once (a team of two where OpenMP allows two threads)") {
-    const SolvedSlice all = solve_slice(L, x, g_v, 0, B);
+    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B);
     REQUIRE(all.ok);
     check_half(all, 0, 0);
     check_half(all, 0, H);
@@ -570,7 +571,7 @@ TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a
   SUBCASE("the whole batch at once with OpenMP limited to one thread (no region)") {
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
-    const SolvedSlice all = solve_slice(L, x, g_v, 0, B);
+    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B);
     omp_set_num_threads(threads);
     REQUIRE(all.ok);
     check_half(all, 0, 0);
@@ -581,7 +582,7 @@ TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a
 #pragma omp parallel num_threads(2)
     {
       const int t = omp_get_thread_num();
-      if (omp_get_num_threads() == 2) s[t] = solve_slice(L, x, g_v, t * H, H);
+      if (omp_get_num_threads() == 2) s[t] = solve_slice(L, fp, x, g_v, t * H, H);
     }
     if (s[0].z.z.empty() || s[1].z.z.empty()) {
       MESSAGE("skipped: the OpenMP runtime gave fewer than two threads");
@@ -597,11 +598,39 @@ TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a
     SolvedSlice s[2];
 #pragma omp parallel num_threads(1)
 #pragma omp single
-    for (int t = 0; t < 2; ++t) s[t] = solve_slice(L, x, g_v, t * H, H);
+    for (int t = 0; t < 2; ++t) s[t] = solve_slice(L, fp, x, g_v, t * H, H);
     REQUIRE(s[0].ok);
     REQUIRE(s[1].ok);
     check_half(s[0], 0, 0);
     check_half(s[1], H, H);
   }
 #endif
+}
+
+}  // namespace
+
+TEST_CASE("solve and adjoint: the same numbers alone, on a team of two, inside a caller's team") {
+  same_numbers_on_any_team(make_circuit<double>(20, 30, default_circuit(), 5), {});
+}
+
+TEST_CASE("solve and adjoint with Krylov steps: the same numbers on any team") {
+  // The heterogeneous leaky circuit on the dynamic-size solver, with Krylov steps forced: each
+  // group of krylov_share samples shares one preconditioner, and the groups are the same
+  // whatever the team (the halves of 80 samples start groups of 8). The kept evaluations
+  // include the stability check's Jacobian (E eliminated).
+  sim::FixedPointParameters fp;
+  fp.krylov_min_unknowns = 1;
+  REQUIRE(80 % fp.krylov_share == 0);
+  const auto L = make_circuit<double>(20, 30, test::leaky_circuit(), 5);
+  {
+    std::mt19937_64 rng(test::seed() + 14);
+    const Mat<double> x = test::random_matrix<double>(20, 80, 0.0, 1.0, rng);
+    const Mat<double> g_v = test::random_matrix<double>(30, 80, -1.0, 1.0, rng);
+    const SolvedSlice s = solve_slice(L, fp, x, g_v, 0, 80);
+    REQUIRE(s.ok);
+    CHECK(s.kept > 0);
+    CHECK(s.lus >= 80 / fp.krylov_share);  // one per group at least
+    MESSAGE(s.lus << " LUs for 80 samples");
+  }
+  same_numbers_on_any_team(L, fp);
 }

@@ -43,12 +43,16 @@ struct FixedPointParameters {
   /// leaky circuit, 1 ms took 35 iterations per sample, 10 ms 15, 100 ms 16)
   double continuation_dt0 = 10.0;
   /// Circuits with at least `krylov_min_unknowns` Newton unknowns (not the pooled default):
-  /// after the first step of each sample, the linear solves use GMRES on the exact Jacobian
-  /// applied matrix-free, preconditioned by the sample's last LU, and refactorise only where
+  /// the linear solves use GMRES on the exact Jacobian applied matrix-free, preconditioned by
+  /// the last LU of the sample's group (krylov_share), and refactorise only where
   /// GMRES needs more than 8 vectors (docs/numerics.md, "Krylov steps"). false: every step
   /// forms and factorises the Jacobian.
   bool krylov = true;
   int krylov_min_unknowns = 16;
+  /// Krylov steps: groups of this many consecutive samples share a preconditioner (a sample's
+  /// first step uses the LU its group last formed); the groups are the same on any team, so
+  /// the iterates do not depend on the thread count.
+  int krylov_share = 8;
   bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
   double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
   int fallback_max_steps = 100000;  ///< step cap of the fallback integration
