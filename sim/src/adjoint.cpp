@@ -66,7 +66,8 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
     Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
     Vd ae;
     // The solver's last evaluations, where kept for this circuit (Linearisation).
-    const bool restorable = saved && saved->stride > 0 && saved->stride == sys.saved_size() &&
+    const bool restorable = saved && saved->stride > 0 && saved->pooled == Pooled &&
+                            saved->stride == sys.saved_size() &&
                             saved->data.size() >= std::size_t(B) * std::size_t(saved->stride);
 #pragma omp for schedule(static)
     for (int j = 0; j < B; ++j) {

@@ -292,12 +292,18 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       typename Ev::SM D, CB;
       std::vector<int> free_idx;
       ev.krylov = !Ev::pooled_instance && p.krylov && model.n >= p.krylov_min_unknowns;
-      // Groups of krylov_share consecutive columns go to one thread each (schedule static with
-      // that chunk), so which LU preconditions which sample does not depend on the team.
+      // With Krylov steps, groups of krylov_share consecutive columns go to one thread each
+      // (schedule static with that chunk), so which LU preconditions which sample does not
+      // depend on the team. Without them, one contiguous block of columns per thread (what a
+      // plain schedule(static) does).
       const int share = std::max(1, p.krylov_share);
-#pragma omp for schedule(static, share)
+      const int team = detail::team_size();
+      const int chunk = ev.krylov ? share : std::max(1, (ncols + team - 1) / team);
+#pragma omp for schedule(static, chunk)
       for (int q = 0; q < ncols; ++q) {
         const int j = cols[q];
+        // The first column of a group factorises afresh; the others may reuse its LU. So may
+        // the fallback's polish (block_start false): its groups are of the failed columns.
         ev.carry_preconditioner = q % share != 0;
         ev.load(in, z, j, x);
         const ColumnOutcome out = newton_column(ev, x, x_try, p, block_start, histories[j]);
@@ -343,6 +349,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
 #pragma omp single
       if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)
         keep->stride = ev.saved_size();
+        keep->pooled = std::remove_reference_t<decltype(ev)>::pooled_instance;
         keep->data.resize(std::size_t(B) * std::size_t(keep->stride));
       }
     };

@@ -226,6 +226,14 @@ class SampleSystem {
       }
     G.resize(m.n);
     J.resize(m.n, m.n);
+    ks_.resize(P);
+    kt_.resize(P);
+    coef_.resize(P);
+    for (std::size_t p = 0; p < P; ++p) {
+      ks_[p].setZero(pops[p].size);
+      kt_[p].setZero(pops[p].size);
+      coef_[p].setZero(pops[p].size);
+    }
     if (m.st.eliminate_E && !Pooled) {
       A.resize(pops[0].size, m.n);
       C.resize(m.n, pops[0].size);
@@ -407,7 +415,9 @@ class SampleSystem {
 
   /// J = dF/dz over the unknowns in raw coordinates (z, not log r), at the last evaluation,
   /// without the populations' local terms dF_dz (added by callers: Newton and the adjoint use
-  /// them differently). With E eliminated also A = dv_E/dz and C = dF/dv_E, and J includes C A.
+  /// them differently). With E eliminated J includes C A; not Pooled, A = dv_E/dz and
+  /// C = dF/dv_E are formed for it, except in a Krylov step (form_ca_ false: J holds the direct
+  /// links only and A, C stay as they were; apply_A and apply_C act without them).
   /// `block_only` (Pooled): only the entries among the integrator populations (block_start);
   /// the others are left 0. `split` (E eliminated): C A goes to CA instead of into J, which
   /// then holds the direct links only (the stability check's blocks).
@@ -517,9 +527,10 @@ class SampleSystem {
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
       if (pr.tgt != 0) continue;
-      ks_ = ds[k].cwiseProduct(v.segment(m.offset[pr.src], ds[k].size()));
-      kt_.noalias() = m.W[k] * ks_;
-      out.array() += coefficient(pr).array() * kt_.array();
+      Vd &ks = ks_[pr.src], &kt = kt_[0];
+      ks = ds[k].cwiseProduct(v.segment(m.offset[pr.src], ds[k].size()));
+      kt.noalias() = m.W[k] * ks;
+      out.array() += coefficient(pr).array() * kt.array();
     }
   }
   void apply_C(const Vd& v, Vd& out) {
@@ -527,9 +538,10 @@ class SampleSystem {
     for (int k : m.links) {
       const auto& pr = m.c->projections[k];
       if (pr.src != 0) continue;
-      ks_ = ds[k].cwiseProduct(v);
-      kt_.noalias() = m.W[k] * ks_;
-      out.segment(m.offset[pr.tgt], kt_.size()).array() += coefficient(pr).array() * kt_.array();
+      Vd &ks = ks_[0], &kt = kt_[pr.tgt];
+      ks = ds[k].cwiseProduct(v);
+      kt.noalias() = m.W[k] * ks;
+      out.segment(m.offset[pr.tgt], kt.size()).array() += coefficient(pr).array() * kt.array();
     }
   }
 
@@ -599,9 +611,10 @@ class SampleSystem {
       for (int k : m.links) {
         const auto& pr = m.c->projections[k];
         if (pr.tgt != 0) continue;
-        kt_ = coefficient(pr).cwiseProduct(y);
-        ks_.noalias() = m.W[k].transpose() * kt_;
-        out.segment(m.offset[pr.src], ks_.size()) += ds[k].cwiseProduct(ks_);
+        Vd &ks = ks_[pr.src], &kt = kt_[0];
+        kt = coefficient(pr).cwiseProduct(y);
+        ks.noalias() = m.W[k].transpose() * kt;
+        out.segment(m.offset[pr.src], ks.size()) += ds[k].cwiseProduct(ks);
       }
       return;
     }
@@ -631,9 +644,10 @@ class SampleSystem {
         const auto& pr = m.c->projections[k];
         if (pr.src != 0) continue;
         const Vd& coef = coefficient(pr);
-        kt_ = coef.cwiseProduct(a.segment(m.offset[pr.tgt], coef.size()));
-        ks_.noalias() = m.W[k].transpose() * kt_;
-        out += ds[k].cwiseProduct(ks_);
+        Vd &ks = ks_[0], &kt = kt_[pr.tgt];
+        kt = coef.cwiseProduct(a.segment(m.offset[pr.tgt], coef.size()));
+        ks.noalias() = m.W[k].transpose() * kt;
+        out += ds[k].cwiseProduct(ks);
       }
       return;
     }
@@ -786,8 +800,9 @@ class SampleSystem {
   /// and tau / h for log rows (u = log r, G = log(h / c): the same linearisation as the ODE's
   /// tau dr/dt = r (h - c) at the fixed point). dt -> infinity is Newton.
   bool direction(double max_log_step, double dt = 0.0) {
-    // Large circuits (`krylov`): with this sample's lagged LU at hand, GMRES on the exact
-    // Jacobian applied matrix-free (C A as two thin products, never formed), preconditioned by
+    // Large circuits (`krylov`): with a lagged LU at hand (this sample's, or the last one of
+    // its group of krylov_share samples), GMRES on the exact Jacobian applied matrix-free (C A
+    // through E's links, apply_A and apply_C; neither A, C nor C A formed), preconditioned by
     // that LU; where it needs more than krylov_max vectors, the Jacobian is formed and factorised
     // anew (and becomes the preconditioner). A degenerate unit's residual of 1e300 stays direct.
     const bool iterative = krylov && prec_valid_ && !degenerate;
@@ -882,10 +897,12 @@ class SampleSystem {
   bool form_ca_ = true;             // jacobian(): add C A (false: the Krylov operator applies it)
   bool jacobian_restored_ = false;  // restore() set J (with the local terms)
   bool pairs_valid_ = false;        // e_pass_pairs_ are at the last evaluation
-  bool prec_valid_ = false;         // lu factorises a (lagged) JG of this sample
+  bool prec_valid_ = false;         // lu factorises a (lagged) JG of this sample or of its group
   Vd rs_, cs_;                      // JG's row and column scales of the part C A
   Vd ve_, vc_, rhs_;                // Krylov scratch (E units, unknowns, right-hand side)
-  Vd ks_, kt_;                      // apply_A, apply_C: one link's source and target
+  // apply_A, apply_C, At_times, add_Ct_times: one link's source and target vectors, per
+  // population (sized once: links of different sizes do not reallocate one buffer in turn).
+  std::vector<Vd> ks_, kt_;
   Gmres gmres_;
 
   // One Newton (or continuation) step by GMRES, JG (direct part) + diag(rs) C A diag(cs) applied
@@ -1081,8 +1098,9 @@ class SampleSystem {
     pairs_valid_ = true;
   }
 
-  // d F_target / d signal of a projection, per target unit.
-  Vd coef_;
+  // d F_target / d signal of a projection, per target unit (coef_: the negated dF_dq of an
+  // inhibitory subtractive link, per target population, sized once).
+  std::vector<Vd> coef_;
   std::vector<double> h_;
   std::vector<double> inv_tau_;
   std::vector<int> block_idx_;       // unknowns of the integrator populations (block_start)
@@ -1091,8 +1109,8 @@ class SampleSystem {
   const Vd& coefficient(const models::Projection& pr) {
     if (pr.action == models::Action::divisive) return dF_dg[pr.tgt];
     if (models::source_sign(pr) > 0) return dF_dq[pr.tgt];
-    coef_ = -dF_dq[pr.tgt];
-    return coef_;
+    coef_[pr.tgt] = -dF_dq[pr.tgt];
+    return coef_[pr.tgt];
   }
 
   // Jacobian of the Newton residual G over u: rows of multiplicative populations divided by
@@ -1146,14 +1164,19 @@ class SampleSystem {
   }
 };
 
+/// The threads of the calling team (1 outside a parallel region or without OpenMP).
+inline int team_size() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 /// True inside a parallel region's team of one (or without OpenMP): the calling thread's
 /// PooledLease may serve it.
 inline bool team_of_one() {
-#ifdef _OPENMP
-  return omp_get_num_threads() == 1;
-#else
-  return true;
-#endif
+  return team_size() == 1;
 }
 
 /// Runs `body` on a team of threads where `parallel` and OpenMP may use more than one, else on

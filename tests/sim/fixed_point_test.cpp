@@ -568,14 +568,23 @@ void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPo
     check_half(all, 0, H);
   }
 #ifdef _OPENMP
-  SUBCASE("the whole batch at once with OpenMP limited to one thread (no region)") {
-    const int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B);
+  // The whole batch at once with OpenMP limited to `threads`.
+  const auto whole_batch_on = [&](int threads) {
+    const int before = omp_get_max_threads();
     omp_set_num_threads(threads);
+    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B);
+    omp_set_num_threads(before);
     REQUIRE(all.ok);
     check_half(all, 0, 0);
     check_half(all, 0, H);
+  };
+  SUBCASE("the whole batch at once with OpenMP limited to one thread (no region)") {
+    whole_batch_on(1);
+  }
+  SUBCASE("the whole batch at once on a team of three") {
+    // Three threads split the groups of krylov_share columns differently from two or four
+    // (which split the batch at its half, where the reference splits it too).
+    whole_batch_on(3);
   }
   SUBCASE("each half from a thread of a caller's team of two") {
     SolvedSlice s[2];
@@ -630,6 +639,7 @@ TEST_CASE("solve and adjoint with Krylov steps: the same numbers on any team") {
     REQUIRE(s.ok);
     CHECK(s.kept > 0);
     CHECK(s.lus >= 80 / fp.krylov_share);  // one per group at least
+    CHECK(s.lus < 80);  // shared: without sharing, every sample factorises at least once
     MESSAGE(s.lus << " LUs for 80 samples");
   }
   same_numbers_on_any_team(L, fp);

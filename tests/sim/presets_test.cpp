@@ -141,7 +141,8 @@ TEST_CASE("the pooled and the dynamic instantiation of the solver reach the same
 
 TEST_CASE("Krylov steps reach the direct solve's equilibrium on every preset, with fewer LUs") {
   // The Krylov path is forced on every circuit that is not pooled (krylov_min_unknowns = 1):
-  // GMRES on the matrix-free Jacobian, preconditioned by the sample's last LU.
+  // GMRES on the matrix-free Jacobian, preconditioned by the last LU of its group of
+  // krylov_share samples.
   for (const auto& c : presets::all()) {
     CAPTURE(c.label);
     const auto L = presets::layer<double>(c, kInputs, kUnits, 33);
