@@ -275,7 +275,14 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   const bool stab = p.stability != StabilityCheck::off && p.stability_fast_path &&
                     model.st.eliminate_E && pops[0].dynamics == models::Dynamics::leaky &&
                     model.st.explicit_order.empty() && model.n < pops[0].size;
-  if (stab) {
+  // Every population a leaky Newton unknown (E not eliminated: ssn): the solver's own Jacobian
+  // is the circuit's, and its spectrum the check's (full_stability), instead of stability()
+  // forming it again from vector-Jacobian products of the batch equations.
+  bool stab_full = p.stability != StabilityCheck::off && p.stability_fast_path &&
+                   !model.st.eliminate_E && model.st.explicit_order.empty() &&
+                   int(model.st.core.size()) == int(pops.size());
+  for (const auto& pop : pops) stab_full = stab_full && pop.dynamics == models::Dynamics::leaky;
+  if (stab || stab_full) {
     res.stability_known.assign(B, 0);
     res.sample_stability.assign(B, SampleStability{});
   }
@@ -291,6 +298,9 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       typename Ev::State x, x_try;
       typename Ev::SM D, CB;
       std::vector<int> free_idx;
+      detail::Md Jfull;
+      std::vector<Eigen::Index> start;
+      std::vector<double> lam;
       ev.krylov = !Ev::pooled_instance && p.krylov && model.n >= p.krylov_min_unknowns;
       // With Krylov steps, groups of krylov_share consecutive columns go to one thread each
       // (schedule static with that chunk), so which LU preconditions which sample does not
@@ -313,16 +323,24 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         continued[j] = continued[j] || out.continued;
         scaled[j] = out.scaled;
         bool blocks = false;
-        if (stab) {
-          // At the equilibrium just evaluated: the blocks of the reduced Jacobian.
+        if (stab || stab_full) {
+          // At the equilibrium just evaluated: the blocks of the reduced Jacobian, or the
+          // whole Jacobian.
           const bool want = out.status == SolverStatus::converged &&
                             (p.stability_samples <= 0 || j < p.stability_samples);
           res.stability_known[j] = want;
-          if (want) {
+          if (want && stab) {
             ev.stability_blocks(D, CB, free_idx);
             blocks = true;
             res.sample_stability[j] =
                 reduced_stability(D, CB, a_E, layer.spec.circuit.populations[0].size, sp);
+          } else if (want) {
+            if constexpr (!Ev::pooled_instance) {
+              ev.full_jacobian(Jfull, start, lam);
+              // The weights' rounding in S, as stability() allows for its Jacobian.
+              const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * Jfull.norm();
+              res.sample_stability[j] = full_stability(Jfull, start, lam, tol, sp);
+            }
           }
         }
         ev.store(x, j, z);

@@ -708,6 +708,35 @@ class SampleSystem {
       }
   }
 
+  /// The full Jacobian d(dz/dt)/dz (1/ms) at the last evaluation, for circuits whose every
+  /// population is a leaky Newton unknown (E not eliminated, none explicit: ssn); the unknowns
+  /// are then the raw states and none is clamped. Rows in population order, each population's
+  /// first row in `start` (start.back() = n) and its leak -1/tau in `lam`, as full_stability
+  /// wants them. Overwrites J.
+  void full_jacobian(Md& Jt, std::vector<Eigen::Index>& start, std::vector<double>& lam) {
+    jacobian();
+    add_local_terms(J);
+    const auto& pops = m.c->populations;
+    Jt.resize(m.n, m.n);
+    start.clear();
+    lam.clear();
+    Eigen::Index row = 0;
+    for (std::size_t p = 0; p < pops.size(); ++p) {
+      const int o = m.offset[p], size = pops[p].size;
+      start.push_back(row);
+      lam.push_back(-1.0 / pops[p].tau);
+      // Population order among the rows (the unknowns are in core order).
+      for (std::size_t r = 0; r < pops.size(); ++r) {
+        Eigen::Index col = 0;
+        for (std::size_t c = 0; c < r; ++c) col += pops[c].size;
+        Jt.block(row, col, size, pops[r].size) =
+            J.block(o, m.offset[r], size, pops[r].size) / pops[p].tau;
+      }
+      row += size;
+    }
+    start.push_back(row);
+  }
+
   // --- The last evaluation, kept for the adjoint ----------------------------------------------
   //
   // The adjoint needs the partials at the equilibrium the solver has just evaluated; keeping

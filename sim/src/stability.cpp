@@ -448,6 +448,16 @@ bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>
 
 }  // namespace detail
 
+SampleStability full_stability(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>& start,
+                               const std::vector<double>& lam, double tol,
+                               const StabilityParameters& params) {
+  Eigen::VectorXcd ev;
+  if (!detail::low_rank_spectrum(J, start, lam, tol, params.keep, ev) &&
+      !detail::all_eigenvalues(J, ev))
+    return SampleStability{};  // unknown
+  return classify(ev, params);
+}
+
 SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                   const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                   const StabilityParameters& params) {
@@ -736,11 +746,7 @@ StabilityResult stability(const Layer<S>& layer, const CircuitInput<S>& in,
       // Rounding of the Jacobian in S (a float Jacobian's diagonal sums the leak and the
       // recurrent term): the low-rank test accepts residuals of that size.
       const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * J.norm();
-      Eigen::VectorXcd ev;
-      if (!detail::low_rank_spectrum(J, start, lam, tol, params.keep, ev) &&
-          !detail::all_eigenvalues(J, ev))
-        continue;
-      res.samples[ok_at[q]] = classify(ev, params);
+      res.samples[ok_at[q]] = full_stability(J, start, lam, tol, params);
     }
   }
   res.recount();

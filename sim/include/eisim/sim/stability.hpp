@@ -114,6 +114,16 @@ SampleStability reduced_stability(const Eigen::Ref<const Eigen::MatrixXd>& D,
                                   const Eigen::Ref<const Eigen::MatrixXd>& CB, double a, int n_E,
                                   const StabilityParameters& params);
 
+/// The classification of a full circuit Jacobian J = d(dz/dt)/dz (1/ms) over the free units,
+/// in population order: population g's rows start at start[g] (start.back() = J.rows()) and
+/// lam[g] = -1/tau_g. Where J is lam on those blocks plus a low-rank part to `tol` (Frobenius;
+/// pooled weights, ssn) from a small projected eigenproblem, else from a dense eigensolve.
+/// Shared by stability() and the fixed-point solver's fast path for circuits whose every
+/// population is a leaky Newton unknown (ssn). `unknown` where the eigensolve failed.
+SampleStability full_stability(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>& start,
+                               const std::vector<double>& lam, double tol,
+                               const StabilityParameters& params);
+
 /// What a layer does where it has no stable equilibrium, per sample: the ODE integrated from the
 /// initial state, observed over the last `window` ms.
 struct Oscillation {
