@@ -68,9 +68,11 @@ struct FixedPointParameters {
   /// check costs a dense eigenproblem per sample for large interneuron populations).
   int stability_samples = 0;
   /// With a check (stability != off), circuits whose E is eliminated and leaky and whose other
-  /// populations are all Newton unknowns get the stability of each converged equilibrium from
-  /// the solver's own Jacobian (SolveResult::sample_stability), not from stability()'s
-  /// vector-Jacobian products. false forces the generic path (same reduction; for verification).
+  /// populations are all Newton unknowns, and circuits whose every population is a leaky Newton
+  /// unknown (ssn), get the stability of each converged equilibrium from the solver's own
+  /// Jacobian (SolveResult::sample_stability: reduced_stability or full_stability), not from
+  /// stability()'s vector-Jacobian products. false forces the generic path (same spectrum; for
+  /// verification).
   bool stability_fast_path = true;
   /// Not a config key: keep each sample's last evaluation for the adjoint (Linearisation; the
   /// training forward pass of the implicit rule sets it).
