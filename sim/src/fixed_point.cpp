@@ -328,18 +328,23 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           // whole Jacobian.
           const bool want = out.status == SolverStatus::converged &&
                             (p.stability_samples <= 0 || j < p.stability_samples);
-          res.stability_known[j] = want;
           if (want && stab) {
             ev.stability_blocks(D, CB, free_idx);
             blocks = true;
             res.sample_stability[j] =
                 reduced_stability(D, CB, a_E, layer.spec.circuit.populations[0].size, sp);
+            res.stability_known[j] = 1;
           } else if (want) {
+            // (stab_full: E not eliminated, so never the pooled instance.)
             if constexpr (!Ev::pooled_instance) {
               ev.full_jacobian(Jfull, start, lam);
-              // The weights' rounding in S, as stability() allows for its Jacobian.
+              // The low-rank test's tolerance as stability() sets it for a Jacobian in S. This
+              // one is formed in double from the S weights (pooled blocks exactly of rank one),
+              // so float's is looser than needed; with double's, 4 eps has little margin for
+              // the rounding of the product (docs/numerics.md, "The cost of the eigensolve").
               const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * Jfull.norm();
               res.sample_stability[j] = full_stability(Jfull, start, lam, tol, sp);
+              res.stability_known[j] = 1;
             }
           }
         }
@@ -360,9 +365,10 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
         res.krylov_vectors += ev.krylov_vectors;
       }
     };
-    // The kept evaluations: pooled, always; otherwise where the stability check's fast path
-    // applies (E eliminated: a kept evaluation is then a few vectors of E's size and the
-    // reduced Jacobian, not the whole circuit's).
+    // The kept evaluations: pooled, always; otherwise where the stability check's reduced fast
+    // path applies (E eliminated: a kept evaluation is then a few vectors of E's size and the
+    // reduced Jacobian, not the whole circuit's; ssn's whole 353 x 353 Jacobian, 1 MB per
+    // sample, is not kept).
     const auto size_keep = [&](const auto& ev) {
 #pragma omp single
       if (keep->stride == 0) {  // sized once per batch (the fallback's call writes into it)

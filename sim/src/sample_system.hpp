@@ -725,7 +725,8 @@ class SampleSystem {
       const int o = m.offset[p], size = pops[p].size;
       start.push_back(row);
       lam.push_back(-1.0 / pops[p].tau);
-      // Population order among the rows (the unknowns are in core order).
+      // Population order among the rows (models::analyse lists the core in population order,
+      // so with every population core this is the unknowns' order already; kept general).
       for (std::size_t r = 0; r < pops.size(); ++r) {
         Eigen::Index col = 0;
         for (std::size_t c = 0; c < r; ++c) col += pops[c].size;

@@ -95,13 +95,14 @@ struct FixedPointParameters {
 /// and partials at the equilibrium it stored, and the Jacobian where the stability check formed
 /// it), kept so that the adjoint solve need not load, evaluate and differentiate every sample
 /// again. Kept for pooled circuits (the default circuit), and for the others where the stability
-/// check's fast path applies (E eliminated and leaky: a kept evaluation is a few vectors of E's
-/// size plus the n x n Jacobian of the unknowns, e.g. 37 KB per sample for the heterogeneous
-/// circuit's n = 68); elsewhere `stride` is 0 and nothing is kept. For the batch and layer it
-/// was solved for: solve_adjoint checks the layout (`pooled`, `stride`) and each sample's stored
-/// core states against it and evaluates afresh where they differ (a sample the stability policy
-/// re-integrated). In float32 the adjoint then linearises at the solver's double equilibrium
-/// rather than at its float32 rounding (docs/numerics.md).
+/// check's reduced fast path applies (E eliminated and leaky: a kept evaluation is a few vectors
+/// of E's size plus the n x n Jacobian of the unknowns, e.g. 37 KB per sample for the
+/// heterogeneous circuit's n = 56; not ssn's, whose Jacobian is 353 x 353); elsewhere `stride` is 0
+/// and nothing is kept. For the batch and layer it was solved for: solve_adjoint checks the layout
+/// (`pooled`, `stride`) and each sample's stored core states against it and evaluates afresh where
+/// they differ (a sample the stability policy re-integrated). In float32 the adjoint then
+/// linearises at the solver's double equilibrium rather than at its float32 rounding
+/// (docs/numerics.md).
 struct Linearisation {
   int stride = 0;            ///< doubles per sample, 0: nothing kept
   bool pooled = false;       ///< the layout: written by the pooled (fixed-size) solver or not
