@@ -717,25 +717,19 @@ class SampleSystem {
     jacobian();
     add_local_terms(J);
     const auto& pops = m.c->populations;
-    Jt.resize(m.n, m.n);
     start.clear();
     lam.clear();
-    Eigen::Index row = 0;
+    Jt = J;
     for (std::size_t p = 0; p < pops.size(); ++p) {
-      const int o = m.offset[p], size = pops[p].size;
-      start.push_back(row);
+      // models::analyse lists the core in population order: with every population core, the
+      // unknowns are in population order already.
+      if (m.offset[p] != (p == 0 ? 0 : start.back() + pops[p - 1].size))
+        throw internal_error("full_jacobian: the unknowns are not in population order");
+      start.push_back(m.offset[p]);
       lam.push_back(-1.0 / pops[p].tau);
-      // Population order among the rows (models::analyse lists the core in population order,
-      // so with every population core this is the unknowns' order already; kept general).
-      for (std::size_t r = 0; r < pops.size(); ++r) {
-        Eigen::Index col = 0;
-        for (std::size_t c = 0; c < r; ++c) col += pops[c].size;
-        Jt.block(row, col, size, pops[r].size) =
-            J.block(o, m.offset[r], size, pops[r].size) / pops[p].tau;
-      }
-      row += size;
+      Jt.middleRows(m.offset[p], pops[p].size) /= pops[p].tau;
     }
-    start.push_back(row);
+    start.push_back(m.n);
   }
 
   // --- The last evaluation, kept for the adjoint ----------------------------------------------
