@@ -13,7 +13,7 @@ The circuit is the default preset with n_I = n_D = 28 heterogeneous interneurons
 the images 0 .. N-1 of the test set with brightness jitter eps 0.75. Writes in --out:
   sim_l<lambda>_h<heterogeneity>.h5  the simulate files (kept: rerunning reuses them);
   stability_map.md    per grid point and layer: images with a stable / unstable / oscillatory /
-                      unknown equilibrium, or none found, and the median leading real part;
+                      marginal / unknown equilibrium, or none found, and the median leading real part;
                       and, per image at lambda = 0.1 (heterogeneity 0.5 if on the grid), its
                       class against E's equilibrium mean (how much of the mean drive the
                       subtractive interneurons fail to remove);
@@ -34,7 +34,7 @@ import eisim_h5 as eh  # noqa: E402
 
 # simulate's classes: "unchecked" where no fixed point was found (Newton, the continuation and
 # the ODE fallback all failed), so there is nothing to classify.
-CLASSES = ["stable", "unstable", "oscillatory", "unknown", "unchecked"]
+CLASSES = ["stable", "unstable", "oscillatory", "marginal", "unknown", "unchecked"]
 
 
 def point_file(out, lam, het):
@@ -130,14 +130,15 @@ def main():
     rows = []
     for lam, het in grid:
         if (lam, het) not in results:
-            rows.append([f"{lam:g}", f"{het:g}", "-", "failed", "", "", "", "", ""])
+            rows.append([f"{lam:g}", f"{het:g}", "-", "failed", "", "", "", "", "", ""])
             continue
         for li, L in enumerate(results[(lam, het)]):
             c = L["counts"]
             rows.append([f"{lam:g}", f"{het:g}", str(li), str(c["stable"]), str(c["unstable"]),
-                         str(c["oscillatory"]), str(c["unchecked"]), str(c["unknown"]),
+                         str(c["oscillatory"]), str(c["marginal"]), str(c["unchecked"]),
+                         str(c["unknown"]),
                          f"{L['median_max_real']:.2e}"])
-    header = ["lambda", "heterogeneity", "layer", "stable", "unstable", "oscillatory",
+    header = ["lambda", "heterogeneity", "layer", "stable", "unstable", "oscillatory", "marginal",
               "no fixed point found", "unknown", "median leading Re (1/ms)"]
     text = [f"# Stability of the equilibria over (lambda, heterogeneity)\n",
             f"{args.images} test images (eps 0.75), n_I = n_D = {args.units}, "

@@ -29,8 +29,8 @@ std::vector<double> parse_list(const std::string& s) {
 }
 
 struct Cell {
-  long checked = 0, stable = 0, unstable = 0, oscillatory = 0, reintegrated = 0, no_stable = 0,
-       fallbacks = 0, failed = 0;
+  long checked = 0, stable = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0,
+       no_stable = 0, fallbacks = 0, failed = 0;
   double newton_mean = 0, seconds = 0;
   double max_freq = 0;  // largest frequency (Hz) of an oscillatory equilibrium
 };
@@ -57,6 +57,7 @@ Cell run_cell(const io::Config& cfg, const io::Dataset& test, int images) {
         cell.checked += long(c.checked.size());
         cell.unstable += c.found_unstable;
         cell.oscillatory += c.found_oscillatory;
+        cell.marginal += c.found_marginal;
         cell.reintegrated += c.reintegrated;
         cell.no_stable += c.no_stable;
         cell.fallbacks += c.solve.fallback_samples;
@@ -69,7 +70,7 @@ Cell run_cell(const io::Config& cfg, const io::Dataset& test, int images) {
       in = c.r;
     }
   }
-  cell.stable = cell.checked - cell.unstable - cell.oscillatory;
+  cell.stable = cell.checked - cell.unstable - cell.oscillatory - cell.marginal;
   cell.newton_mean = it_sum / std::max(1.0, double(images * cfg.network.hidden_layers));
   cell.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return cell;
@@ -99,9 +100,9 @@ int main(int argc, char** argv) {
         "%d layer(s) of %d, fixed_point.fallback_t_max %g ms\n",
         config.c_str(), images, units, base.network.hidden_layers, base.network.width,
         base.fixed_point.fallback_t_max);
-    std::printf("%7s %5s %8s %7s %9s %12s %8s %10s %9s %7s %7s %9s %7s\n", "lambda", "het",
-                "checked", "stable", "unstable", "oscillatory", "max_Hz", "reintegr.", "no_stable",
-                "fallbk", "failed", "newton", "s");
+    std::printf("%7s %5s %8s %7s %9s %12s %8s %8s %10s %9s %7s %7s %9s %7s\n", "lambda", "het",
+                "checked", "stable", "unstable", "oscillatory", "marginal", "max_Hz", "reintegr.",
+                "no_stable", "fallbk", "failed", "newton", "s");
     for (double h : parse_list(hets))
       for (double l : parse_list(lambdas)) {
         std::vector<std::string> s = sets;
@@ -118,9 +119,10 @@ int main(int argc, char** argv) {
         s.push_back("network.circuit.heterogeneity=" + hs.str());
         const auto cfg = io::load_config(config, s);
         const Cell c = run_cell(cfg, test, images);
-        std::printf("%7.3g %5.3g %8ld %7ld %9ld %12ld %8.3g %10ld %9ld %7ld %7ld %9.1f %7.1f\n", l,
-                    h, c.checked, c.stable, c.unstable, c.oscillatory, c.max_freq, c.reintegrated,
-                    c.no_stable, c.fallbacks, c.failed, c.newton_mean, c.seconds);
+        std::printf(
+            "%7.3g %5.3g %8ld %7ld %9ld %12ld %8ld %8.3g %10ld %9ld %7ld %7ld %9.1f %7.1f\n", l, h,
+            c.checked, c.stable, c.unstable, c.oscillatory, c.marginal, c.max_freq, c.reintegrated,
+            c.no_stable, c.fallbacks, c.failed, c.newton_mean, c.seconds);
         std::fflush(stdout);
       }
   } catch (const std::exception& e) {

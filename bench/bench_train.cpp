@@ -196,7 +196,7 @@ struct EpochResult {
   int newton_max = 0, forward_failures = 0, fallbacks = 0;
   int continued = 0;  ///< layer solves where Newton stalled and the continuation ran
   long factorisations = 0, krylov_vectors = 0;  ///< Newton's LUs and GMRES vectors
-  int stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
+  int stability_checked = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0;
 };
 
 /// Finer split measured in the profiling pass (seconds, summed over its batches).
@@ -295,6 +295,7 @@ class Bench {
       r.stability_checked += fs.stability_checked;
       r.unstable += fs.unstable_samples;
       r.oscillatory += fs.oscillatory_samples;
+      r.marginal += fs.marginal_samples;
       r.reintegrated += fs.reintegrated_samples;
       loss_sum += loss * n;
       hits_sum += hits;
@@ -494,6 +495,7 @@ class Bench {
     fs.stability_checked = st[0].stability_checked + st[1].stability_checked;
     fs.unstable_samples = st[0].unstable_samples + st[1].unstable_samples;
     fs.oscillatory_samples = st[0].oscillatory_samples + st[1].oscillatory_samples;
+    fs.marginal_samples = st[0].marginal_samples + st[1].marginal_samples;
     fs.reintegrated_samples = st[0].reintegrated_samples + st[1].reintegrated_samples;
     fs.continuation_samples = st[0].continuation_samples + st[1].continuation_samples;
     fs.factorisations = st[0].factorisations + st[1].factorisations;
@@ -659,16 +661,18 @@ int run_circuits(const Options& o, const std::vector<std::string>& base_sets) {
     return median(v);
   };
   const double ref_cpu = med(0, &EpochResult::cpu);
-  std::printf("\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %9s %9s %7s\n", "circuit",
+  std::printf("\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %6s %9s %9s %7s\n", "circuit",
               "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
-              "stab.chk", "unstable", "osc", "reint", "epoch CPU", "forward", "ratio");
+              "stab.chk", "unstable", "osc", "marg", "reint", "epoch CPU", "forward", "ratio");
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const EpochResult& e = runs[c].front();  // the counters are the same in every repetition
     const double cpu = med(c, &EpochResult::cpu);
-    std::printf("%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %8.3fs %8.3fs %6.2fx\n",
-                cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
-                e.newton_max, e.factorisations, e.krylov_vectors, e.stability_checked, e.unstable,
-                e.oscillatory, e.reintegrated, cpu, med(c, &EpochResult::forward), cpu / ref_cpu);
+    std::printf(
+        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %6d %8.3fs %8.3fs %6.2fx\n",
+        cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
+        e.newton_max, e.factorisations, e.krylov_vectors, e.stability_checked, e.unstable,
+        e.oscillatory, e.marginal, e.reintegrated, cpu, med(c, &EpochResult::forward),
+        cpu / ref_cpu);
   }
   for (std::size_t c = 1; c < cases.size(); ++c) {
     std::printf("%s:", cases[c].name.c_str());
@@ -771,9 +775,9 @@ int main(int argc, char** argv) {
       std::printf(
           "; loss %.4f, train acc %.2f %%, Newton %.2f iterations/sample (max %d), %d not "
           "converged, %d ODE fallbacks; stability: %d checked, %d unstable, %d oscillatory, %d "
-          "re-integrated\n",
+          "marginal, %d re-integrated\n",
           e.loss_mean, 100 * e.accuracy, e.newton_mean, e.newton_max, e.forward_failures,
-          e.fallbacks, e.stability_checked, e.unstable, e.oscillatory, e.reintegrated);
+          e.fallbacks, e.stability_checked, e.unstable, e.oscillatory, e.marginal, e.reintegrated);
       std::fflush(stdout);
     }
     std::vector<double> totals, cpus;

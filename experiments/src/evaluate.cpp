@@ -131,6 +131,7 @@ void write_evaluation(io::H5File& out, const io::Config& cfg, const EvaluateOpti
       {"stability_checked", &EvalResult::stability_checked},
       {"forward_unstable", &EvalResult::unstable},
       {"forward_oscillatory", &EvalResult::oscillatory},
+      {"forward_marginal", &EvalResult::marginal},
       {"forward_reintegrated", &EvalResult::reintegrated},
       {"forward_continuations", &EvalResult::continuations},
       {"forward_factorisations", &EvalResult::factorisations},
@@ -245,12 +246,13 @@ std::string evaluation_table(const EvaluateSummary& s) {
                     std::to_string(e.fallbacks), fixed(e.iterations_mean, 2),
                     std::to_string(e.iterations_max), std::to_string(e.stability_checked),
                     std::to_string(e.unstable), std::to_string(e.oscillatory),
-                    std::to_string(e.reintegrated), silent.empty() ? "-" : silent});
+                    std::to_string(e.marginal), std::to_string(e.reintegrated),
+                    silent.empty() ? "-" : silent});
   }
-  return format_table(
-      {"set", "transform", "value", "acc %", "loss", "images", "failed", "fallbacks", "it mean",
-       "it max", "stab checked", "unstable", "oscillatory", "reintegrated", "silent I % per layer"},
-      rows);
+  return format_table({"set", "transform", "value", "acc %", "loss", "images", "failed",
+                       "fallbacks", "it mean", "it max", "stab checked", "unstable", "oscillatory",
+                       "marginal", "reintegrated", "silent I % per layer"},
+                      rows);
 }
 
 }  // namespace eisim::experiments

@@ -37,6 +37,7 @@ EvalResult evaluate_set(const models::Network<S>& net, const io::Dataset& d, dou
     r.stability_checked += fs.stability_checked;
     r.unstable += fs.unstable_samples;
     r.oscillatory += fs.oscillatory_samples;
+    r.marginal += fs.marginal_samples;
     r.reintegrated += fs.reintegrated_samples;
     r.continuations += fs.continuation_samples;
     r.factorisations += fs.factorisations;

@@ -119,6 +119,7 @@ void write_stability(io::H5File& f, const std::string& g, const models::Layer<do
   f.write(g + "/eig_leading_imag", lead_im);
   f.set_attr(g, "found_unstable", std::int64_t(c.found_unstable));
   f.set_attr(g, "found_oscillatory", std::int64_t(c.found_oscillatory));
+  f.set_attr(g, "found_marginal", std::int64_t(c.found_marginal));
   f.set_attr(g, "reintegrated", std::int64_t(c.reintegrated));
   f.set_attr(g, "no_stable_equilibrium", std::int64_t(c.no_stable));
   std::vector<int> none;

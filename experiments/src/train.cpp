@@ -46,6 +46,10 @@ struct History {
   /// after reading one, until fill_missing(): -1, unknown).
   std::vector<std::int64_t> fwd_continued, fwd_lu, fwd_gmres;
   bool solver = true;
+  /// Marginal equilibria per epoch (sim::ForwardStats::marginal_samples). Absent from older
+  /// files (`marginal` false after reading one, until fill_missing(): -1, unknown).
+  std::vector<std::int64_t> fwd_marginal;
+  bool marginal = true;
   /// Validation set (data.validation > 0 only), epochs x eval eps.
   std::vector<std::vector<double>> val_acc, val_loss, val_fail;
   /// Silent subtractive inhibition of E in the training forward passes, epochs x hidden layers
@@ -63,6 +67,10 @@ struct History {
     if (!solver) {
       for (auto* v : {&fwd_continued, &fwd_lu, &fwd_gmres}) v->assign(epoch.size(), -1);
       solver = true;
+    }
+    if (!marginal) {
+      fwd_marginal.assign(epoch.size(), -1);
+      marginal = true;
     }
     if (!silence) {
       const std::vector<double> unknown(hidden_layers, std::numeric_limits<double>::quiet_NaN());
@@ -89,6 +97,7 @@ struct History {
     f.write("train/stability_checked", stab_checked);
     f.write("train/forward_unstable", fwd_unstable);
     f.write("train/forward_oscillatory", fwd_oscillatory);
+    f.write("train/forward_marginal", fwd_marginal);
     f.write("train/forward_reintegrated", fwd_reintegrated);
     f.write("train/forward_continuations", fwd_continued);
     f.write("train/forward_factorisations", fwd_lu);
@@ -150,6 +159,9 @@ struct History {
       fwd_lu = ints("train/forward_factorisations");
       fwd_gmres = ints("train/forward_krylov_vectors");
     }
+    marginal = f.exists("train/forward_marginal");
+    fwd_marginal.clear();
+    if (marginal) fwd_marginal = ints("train/forward_marginal");
     silence = f.exists("train/silent_inhibition_samples");
     silent_samples.clear();
     silent_units.clear();
@@ -202,6 +214,7 @@ struct History {
         for (const auto& r : *m) c.add(r);
     if (solver)
       for (const auto* v : {&fwd_continued, &fwd_lu, &fwd_gmres}) c.add(*v);
+    if (marginal) c.add(fwd_marginal);
   }
 
   /// Throws data_error unless every per-epoch record holds exactly `epochs` entries numbered
@@ -250,6 +263,7 @@ struct History {
       require(fwd_lu.size(), "forward_factorisations");
       require(fwd_gmres.size(), "forward_krylov_vectors");
     }
+    if (marginal) require(fwd_marginal.size(), "forward_marginal");
     if (validation) {
       require(val_acc.size(), "validation_accuracy");
       require(val_loss.size(), "validation_loss");
@@ -596,7 +610,7 @@ class Trainer {
     double loss_sum = 0, local_sum = 0;
     long correct = 0, seen = 0, it_sum = 0, it_count = 0;
     std::int64_t it_max = 0, fwd_fail = 0, fwd_fallback = 0, adj_fail = 0;
-    std::int64_t stab_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
+    std::int64_t stab_checked = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0;
     std::int64_t continued = 0, lu = 0, gmres = 0;
     std::vector<std::int64_t> hist(kHistBins, 0);
     SilentInhibition silent;
@@ -648,6 +662,7 @@ class Trainer {
         stab_checked += fs.stability_checked;
         unstable += fs.unstable_samples;
         oscillatory += fs.oscillatory_samples;
+        marginal += fs.marginal_samples;
         reintegrated += fs.reintegrated_samples;
         continued += fs.continuation_samples;
         lu += fs.factorisations;
@@ -710,6 +725,7 @@ class Trainer {
     hist_.stab_checked.push_back(stab_checked);
     hist_.fwd_unstable.push_back(unstable);
     hist_.fwd_oscillatory.push_back(oscillatory);
+    hist_.fwd_marginal.push_back(marginal);
     hist_.fwd_reintegrated.push_back(reintegrated);
     hist_.fwd_continued.push_back(continued);
     hist_.fwd_lu.push_back(lu);
@@ -733,6 +749,12 @@ class Trainer {
                    static_cast<long long>(unstable), static_cast<long long>(oscillatory),
                    static_cast<long long>(stab_checked), static_cast<long long>(reintegrated),
                    ep + 1);
+    if (marginal > 0 && !opt_.quiet)
+      std::fprintf(
+          stderr,
+          "note: %lld marginal equilibria (leading eigenvalue in (0, %g] /ms: kept and "
+          "used; fixed_point.stability_marginal) in epoch %d (see /train/forward_marginal)\n",
+          static_cast<long long>(marginal), cfg_.fixed_point.stability_marginal, ep + 1);
   }
 
   void evaluate(int ep, double secs) {

@@ -290,6 +290,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
   StabilityParameters sp;
   sp.keep = p.stability_leading;
   sp.class_only = p.stability_class_only;
+  sp.marginal = p.stability_marginal;
   // Newton on the given columns, starting from z (with the block start if asked).
   auto newton = [&](const std::vector<int>& cols, bool block_start) {
     const int ncols = int(cols.size());

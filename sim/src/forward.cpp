@@ -55,11 +55,13 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
   } else {
     rest = c.checked;
   }
+  StabilityParameters sp;
+  sp.marginal = fp.stability_marginal;
   if (rest.size() == c.checked.size()) {
-    c.stability = stability(layer, c.in, c.z, StabilityParameters{}, c.checked);
+    c.stability = stability(layer, c.in, c.z, sp, c.checked);
   } else {
     StabilityResult generic;
-    if (!rest.empty()) generic = stability(layer, c.in, c.z, StabilityParameters{}, rest);
+    if (!rest.empty()) generic = stability(layer, c.in, c.z, sp, rest);
     c.stability = StabilityResult{};
     c.stability.samples.resize(c.checked.size());
     std::size_t g = 0;
@@ -73,6 +75,7 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
   }
   c.found_unstable = c.stability.unstable;
   c.found_oscillatory = c.stability.oscillatory;
+  c.found_marginal = c.stability.marginal;
   if (c.stability.not_stable() == 0) return;
   if (fp.stability == StabilityCheck::fail)
     throw numerical_error("stability", c.stability.describe() + " (" +
@@ -93,12 +96,13 @@ void check_stability(const Layer<S>& layer, const FixedPointParameters& fp, Laye
   CircuitState<S> zs;
   initial_state(layer, int(bad.size()), zs);
   const SolveResult ores = integrate(layer, ins, fallback_ode(fp), zs);
-  const StabilityResult again = stability(layer, ins, zs);
+  const StabilityResult again = stability(layer, ins, zs, sp);
   for (std::size_t q = 0; q < bad.size(); ++q) {
     const int j = bad[q];
     c.solve.sample_iterations[j] += ores.sample_iterations[q];
     if (ores.sample_status[q] == SolverStatus::converged &&
-        again.samples[q].cls == Stability::stable) {
+        (again.samples[q].cls == Stability::stable ||
+         again.samples[q].cls == Stability::marginal)) {
       for (std::size_t k = 0; k < c.z.z.size(); ++k) c.z.z[k].col(j) = zs.z[k].col(Eigen::Index(q));
       c.solve.sample_residual[j] = ores.sample_residual[q];
       c.stability.samples[std::size_t(at[q])] = again.samples[q];
@@ -127,7 +131,7 @@ void run(models::CircuitKind, const Layer<S>& layer, const Mat<S>& x,
   if (!fp.keep_linearisation) c.lin.stride = 0;
   c.stability = StabilityResult{};
   c.checked.clear();
-  c.found_unstable = c.found_oscillatory = c.reintegrated = c.no_stable = 0;
+  c.found_unstable = c.found_oscillatory = c.found_marginal = c.reintegrated = c.no_stable = 0;
   if (fp.stability != StabilityCheck::off) check_stability(layer, fp, c);
 }
 
@@ -180,6 +184,7 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const Fixed
     stats.stability_checked += int(c.checked.size());
     stats.unstable_samples += c.found_unstable;
     stats.oscillatory_samples += c.found_oscillatory;
+    stats.marginal_samples += c.found_marginal;
     stats.reintegrated_samples += c.reintegrated;
     if (c.no_stable > 0)
       throw numerical_error(

@@ -28,6 +28,8 @@ const char* to_string(Stability s) {
       return "unstable";
     case Stability::oscillatory:
       return "oscillatory";
+    case Stability::marginal:
+      return "marginal";
     case Stability::unknown:
       return "unknown";
   }
@@ -35,7 +37,7 @@ const char* to_string(Stability s) {
 }
 
 void StabilityResult::recount() {
-  stable = unstable = oscillatory = unknown = 0;
+  stable = unstable = oscillatory = marginal = unknown = 0;
   for (const auto& s : samples) switch (s.cls) {
       case Stability::stable:
         ++stable;
@@ -45,6 +47,9 @@ void StabilityResult::recount() {
         break;
       case Stability::oscillatory:
         ++oscillatory;
+        break;
+      case Stability::marginal:
+        ++marginal;
         break;
       case Stability::unknown:
         ++unknown;
@@ -67,6 +72,7 @@ std::string StabilityResult::describe() const {
   if (worst_o)
     os << "; " << oscillatory << " oscillatory (growth " << worst_o->max_real << " /ms at "
        << worst_o->frequency_hz << " Hz)";
+  if (marginal > 0) os << "; " << marginal << " more marginal (counted apart)";
   if (unknown > 0) os << "; " << unknown << " not computed (non-finite)";
   return os.str();
 }
@@ -86,7 +92,9 @@ void classify_leading(std::complex<double> lead, const StabilityParameters& para
   // A complex pair shows as conjugates; a real eigenvalue's imaginary part is exactly 0 from
   // a real Schur form (Eigen's or LAPACK's).
   const bool complex_pair = lead.imag() != 0.0;
-  if (out.max_real > params.margin)
+  if (out.max_real > params.margin && out.max_real <= params.marginal)
+    out.cls = Stability::marginal;
+  else if (out.max_real > params.margin)
     out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
   else
     out.cls = Stability::stable;

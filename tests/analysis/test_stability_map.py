@@ -35,7 +35,7 @@ def main():
     rows = {}
     for line in p.stdout.splitlines():
         cells = [c.strip() for c in line.split("|")[1:-1]]
-        if len(cells) == 9 and cells[0] == "0.5":
+        if len(cells) == 10 and cells[0] == "0.5":
             rows[(cells[1], cells[2])] = cells
     for het in ("0", "1"):
         path = os.path.join(scratch, f"sim_l0.5_h{het}.h5")
@@ -47,9 +47,9 @@ def main():
                 cls = [c.decode() for c in f[f"simulate/layer_{layer}/stability"][:]]
                 row = rows.get((het, layer))
                 expect = [str(cls.count(c)) for c in
-                          ("stable", "unstable", "oscillatory", "unchecked", "unknown")]
-                check(row is not None and row[3:8] == expect,
-                      f"heterogeneity {het}, layer {layer}: table counts {row and row[3:8]} "
+                          ("stable", "unstable", "oscillatory", "marginal", "unchecked", "unknown")]
+                check(row is not None and row[3:9] == expect,
+                      f"heterogeneity {het}, layer {layer}: table counts {row and row[3:9]} "
                       f"equal the file's {expect}")
     mtime = os.path.getmtime(os.path.join(scratch, "sim_l0.5_h0.h5"))
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -147,8 +147,9 @@ TEST_CASE("evaluate reproduces the run file's final test and validation accuraci
     CHECK(e.read_vector("evaluate/validation/accuracy") == val_acc);
     for (const char* d :
          {"forward_failures", "forward_fallbacks", "forward_iterations_mean", "stability_checked",
-          "forward_unstable", "forward_oscillatory", "forward_reintegrated", "images", "loss",
-          "forward_continuations", "forward_factorisations", "forward_krylov_vectors"})
+          "forward_unstable", "forward_oscillatory", "forward_marginal", "forward_reintegrated",
+          "images", "loss", "forward_continuations", "forward_factorisations",
+          "forward_krylov_vectors"})
       CHECK_MESSAGE(e.exists(std::string("evaluate/test/") + d), d);
     // The default circuit's pooled Newton solves factorise (most layer solves take a step) and
     // run no GMRES (pooled circuits never do); layernorm solves nothing.

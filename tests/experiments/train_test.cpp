@@ -63,7 +63,7 @@ TEST_CASE("two epochs in one run equal one epoch, a resume, and one more epoch")
     const auto fa = io::H5File::open_read(a), fb = io::H5File::open_read(b);
     CHECK(fa.read_vector("train/loss") == fb.read_vector("train/loss"));
     for (const char* d : {"train/forward_continuations", "train/forward_factorisations",
-                          "train/forward_krylov_vectors"})
+                          "train/forward_krylov_vectors", "train/forward_marginal"})
       CHECK_MESSAGE(fa.read_vector(d) == fb.read_vector(d), d);
     CHECK(fb.attr_string("/", "status") == "complete");
   }
@@ -288,10 +288,15 @@ TEST_CASE("a training file records history, weights, provenance and equilibrium 
   REQUIRE(lu.size() == 2);
   REQUIRE(gm.size() == 2);
   REQUIRE(co.size() == 2);
+  // Marginal equilibria (fixed_point.stability_marginal): counted, 0 or more, never -1 (the
+  // value for epochs of an older file that had no such count).
+  const auto mg = f.read_vector("train/forward_marginal");
+  REQUIRE(mg.size() == 2);
   for (int e = 0; e < 2; ++e) {
     CHECK(lu[e] > 0);
     CHECK(gm[e] == 0);
     CHECK(co[e] >= 0);
+    CHECK(mg[e] >= 0);
   }
 }
 

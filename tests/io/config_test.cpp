@@ -230,6 +230,14 @@ TEST_CASE("range checks name the key, the value and the constraint, and match th
                          config_error);
     CHECK_THROWS_WITH_AS(parse_config("seed: -1\n"), doctest::Contains("seed = -1 must be >= 0"),
                          config_error);
+    CHECK(parse_config("").fixed_point.stability_marginal == 1e-5);
+    CHECK(parse_config("fixed_point: {stability_marginal: 0}\n").fixed_point.stability_marginal ==
+          0.0);
+    CHECK_THROWS_WITH_AS(parse_config("fixed_point: {stability_marginal: -1e-05}\n"),
+                         doctest::Contains("fixed_point.stability_marginal = -1e-05 must be >= 0"),
+                         config_error);
+    CHECK_THROWS_WITH_AS(parse_config("fixed_point: {stability_marginal: abc}\n"),
+                         doctest::Contains("fixed_point.stability_marginal"), config_error);
   }
   SUBCASE("closed and half-open intervals") {
     CHECK(parse_config("data: {train_eps: 1}\n").data.train_eps == 1.0);
@@ -386,7 +394,7 @@ TEST_CASE("to_yaml lists every key and parse_config(to_yaml(c)) reproduces c exa
 
 TEST_CASE("valid_keys lists every dotted path once, and docs/config.md documents each") {
   const auto keys = eisim::io::valid_keys();
-  CHECK(keys.size() == 118);
+  CHECK(keys.size() == 119);
   CHECK(std::find(keys.begin(), keys.end(), "network.circuit.tau_E") != keys.end());
   CHECK(std::find(keys.begin(), keys.end(), "sweep.conditions") != keys.end());
   auto sorted = keys;

@@ -228,6 +228,70 @@ TEST_CASE("a layer with no stable equilibrium stops the forward pass with a clea
   }
 }
 
+TEST_CASE("a marginal equilibrium is counted apart and kept, not replaced or failed") {
+  // The leading real part in (margin, marginal] is `marginal` whether the leading eigenvalue is
+  // real or a complex pair; above it, `unstable` or `oscillatory`; marginal = 0 (the library's
+  // default) has no such class.
+  sim::StabilityParameters p;
+  p.marginal = 1e-5;
+  using C = std::complex<double>;
+  const auto cls = [](const sim::StabilityParameters& q, std::initializer_list<C> l) {
+    Eigen::VectorXcd ev(Eigen::Index(l.size()));
+    Eigen::Index k = 0;
+    for (const C& c : l) ev(k++) = c;
+    return sim::classify(ev, q);
+  };
+  CHECK(cls(p, {C(3e-6, 0), C(-1, 0)}).cls == sim::Stability::marginal);
+  CHECK(cls(p, {C(1e-5, 0), C(-1, 0)}).cls == sim::Stability::marginal);
+  CHECK(cls(p, {C(2e-5, 0), C(-1, 0)}).cls == sim::Stability::unstable);
+  CHECK(cls(p, {C(-3e-6, 0), C(-1, 0)}).cls == sim::Stability::stable);
+  CHECK(cls(p, {C(5e-10, 0), C(-1, 0)}).cls == sim::Stability::stable);  // within `margin`
+  const auto pair = cls(p, {C(3e-6, 0.02), C(3e-6, -0.02), C(-1, 0)});
+  CHECK(pair.cls == sim::Stability::marginal);
+  CHECK(pair.frequency_hz == doctest::Approx(0.02 * 1000 / (2 * std::numbers::pi)));
+  CHECK(cls(p, {C(2e-5, 0.02), C(2e-5, -0.02)}).cls == sim::Stability::oscillatory);
+  CHECK(cls(sim::StabilityParameters{}, {C(3e-6, 0), C(-1, 0)}).cls == sim::Stability::unstable);
+  CHECK(std::string(sim::to_string(sim::Stability::marginal)) == "marginal");
+
+  // The linear E/I circuit just past its Hopf point: growth rate
+  // (w_EE - 1) / (2 tau_E) - (1 + w_II) / (2 tau_I) = 5.0e-6 /ms at tau_I = 1.0001 tau_I*.
+  const double tau_I = 1.0001 * hopf_tau_I();
+  const double growth = 0.5 * ((kWEE - 1) / kTauE - (1 + kWII) / tau_I);
+  REQUIRE(growth > 4e-6);
+  REQUIRE(growth < 6e-6);
+  auto L = linear_ei(tau_I);
+  const Mat<double> x = Mat<double>::Ones(3, 2);
+  sim::FixedPointParameters fp;  // stability_marginal 1e-5 /ms, policy `integrate`
+  REQUIRE(fp.stability_marginal == 1e-5);
+  sim::LayerCache<double> c;
+  sim::forward_layer(L, x, fp, c);
+  INFO(c.solve.describe());
+  CHECK(c.solve.ok());
+  CHECK(c.found_marginal == 2);
+  CHECK(c.found_unstable + c.found_oscillatory == 0);
+  CHECK(c.reintegrated == 0);  // the policy does not act: Newton's equilibrium is kept
+  CHECK(c.no_stable == 0);
+  REQUIRE(c.stability.samples.size() == 2);
+  CHECK(c.stability.marginal == 2);
+  CHECK(c.stability.not_stable() == 0);
+  CHECK(c.stability.samples[0].cls == sim::Stability::marginal);
+  CHECK(c.stability.samples[0].max_real == doctest::Approx(growth).epsilon(1e-6));
+  CHECK(c.stability.samples[0].frequency_hz > 0.0);
+  // `fail` does not fail on it either; with stability_marginal = 0 it is oscillatory and
+  // `fail` stops.
+  fp.stability = sim::StabilityCheck::fail;
+  CHECK_NOTHROW(sim::forward_layer(L, x, fp, c));
+  fp.stability_marginal = 0.0;
+  CHECK_THROWS_AS(sim::forward_layer(L, x, fp, c), numerical_error);
+  // The forward pass counts it per batch (ForwardStats, what train and evaluate record).
+  models::Network<double> net;
+  net.layers.push_back(L);
+  sim::ForwardCache<double> cache;
+  const sim::ForwardStats fs = sim::forward(net, x, sim::FixedPointParameters{}, cache);
+  CHECK(fs.marginal_samples == 2);
+  CHECK(fs.unstable_samples + fs.oscillatory_samples + fs.reintegrated_samples == 0);
+}
+
 namespace {
 
 // The E/I circuit with rectified square-root rates r = sqrt([v]_+) (steep at threshold, then

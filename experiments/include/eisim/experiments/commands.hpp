@@ -57,7 +57,7 @@ struct EvalResult {
   std::int64_t images = 0;
   std::int64_t failed = 0;     ///< samples with a non-converged equilibrium in some layer
   std::int64_t fallbacks = 0;  ///< sim::ForwardStats, summed over batches
-  std::int64_t stability_checked = 0, unstable = 0, oscillatory = 0, reintegrated = 0;
+  std::int64_t stability_checked = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0;
   /// The solver's work (sim::ForwardStats): layer solves that ran the pseudo-transient
   /// continuation, LU factorisations and GMRES vectors of Newton's and the continuation's steps.
   std::int64_t continuations = 0, factorisations = 0, krylov_vectors = 0;

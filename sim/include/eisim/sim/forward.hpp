@@ -22,11 +22,13 @@ struct LayerCache {
   Linearisation lin;
   /// Circuit only: the stability of the equilibria of the samples `checked` (in that order),
   /// after the policy of FixedPointParameters::stability; `found_unstable` / `found_oscillatory`
-  /// count what the solver's equilibria were before it, `reintegrated` the samples replaced by
-  /// the ODE's equilibrium, `no_stable` those left with status `unstable`.
+  /// / `found_marginal` count what the solver's equilibria were before it (marginal ones are
+  /// kept: the policy does not act on them), `reintegrated` the samples replaced by the ODE's
+  /// equilibrium, `no_stable` those left with status `unstable`.
   StabilityResult stability;
   std::vector<int> checked;
-  int found_unstable = 0, found_oscillatory = 0, reintegrated = 0, no_stable = 0;
+  int found_unstable = 0, found_oscillatory = 0, found_marginal = 0, reintegrated = 0,
+      no_stable = 0;
   const Mat<S>& x() const { return in.x; }
   const Mat<S>& e() const { return in.ext[0]; }
 };
@@ -45,9 +47,12 @@ struct ForwardStats {
   int fallback_samples = 0;  ///< samples that needed the ODE fallback of the fixed-point solver
   double worst_residual = 0.0;
   /// Stability of the solved equilibria (sim/stability.hpp), over circuit layers and samples:
-  int stability_checked = 0;     ///< equilibria whose Jacobian spectrum was computed
-  int unstable_samples = 0;      ///< found unstable (a real eigenvalue > 0), before the policy
-  int oscillatory_samples = 0;   ///< found with a complex pair of positive real part (Hopf)
+  int stability_checked = 0;    ///< equilibria whose Jacobian spectrum was computed
+  int unstable_samples = 0;     ///< found unstable (a real eigenvalue > 0), before the policy
+  int oscillatory_samples = 0;  ///< found with a complex pair of positive real part (Hopf)
+  /// found marginal (leading real part in (0, FixedPointParameters::stability_marginal]): kept
+  /// and used, not acted on by the policy
+  int marginal_samples = 0;
   int reintegrated_samples = 0;  ///< replaced by integrating the ODE (solver.unstable: integrate)
   /// The fixed-point solver's work (SolveResult), over circuit layers: samples the
   /// pseudo-transient continuation took, LU factorisations and GMRES vectors of Newton's steps.

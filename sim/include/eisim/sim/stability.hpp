@@ -18,6 +18,9 @@ enum class Stability {
   unstable,     ///< the leading eigenvalue is real and positive (a saddle or an unstable node)
   oscillatory,  ///< the leading pair is complex with a positive real part: past a Hopf
                 ///< bifurcation, the circuit oscillates around this point
+  marginal,     ///< the leading real part is positive but at most StabilityParameters::marginal:
+                ///< growth too slow to tell from a stationary point at the solver's tolerance
+                ///< (an e-folding time of 100 s or more with the config default)
   unknown,      ///< not computed (non-finite state or Jacobian)
 };
 const char* to_string(Stability s);
@@ -27,6 +30,10 @@ struct StabilityParameters {
   /// the eigenvalues of a well-scaled Jacobian is ~1e-15 / ms; the margin keeps exactly
   /// marginal modes (integral control without leak) on the stable side.
   double margin = 1e-9;
+  /// Leading real parts in (margin, marginal] (1/ms) are `marginal`, not `unstable` or
+  /// `oscillatory` (frequency_hz still says which). 0: no such class. The forward pass sets
+  /// FixedPointParameters::stability_marginal (config default 1e-5 /ms).
+  double marginal = 0.0;
   int keep = 4;  ///< leading eigenvalues kept per sample (by decreasing real part)
   /// The class only, where a certificate gives it (reduced_stability, certified_stable): if
   /// it shows every eigenvalue's real part below -certificate_shift x (a bound on the spectral
@@ -53,9 +60,10 @@ struct SampleStability {
 
 struct StabilityResult {
   std::vector<SampleStability> samples;
-  int stable = 0, unstable = 0, oscillatory = 0, unknown = 0;
+  int stable = 0, unstable = 0, oscillatory = 0, marginal = 0, unknown = 0;
+  /// Unstable and oscillatory: `marginal` ones are counted apart, not in here.
   int not_stable() const { return unstable + oscillatory; }
-  void recount();  ///< the four counts from `samples`
+  void recount();  ///< the five counts from `samples`
   /// "2 of 32 equilibria not stable: 1 unstable (leading eigenvalue 0.03/ms), 1 oscillatory
   /// (12.4 Hz, growth 0.01/ms)"
   std::string describe() const;
