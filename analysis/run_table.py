@@ -18,7 +18,8 @@ Columns:
   fallbacks, failed, not stable
                    /train/forward_{fallbacks,failures} and /train/forward_{unstable,oscillatory},
                    summed over epochs, mean over runs: ODE fallbacks of the fixed-point solver,
-                   failed solves, and checked equilibria found not linearly stable;
+                   failed solves, and checked equilibria found unstable or oscillatory
+                   (marginal ones, /train/forward_marginal, are not counted);
   s/epoch          /train/seconds, mean over epochs and runs.
 One row per condition and train eps, in the order of the sorted file names, unless --order
 lists the conditions.

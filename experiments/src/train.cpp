@@ -752,7 +752,7 @@ class Trainer {
     if (marginal > 0 && !opt_.quiet)
       std::fprintf(
           stderr,
-          "note: %lld marginal equilibria (leading eigenvalue in (0, %g] /ms: kept and "
+          "note: %lld marginal equilibria (leading real part in (1e-9, %g] /ms: kept and "
           "used; fixed_point.stability_marginal) in epoch %d (see /train/forward_marginal)\n",
           static_cast<long long>(marginal), cfg_.fixed_point.stability_marginal, ep + 1);
   }

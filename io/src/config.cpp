@@ -416,7 +416,7 @@ void visit_schema(Config& c, V& v) {
   v.integer("fixed_point.fallback_max_steps", fp.fallback_max_steps, ge(1));
   v.choice("fixed_point.stability", fp.stability, kStability);
   v.integer("fixed_point.stability_samples", fp.stability_samples, ge(0));
-  v.real("fixed_point.stability_marginal", fp.stability_marginal, ge(0));
+  v.real("fixed_point.stability_marginal", fp.stability_marginal, closed(0, 1e-3));
 
   auto& ode = c.ode;
   v.real("ode.abs_tol", ode.tol.abs_tol, gt(0));

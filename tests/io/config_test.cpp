@@ -233,9 +233,17 @@ TEST_CASE("range checks name the key, the value and the constraint, and match th
     CHECK(parse_config("").fixed_point.stability_marginal == 1e-5);
     CHECK(parse_config("fixed_point: {stability_marginal: 0}\n").fixed_point.stability_marginal ==
           0.0);
-    CHECK_THROWS_WITH_AS(parse_config("fixed_point: {stability_marginal: -1e-05}\n"),
-                         doctest::Contains("fixed_point.stability_marginal = -1e-05 must be >= 0"),
-                         config_error);
+    CHECK(
+        parse_config("fixed_point: {stability_marginal: 1e-3}\n").fixed_point.stability_marginal ==
+        1e-3);
+    CHECK_THROWS_WITH_AS(
+        parse_config("fixed_point: {stability_marginal: -1e-05}\n"),
+        doctest::Contains("fixed_point.stability_marginal = -1e-05 must be in [0, 0.001]"),
+        config_error);
+    CHECK_THROWS_WITH_AS(
+        parse_config("fixed_point: {stability_marginal: 0.002}\n"),
+        doctest::Contains("fixed_point.stability_marginal = 0.002 must be in [0, 0.001]"),
+        config_error);
     CHECK_THROWS_WITH_AS(parse_config("fixed_point: {stability_marginal: abc}\n"),
                          doctest::Contains("fixed_point.stability_marginal"), config_error);
   }

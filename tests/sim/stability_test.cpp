@@ -264,19 +264,34 @@ TEST_CASE("a marginal equilibrium is counted apart and kept, not replaced or fai
   sim::FixedPointParameters fp;  // stability_marginal 1e-5 /ms, policy `integrate`
   REQUIRE(fp.stability_marginal == 1e-5);
   sim::LayerCache<double> c;
-  sim::forward_layer(L, x, fp, c);
-  INFO(c.solve.describe());
-  CHECK(c.solve.ok());
-  CHECK(c.found_marginal == 2);
-  CHECK(c.found_unstable + c.found_oscillatory == 0);
-  CHECK(c.reintegrated == 0);  // the policy does not act: Newton's equilibrium is kept
-  CHECK(c.no_stable == 0);
-  REQUIRE(c.stability.samples.size() == 2);
-  CHECK(c.stability.marginal == 2);
-  CHECK(c.stability.not_stable() == 0);
-  CHECK(c.stability.samples[0].cls == sim::Stability::marginal);
-  CHECK(c.stability.samples[0].max_real == doctest::Approx(growth).epsilon(1e-6));
-  CHECK(c.stability.samples[0].frequency_hz > 0.0);
+  // The solver's fast path, the generic path, and the training step's settings (class only, no
+  // list of eigenvalues: the leading one by one scan).
+  for (int path = 0; path < 3; ++path) {
+    CAPTURE(path);
+    sim::FixedPointParameters q = fp;
+    q.stability_fast_path = path != 1;
+    if (path == 2) {
+      q.stability_leading = 0;
+      q.stability_class_only = true;
+    }
+    sim::forward_layer(L, x, q, c);
+    INFO(c.solve.describe());
+    CHECK(c.solve.ok());
+    CHECK(c.found_marginal == 2);
+    CHECK(c.found_unstable + c.found_oscillatory == 0);
+    CHECK(c.reintegrated == 0);  // the policy does not act: Newton's equilibrium is kept
+    CHECK(c.no_stable == 0);
+    REQUIRE(c.stability.samples.size() == 2);
+    CHECK(c.stability.marginal == 2);
+    CHECK(c.stability.not_stable() == 0);
+    for (const auto& st : c.stability.samples) {
+      CHECK(st.cls == sim::Stability::marginal);
+      CHECK(std::abs(st.max_real - growth) <= 1e-12);
+      CHECK(st.frequency_hz > 0.0);
+    }
+  }
+  // The library's default (marginal = 0) calls the same point oscillatory.
+  CHECK(classify_linear(tau_I).cls == sim::Stability::oscillatory);
   // `fail` does not fail on it either; with stability_marginal = 0 it is oscillatory and
   // `fail` stops.
   fp.stability = sim::StabilityCheck::fail;

@@ -24,7 +24,8 @@ struct LayerCache {
   /// after the policy of FixedPointParameters::stability; `found_unstable` / `found_oscillatory`
   /// / `found_marginal` count what the solver's equilibria were before it (marginal ones are
   /// kept: the policy does not act on them), `reintegrated` the samples replaced by the ODE's
-  /// equilibrium, `no_stable` those left with status `unstable`.
+  /// equilibrium (stable, or marginal: then `stability` says so, found_marginal does not count
+  /// it), `no_stable` those left with status `unstable`.
   StabilityResult stability;
   std::vector<int> checked;
   int found_unstable = 0, found_oscillatory = 0, found_marginal = 0, reintegrated = 0,
@@ -50,8 +51,8 @@ struct ForwardStats {
   int stability_checked = 0;    ///< equilibria whose Jacobian spectrum was computed
   int unstable_samples = 0;     ///< found unstable (a real eigenvalue > 0), before the policy
   int oscillatory_samples = 0;  ///< found with a complex pair of positive real part (Hopf)
-  /// found marginal (leading real part in (0, FixedPointParameters::stability_marginal]): kept
-  /// and used, not acted on by the policy
+  /// found marginal (leading real part in (1e-9, FixedPointParameters::stability_marginal] /ms):
+  /// kept and used, not acted on by the policy
   int marginal_samples = 0;
   int reintegrated_samples = 0;  ///< replaced by integrating the ODE (solver.unstable: integrate)
   /// The fixed-point solver's work (SolveResult), over circuit layers: samples the

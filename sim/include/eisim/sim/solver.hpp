@@ -67,13 +67,15 @@ struct FixedPointParameters {
   /// Equilibria checked per batch: 0 = every sample, k > 0 = the first k of each batch (the
   /// check costs a dense eigenproblem per sample for large interneuron populations).
   int stability_samples = 0;
-  /// 1/ms: an equilibrium whose leading eigenvalue has a real part in (0, stability_marginal]
-  /// is `marginal` (StabilityParameters::marginal): counted, recorded and used, not replaced
-  /// or failed by the policy. The default, 1e-5 /ms, is an e-folding time of 100 s, as long as
-  /// the ODE fallback's whole horizon (fallback_t_max): no integration eisim runs can tell such
-  /// a mode from a stationary one, and at an equilibrium converged to abs_tol = 1e-6 the sign of
-  /// so small an eigenvalue is not resolved (docs/numerics.md, "Marginal equilibria"). 0: none
-  /// (every positive real part above 1e-9 /ms is `unstable` or `oscillatory`).
+  /// 1/ms, in [0, 1e-3]: an equilibrium whose leading eigenvalue has a real part in
+  /// (StabilityParameters::margin = 1e-9, stability_marginal] is `marginal`
+  /// (StabilityParameters::marginal): counted, recorded and used, not replaced or failed by the
+  /// policy (and accepted where `integrate` re-integrates an unstable one). The default, 1e-5 /ms,
+  /// is an e-folding time of 100 s, as long as the ODE fallback's whole horizon (fallback_t_max):
+  /// no integration eisim runs can tell such a mode from a stationary one, and at an equilibrium
+  /// converged to abs_tol = 1e-6 the sign of so small an eigenvalue is not resolved
+  /// (docs/numerics.md, "Marginal equilibria"). 0: none (every real part above 1e-9 /ms is
+  /// `unstable` or `oscillatory`).
   double stability_marginal = 1e-5;
   /// With a check (stability != off), circuits whose E is eliminated and leaky and whose other
   /// populations are all Newton unknowns, and circuits whose every population is a leaky Newton
