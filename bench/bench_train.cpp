@@ -197,6 +197,8 @@ struct EpochResult {
   int continued = 0;  ///< layer solves where Newton stalled and the continuation ran
   long factorisations = 0, krylov_vectors = 0;  ///< Newton's LUs and GMRES vectors
   int stability_checked = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0;
+  int adjoint_failures = 0;  ///< the implicit rule's adjoint solves that failed (AdjointStats)
+  double adjoint_rcond = 1;  ///< the smallest reciprocal condition estimate of those solves
 };
 
 /// Finer split measured in the profiling pass (seconds, summed over its batches).
@@ -297,6 +299,8 @@ class Bench {
       r.oscillatory += fs.oscillatory_samples;
       r.marginal += fs.marginal_samples;
       r.reintegrated += fs.reintegrated_samples;
+      r.adjoint_failures += grads.adjoint.failed;
+      r.adjoint_rcond = std::min(r.adjoint_rcond, grads.adjoint.worst_rcond);
       loss_sum += loss * n;
       hits_sum += hits;
       r.samples += n;
@@ -478,6 +482,8 @@ class Bench {
     t_parallel += seconds_since(t);
     t = Clock::now();
     grads.layers.resize(net.layers.size());
+    grads.adjoint = half_grads_[0].adjoint;
+    grads.adjoint.add(half_grads_[1].adjoint);
     for (std::size_t l = 0; l < net.layers.size(); ++l) {
       grads.layers[l] = half_grads_[0].layers[l];
       auto& b = half_grads_[1].layers[l];
@@ -661,18 +667,20 @@ int run_circuits(const Options& o, const std::vector<std::string>& base_sets) {
     return median(v);
   };
   const double ref_cpu = med(0, &EpochResult::cpu);
-  std::printf("\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %6s %9s %9s %7s\n", "circuit",
-              "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
-              "stab.chk", "unstable", "osc", "marg", "reint", "epoch CPU", "forward", "ratio");
+  std::printf("\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %6s %8s %9s %9s %9s %7s\n",
+              "circuit", "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
+              "stab.chk", "unstable", "osc", "marg", "reint", "adj.fail", "adj.rcond", "epoch CPU",
+              "forward", "ratio");
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const EpochResult& e = runs[c].front();  // the counters are the same in every repetition
     const double cpu = med(c, &EpochResult::cpu);
     std::printf(
-        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %6d %8.3fs %8.3fs %6.2fx\n",
+        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %6d %8d %9.2g %8.3fs %8.3fs "
+        "%6.2fx\n",
         cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
         e.newton_max, e.factorisations, e.krylov_vectors, e.stability_checked, e.unstable,
-        e.oscillatory, e.marginal, e.reintegrated, cpu, med(c, &EpochResult::forward),
-        cpu / ref_cpu);
+        e.oscillatory, e.marginal, e.reintegrated, e.adjoint_failures, e.adjoint_rcond, cpu,
+        med(c, &EpochResult::forward), cpu / ref_cpu);
   }
   for (std::size_t c = 1; c < cases.size(); ++c) {
     std::printf("%s:", cases[c].name.c_str());
@@ -775,9 +783,10 @@ int main(int argc, char** argv) {
       std::printf(
           "; loss %.4f, train acc %.2f %%, Newton %.2f iterations/sample (max %d), %d not "
           "converged, %d ODE fallbacks; stability: %d checked, %d unstable, %d oscillatory, %d "
-          "marginal, %d re-integrated\n",
+          "marginal, %d re-integrated; adjoint: %d failed, smallest rcond %.3g\n",
           e.loss_mean, 100 * e.accuracy, e.newton_mean, e.newton_max, e.forward_failures,
-          e.fallbacks, e.stability_checked, e.unstable, e.oscillatory, e.marginal, e.reintegrated);
+          e.fallbacks, e.stability_checked, e.unstable, e.oscillatory, e.marginal, e.reintegrated,
+          e.adjoint_failures, e.adjoint_rcond);
       std::fflush(stdout);
     }
     std::vector<double> totals, cpus;
