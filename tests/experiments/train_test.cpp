@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 
@@ -201,6 +202,38 @@ TEST_CASE("a checkpoint that was altered after it was written is refused on resu
     CHECK_THROWS_AS(experiments::run_train(tiny({"train.epochs=2"}), quiet(copy, true)),
                     eisim::data_error);
   }
+  experiments::verify_run_file(out);
+}
+
+TEST_CASE("a run file from before /train/forward_marginal resumes, with -1 for its epochs") {
+  // tests/data/run_6aeb20f.h5: one epoch of tests/data/tiny.yaml (simulate.images [0]) written
+  // by eisim at commit 6aeb20f, which had neither the dataset nor the key
+  // fixed_point.stability_marginal (its checksum does not cover the one, its stored
+  // configuration does not hold the other).
+  const auto dir = test::scratch_dir("marginal_resume");
+  const std::string out = (dir / "run.h5").string();
+  fs::copy_file(test::source_path("tests/data/run_6aeb20f.h5"), out,
+                fs::copy_options::overwrite_existing);
+  std::string yaml;
+  {
+    const auto f = io::H5File::open_read(out);
+    REQUIRE_FALSE(f.exists("train/forward_marginal"));
+    yaml = f.attr_string("/", "config");
+  }
+  REQUIRE(yaml.find("stability_marginal") == std::string::npos);
+  experiments::verify_run_file(out);
+  const std::string cfg = (dir / "stored.yaml").string();
+  {
+    std::ofstream os(cfg);
+    os << yaml;
+  }
+  experiments::run_train(io::load_config(cfg, {"train.epochs=2"}), quiet(out, true));
+  const auto f = io::H5File::open_read(out);
+  const auto v = f.read_vector("train/forward_marginal");
+  REQUIRE(v.size() == 2);
+  CHECK(v[0] == -1);  // unknown: trained before the count existed
+  CHECK(v[1] >= 0);
+  CHECK(f.read_vector("train/epoch").size() == 2);
   experiments::verify_run_file(out);
 }
 
