@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(build-essential cmake clang-format libboost-dev libeigen3-dev liblapack-dev libhdf5-dev
           libyaml-cpp-dev doctest-dev libcli11-dev libbenchmark-dev zlib1g-dev dataset-fashion-mnist
-          python3-h5py python3-matplotlib python3-numpy "$@")
+          python3-h5py python3-matplotlib python3-numpy ccache "$@")
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
