@@ -26,6 +26,7 @@
 #include "eisim/models/memory.hpp"
 #include "eisim/sim/forward.hpp"
 #include "eisim/sim/stability.hpp"
+#include "source_dir.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -44,7 +45,7 @@ struct Setup {
   std::vector<int> labels;
 
   explicit Setup(int batch) {
-    cfg = io::load_config(std::string(EISIM_SOURCE_DIR) + "/experiments/compare_rules.yaml");
+    cfg = io::load_config(eisim::bench::compare_rules_yaml());
     net = models::initialise<S>(io::network_spec(cfg), cfg.seed);
     const io::Dataset test = io::load_fashion_mnist(cfg.data.dir, false, batch);
     x = test.images.leftCols(batch).cast<S>();
@@ -163,8 +164,7 @@ const StabilityCase& stability_case(int circuit) {
        "network.circuit.lambda_I=0.5", "network.circuit.lambda_D=0.5"},
       {"network.circuit.preset=pv_sst_vip"},
       {"network.circuit.preset=ssn"}};
-  const io::Config cfg = io::load_config(
-      std::string(EISIM_SOURCE_DIR) + "/experiments/compare_rules.yaml", sets.at(circuit));
+  const io::Config cfg = io::load_config(eisim::bench::compare_rules_yaml(), sets.at(circuit));
   const auto net = models::initialise<S>(io::network_spec(cfg), cfg.seed);
   const io::Dataset test = io::load_fashion_mnist(cfg.data.dir, false, 1);
   StabilityCase c;

@@ -15,6 +15,7 @@
 #include "eisim/models/error.hpp"
 #include "eisim/models/network.hpp"
 #include "eisim/sim/forward.hpp"
+#include "source_dir.hpp"
 
 using namespace eisim;
 
@@ -80,7 +81,7 @@ Cell run_cell(const io::Config& cfg, const io::Dataset& test, int images) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Stability of a circuit's equilibria over (leak, heterogeneity)"};
-  std::string config = std::string(EISIM_SOURCE_DIR) + "/experiments/compare_rules.yaml";
+  std::string config = eisim::bench::compare_rules_yaml();
   std::vector<std::string> sets;
   std::string lambdas = "0.01,0.05,0.1,0.2,0.5,1.0", hets = "0.25,0.5,1.0";
   int images = 256, units = 28;

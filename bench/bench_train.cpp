@@ -41,13 +41,10 @@
 #include "eisim/models/error.hpp"
 #include "eisim/models/memory.hpp"
 #include "eisim/models/nonlinearity.hpp"
+#include "source_dir.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-#ifndef EISIM_SOURCE_DIR
-#define EISIM_SOURCE_DIR "."
 #endif
 
 namespace {
@@ -61,7 +58,7 @@ using Clock = std::chrono::steady_clock;
 using S = float;
 
 struct Options {
-  std::string config = EISIM_SOURCE_DIR "/experiments/compare_rules.yaml";
+  std::string config = eisim::bench::compare_rules_yaml();
   std::vector<std::string> sets;
   std::string rule;  // "" = from the config
   int batch = 0;     // 0 = from the config

@@ -46,7 +46,7 @@ std::string stored_config(const fs::path& run) {
 
 /// Everything `f` writes on stderr (fd 2), which is restored afterwards.
 std::string capture_stderr(const std::function<void()>& f) {
-  const fs::path tmp = fs::path(EISIM_BINARY_DIR) / "test_scratch" / "stderr.txt";
+  const fs::path tmp = fs::path(test::binary_dir()) / "test_scratch" / "stderr.txt";
   std::fflush(stderr);
   const int saved = ::dup(2);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

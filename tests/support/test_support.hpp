@@ -17,14 +17,20 @@ inline std::uint64_t seed() {
   return 20261129ULL;
 }
 
+/// This build's source and build directories (tests/support/paths.cpp: defined in that one
+/// file, so that every other test file compiles to the same object in any checkout and ccache
+/// reuses it; docs/dev.md, "Compiler cache").
+const char* source_dir();
+const char* binary_dir();
+
 /// Path of a file in the source tree.
 inline std::string source_path(const std::string& rel) {
-  return std::string(EISIM_SOURCE_DIR) + "/" + rel;
+  return std::string(source_dir()) + "/" + rel;
 }
 
 /// A fresh scratch directory under the build tree, removed and recreated.
 inline std::filesystem::path scratch_dir(const std::string& name) {
-  auto p = std::filesystem::path(EISIM_BINARY_DIR) / "test_scratch" / name;
+  auto p = std::filesystem::path(binary_dir()) / "test_scratch" / name;
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
