@@ -92,12 +92,12 @@ void classify_leading(std::complex<double> lead, const StabilityParameters& para
   // A complex pair shows as conjugates; a real eigenvalue's imaginary part is exactly 0 from
   // a real Schur form (Eigen's or LAPACK's).
   const bool complex_pair = lead.imag() != 0.0;
-  if (out.max_real > params.margin && out.max_real <= params.marginal)
-    out.cls = Stability::marginal;
-  else if (out.max_real > params.margin)
-    out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
-  else
+  if (!(out.max_real > params.margin))
     out.cls = Stability::stable;
+  else if (out.max_real <= params.marginal)
+    out.cls = Stability::marginal;
+  else
+    out.cls = complex_pair ? Stability::oscillatory : Stability::unstable;
 }
 
 // The eigenvalue classify() puts first (no list kept: keep = 0), found by one scan without
