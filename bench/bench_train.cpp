@@ -196,6 +196,7 @@ struct EpochResult {
   int stability_checked = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0;
   int adjoint_failures = 0;  ///< the implicit rule's adjoint solves that failed (AdjointStats)
   double adjoint_rcond = 1;  ///< the smallest reciprocal condition estimate of those solves
+  long adjoint_lus = 0, adjoint_vectors = 0;  ///< their factorisations and GMRES vectors
 };
 
 /// Finer split measured in the profiling pass (seconds, summed over its batches).
@@ -298,6 +299,8 @@ class Bench {
       r.reintegrated += fs.reintegrated_samples;
       r.adjoint_failures += grads.adjoint.failed;
       r.adjoint_rcond = std::min(r.adjoint_rcond, grads.adjoint.worst_rcond);
+      r.adjoint_lus += grads.adjoint.factorisations;
+      r.adjoint_vectors += grads.adjoint.krylov_vectors;
       loss_sum += loss * n;
       hits_sum += hits;
       r.samples += n;
@@ -664,20 +667,23 @@ int run_circuits(const Options& o, const std::vector<std::string>& base_sets) {
     return median(v);
   };
   const double ref_cpu = med(0, &EpochResult::cpu);
-  std::printf("\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %6s %8s %9s %9s %9s %7s\n",
-              "circuit", "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
-              "stab.chk", "unstable", "osc", "marg", "reint", "adj.fail", "adj.rcond", "epoch CPU",
-              "forward", "ratio");
+  std::printf(
+      "\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %6s %8s %9s %8s %9s %9s %9s %7s "
+      "%9s %6s\n",
+      "circuit", "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
+      "stab.chk", "unstable", "osc", "marg", "reint", "adj.fail", "adj.rcond", "adj.LUs",
+      "adj.GMRES", "epoch CPU", "forward", "ratio", "loss", "acc%");
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const EpochResult& e = runs[c].front();  // the counters are the same in every repetition
     const double cpu = med(c, &EpochResult::cpu);
     std::printf(
-        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %6d %8d %9.2g %8.3fs %8.3fs "
-        "%6.2fx\n",
+        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %6d %8d %9.2g %8ld %9ld "
+        "%8.3fs %8.3fs %6.2fx %9.4g %6.2f\n",
         cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
         e.newton_max, e.factorisations, e.krylov_vectors, e.stability_checked, e.unstable,
-        e.oscillatory, e.marginal, e.reintegrated, e.adjoint_failures, e.adjoint_rcond, cpu,
-        med(c, &EpochResult::forward), cpu / ref_cpu);
+        e.oscillatory, e.marginal, e.reintegrated, e.adjoint_failures, e.adjoint_rcond,
+        e.adjoint_lus, e.adjoint_vectors, cpu, med(c, &EpochResult::forward), cpu / ref_cpu,
+        e.loss_mean, 100 * e.accuracy);
   }
   for (std::size_t c = 1; c < cases.size(); ++c) {
     std::printf("%s:", cases[c].name.c_str());

@@ -8,6 +8,7 @@
 
 #include "eisim/models/error.hpp"
 #include "eisim/sim/solver.hpp"
+#include "gmres.hpp"
 #include "sample_system.hpp"
 
 namespace eisim::sim {
@@ -39,8 +40,9 @@ double solve_transposed_2x2(const Mx& M, const V& rhs, V& a) {
 template <bool Pooled, class S>
 void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
                    const CircuitInput<S>& in, const CircuitState<S>& z, const Mat<S>& g_v,
-                   bool through, const Linearisation* saved, AdjointStats& st,
-                   std::vector<Mat<S>>& w) {
+                   const AdjointParameters& params, AdjointStats& st, std::vector<Mat<S>>& w) {
+  const bool through = params.through_inhibition;
+  const Linearisation* saved = params.saved;
   using detail::Md;
   using detail::Vd;
   const int B = int(g_v.cols()), n = model.n, n_E = int(g_v.rows());
@@ -48,7 +50,15 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
   // E's block among the unknowns when it is not eliminated.
   const int oE = elim ? -1 : model.offset[0];
   std::vector<double> resid(B, 0.0), rcond(B, 1.0);
-  std::vector<char> bad(B, 0);
+  std::vector<char> bad(B, 0), factorised(B, 1);  // 0: solved by GMRES
+  std::vector<int> vectors(B, 0);
+  // GMRES for large systems (AdjointParameters::krylov_min_unknowns): a group's samples are
+  // consecutive and on one thread (schedule static with chunk `share`), its first always
+  // factorised; as in the fixed-point solver, so which LU preconditions which sample does not
+  // depend on the team. Otherwise one contiguous block of samples per thread.
+  const bool iterative =
+      !Pooled && through && params.krylov_min_unknowns > 0 && n >= params.krylov_min_unknowns;
+  const int share = std::max(1, params.krylov_share);
   detail::parallel_region(B >= 128, [&] {
     using Sys = detail::SampleSystem<Pooled>;
     std::optional<Sys> local;
@@ -63,13 +73,18 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
     typename Sys::SV rhs, a;
     Vd gv;
     Eigen::PartialPivLU<typename Sys::SM> lu;
+    typename Sys::SM Mt;  // M^T
+    detail::Gmres gmres;
+    bool have_prec = false;       // lu factorises an earlier M^T of this sample's group
     Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
     Vd ae;
     // The solver's last evaluations, where kept for this circuit (Linearisation).
     const bool restorable = saved && saved->stride > 0 && saved->pooled == Pooled &&
                             saved->stride == sys.saved_size() &&
                             saved->data.size() >= std::size_t(B) * std::size_t(saved->stride);
-#pragma omp for schedule(static)
+    const int team = detail::team_size();
+    const int chunk = iterative ? share : std::max(1, (B + team - 1) / team);
+#pragma omp for schedule(static, chunk)
     for (int j = 0; j < B; ++j) {
       const bool restored =
           restorable &&
@@ -116,9 +131,30 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
       if (Pooled && n == 2) {
         rcond[j] = solve_transposed_2x2(M, rhs, a);
       } else {
-        lu.compute(M.transpose());
-        a = lu.solve(rhs);
-        rcond[j] = lu.rcond();
+        Mt = M.transpose();
+        bool done = false;
+        if constexpr (!Pooled) {
+          if (iterative && have_prec && j % share != 0) {
+            const auto op = [&](const Vd& v, Vd& out) { out.noalias() = Mt * v; };
+            const auto prec = [&](const auto& v, Vd& out) { out = lu.solve(v); };
+            done = gmres.solve(op, prec, rhs, a, params.krylov_rtol, params.krylov_max);
+            vectors[j] = gmres.iterations;
+            factorised[j] = !done;
+            // ||M^-T||_1 >= ||a||_1 / ||rhs||_1: an upper bound of the reciprocal condition,
+            // so a sample that bound flags is near-singular for certain.
+            if (done) {
+              const double an = a.template lpNorm<1>(), bn = rhs.template lpNorm<1>();
+              const double mn = Mt.cwiseAbs().colwise().sum().maxCoeff();
+              rcond[j] = an > 0.0 ? std::min(1.0, bn / (mn * an)) : 1.0;
+            }
+          }
+        }
+        if (!done) {
+          lu.compute(Mt);
+          a = lu.solve(rhs);
+          rcond[j] = lu.rcond();
+          have_prec = iterative;
+        }
       }
       const double rn = rhs.norm();
       resid[j] = (M.transpose() * a - rhs).norm() / (rn > 0 ? rn : 1.0);
@@ -134,6 +170,8 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
   for (int j = 0; j < B; ++j) {
     ++st.solves;
     if (bad[j]) ++st.failed;
+    st.factorisations += factorised[j];
+    st.krylov_vectors += vectors[j];
     if (!(resid[j] <= st.worst_residual)) st.worst_residual = resid[j];
     st.worst_rcond = std::min(st.worst_rcond, rcond[j]);
   }
@@ -178,10 +216,9 @@ AdjointStats solve_adjoint(const Layer<S>& layer, const CircuitInput<S>& in,
   if (e_explicit || (model.n == 0)) {
     w[0] = g_v;  // F_E = -v + rest + q / g with every source fixed: dF/dv = -1
   } else if (model.pooled && params.pooled_fast_path) {
-    solve_samples<true>(&lease, model, in, z, g_v, params.through_inhibition, params.saved, st, w);
+    solve_samples<true>(&lease, model, in, z, g_v, params, st, w);
   } else {
-    solve_samples<false>(nullptr, model, in, z, g_v, params.through_inhibition, params.saved, st,
-                         w);
+    solve_samples<false>(nullptr, model, in, z, g_v, params, st, w);
   }
   if (!params.through_inhibition || model.st.explicit_order.empty()) return st;
   // Explicit populations (leaky, dF/dv = -1): w_x is what the populations they drive send back,

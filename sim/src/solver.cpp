@@ -48,6 +48,8 @@ void AdjointStats::add(const AdjointStats& o) {
   failed += o.failed;
   if (!(o.worst_residual <= worst_residual)) worst_residual = o.worst_residual;
   worst_rcond = std::min(worst_rcond, o.worst_rcond);
+  factorisations += o.factorisations;
+  krylov_vectors += o.krylov_vectors;
   if (!o.ok()) status = o.status;
 }
 

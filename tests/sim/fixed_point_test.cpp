@@ -516,11 +516,13 @@ struct SolvedSlice {
   sim::CircuitState<double> z;
   std::vector<Mat<double>> w;
   bool ok = false;
-  long lus = 0;  // LU factorisations of the forward solve
-  int kept = 0;  // doubles per sample kept for the adjoint
+  long lus = 0;          // LU factorisations of the forward solve
+  int kept = 0;          // doubles per sample kept for the adjoint
+  long adjoint_lus = 0;  // the adjoint's factorisations
 };
 SolvedSlice solve_slice(const models::Layer<double>& L, const sim::FixedPointParameters& fp,
-                        const Mat<double>& x, const Mat<double>& g_v, int from, int n) {
+                        const Mat<double>& x, const Mat<double>& g_v, int from, int n,
+                        const sim::AdjointParameters& ap_in = {}) {
   SolvedSlice s;
   const auto in = input_of(L, x.middleCols(from, n));
   sim::Linearisation keep;
@@ -530,10 +532,12 @@ SolvedSlice solve_slice(const models::Layer<double>& L, const sim::FixedPointPar
   s.kept = keep.stride;
   sim::CircuitTerms<double> t;
   sim::evaluate(L, in, s.z, t, true);
-  sim::AdjointParameters ap;
+  sim::AdjointParameters ap = ap_in;
   ap.saved = &keep;
   const Mat<double> gv = g_v.middleCols(from, n);
-  s.ok = solved && sim::solve_adjoint(L, in, s.z, t, gv, ap, s.w).ok();
+  const sim::AdjointStats st = sim::solve_adjoint(L, in, s.z, t, gv, ap, s.w);
+  s.ok = solved && st.ok();
+  s.adjoint_lus = st.factorisations;
   return s;
 }
 
@@ -542,13 +546,15 @@ SolvedSlice solve_slice(const models::Layer<double>& L, const sim::FixedPointPar
 // level and in a serialised region of its own inside a caller's region
 // (sim/src/sample_system.hpp, parallel_region). Were a half's worksharing bound to a caller's
 // team of two, each caller thread would solve only part of its batch.
-void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPointParameters& fp) {
+void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPointParameters& fp,
+                              const sim::AdjointParameters& ap = {}) {
   std::mt19937_64 rng(test::seed() + 13);
   const int B = 160, H = B / 2;
   const Mat<double> x = test::random_matrix<double>(20, B, 0.0, 1.0, rng);
   const Mat<double> g_v = test::random_matrix<double>(30, B, -1.0, 1.0, rng);
   // Reference: each half alone, one after the other (below 128: no parallel region).
-  const SolvedSlice a = solve_slice(L, fp, x, g_v, 0, H), b = solve_slice(L, fp, x, g_v, H, H);
+  const SolvedSlice a = solve_slice(L, fp, x, g_v, 0, H, ap),
+                    b = solve_slice(L, fp, x, g_v, H, H, ap);
   REQUIRE(a.ok);
   REQUIRE(b.ok);
   // Columns [from, from + H) of x, solved as part of s (whose batch starts at column start),
@@ -562,7 +568,7 @@ void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPo
     }
   };
   SUBCASE("the whole batch at once (a team of two where OpenMP allows two threads)") {
-    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B);
+    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B, ap);
     REQUIRE(all.ok);
     check_half(all, 0, 0);
     check_half(all, 0, H);
@@ -572,7 +578,7 @@ void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPo
   const auto whole_batch_on = [&](int threads) {
     const int before = omp_get_max_threads();
     omp_set_num_threads(threads);
-    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B);
+    const SolvedSlice all = solve_slice(L, fp, x, g_v, 0, B, ap);
     omp_set_num_threads(before);
     REQUIRE(all.ok);
     check_half(all, 0, 0);
@@ -591,7 +597,7 @@ void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPo
 #pragma omp parallel num_threads(2)
     {
       const int t = omp_get_thread_num();
-      if (omp_get_num_threads() == 2) s[t] = solve_slice(L, fp, x, g_v, t * H, H);
+      if (omp_get_num_threads() == 2) s[t] = solve_slice(L, fp, x, g_v, t * H, H, ap);
     }
     if (s[0].z.z.empty() || s[1].z.z.empty()) {
       MESSAGE("skipped: the OpenMP runtime gave fewer than two threads");
@@ -607,7 +613,7 @@ void same_numbers_on_any_team(const models::Layer<double>& L, const sim::FixedPo
     SolvedSlice s[2];
 #pragma omp parallel num_threads(1)
 #pragma omp single
-    for (int t = 0; t < 2; ++t) s[t] = solve_slice(L, fp, x, g_v, t * H, H);
+    for (int t = 0; t < 2; ++t) s[t] = solve_slice(L, fp, x, g_v, t * H, H, ap);
     REQUIRE(s[0].ok);
     REQUIRE(s[1].ok);
     check_half(s[0], 0, 0);
@@ -626,21 +632,27 @@ TEST_CASE("solve and adjoint with Krylov steps: the same numbers on any team") {
   // The heterogeneous leaky circuit on the dynamic-size solver, with Krylov steps forced: each
   // group of krylov_share samples shares one preconditioner, and the groups are the same
   // whatever the team (the halves of 80 samples start groups of 8). The kept evaluations
-  // include the stability check's Jacobian (E eliminated).
+  // include the stability check's Jacobian (E eliminated). The adjoint's GMRES is forced too
+  // (AdjointParameters::krylov_min_unknowns), with the same groups.
   sim::FixedPointParameters fp;
   fp.krylov_min_unknowns = 1;
+  sim::AdjointParameters ap;
+  ap.krylov_min_unknowns = 1;
   REQUIRE(80 % fp.krylov_share == 0);
+  REQUIRE(80 % ap.krylov_share == 0);
   const auto L = make_circuit<double>(20, 30, test::leaky_circuit(), 5);
   {
     std::mt19937_64 rng(test::seed() + 14);
     const Mat<double> x = test::random_matrix<double>(20, 80, 0.0, 1.0, rng);
     const Mat<double> g_v = test::random_matrix<double>(30, 80, -1.0, 1.0, rng);
-    const SolvedSlice s = solve_slice(L, fp, x, g_v, 0, 80);
+    const SolvedSlice s = solve_slice(L, fp, x, g_v, 0, 80, ap);
     REQUIRE(s.ok);
     CHECK(s.kept > 0);
+    CHECK(s.adjoint_lus >= 80 / ap.krylov_share);
+    CHECK(s.adjoint_lus < 80);
     CHECK(s.lus >= 80 / fp.krylov_share);  // one per group at least
     CHECK(s.lus < 80);  // shared: without sharing, every sample factorises at least once
-    MESSAGE(s.lus << " LUs for 80 samples");
+    MESSAGE(s.lus << " LUs for 80 samples, adjoint " << s.adjoint_lus);
   }
-  same_numbers_on_any_team(L, fp);
+  same_numbers_on_any_team(L, fp, ap);
 }

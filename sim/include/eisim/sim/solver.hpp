@@ -200,7 +200,13 @@ struct AdjointStats {
   int solves = 0;             ///< per-sample solves performed
   int failed = 0;             ///< singular or non-finite solves
   double worst_residual = 0;  ///< max ||J^T w - rhs|| / ||rhs|| over samples
-  double worst_rcond = 1;     ///< smallest reciprocal condition estimate seen
+  /// smallest reciprocal condition estimate seen: LAPACK-style estimates of the factorised
+  /// solves; for a GMRES solve (AdjointParameters::krylov_min_unknowns) the upper bound
+  /// ||rhs||_1 / (||M||_1 ||a||_1) that its own solution gives
+  double worst_rcond = 1;
+  /// solves by a factorisation of their own matrix (LU; Cramer's rule for two unknowns)
+  long factorisations = 0;
+  long krylov_vectors = 0;  ///< GMRES vectors of the other solves (krylov_min_unknowns)
   bool ok() const { return status == SolverStatus::converged; }
   /// Merge another batch's (or layer's) statistics.
   void add(const AdjointStats& o);
@@ -213,6 +219,17 @@ struct AdjointParameters {
   bool pooled_fast_path = true;  ///< as FixedPointParameters::pooled_fast_path
   /// The solver's last evaluations of this layer and batch, or null: evaluate every sample.
   const Linearisation* saved = nullptr;
+  /// Through the inhibition, systems of at least this many unknowns (ssn: 353, E among them)
+  /// solve all but the first sample of each group of `krylov_share` consecutive samples by
+  /// GMRES on J^T, preconditioned by the LU of the last sample of the group that was factorised,
+  /// to ||J^T a - rhs|| <= krylov_rtol ||rhs||; where GMRES needs more than krylov_max
+  /// vectors the sample is factorised and its LU becomes the preconditioner. The groups do not
+  /// depend on the thread count. 0 = every sample factorised (docs/numerics.md, "Implicit
+  /// gradients").
+  int krylov_min_unknowns = 128;
+  int krylov_share = 8;
+  double krylov_rtol = 1e-10;
+  int krylov_max = 20;
 };
 
 /// The adjoint of a circuit's equilibrium: the cotangents w (one n_P x B matrix per population)
