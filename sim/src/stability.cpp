@@ -418,10 +418,15 @@ bool low_rank_spectrum(const Eigen::MatrixXd& J, const std::vector<Eigen::Index>
   Eigen::MatrixXd L = J;
   for (Eigen::Index g = 0; g < G; ++g)
     for (Eigen::Index i = start[g]; i < start[g + 1]; ++i) L(i, i) -= lam[std::size_t(g)];
-  std::mt19937_64 rng(20261202);
-  std::normal_distribution<double> normal;
-  const Eigen::MatrixXd omega = Eigen::MatrixXd::NullaryExpr(
-      n, kProbe, [&](Eigen::Index, Eigen::Index) { return normal(rng); });
+  // The probe directions: drawn once per size and thread (a fixed seed, so the same matrix
+  // every call), not per equilibrium (4236 normal draws for ssn's 353 units).
+  thread_local Eigen::MatrixXd omega;
+  if (omega.rows() != n) {
+    std::mt19937_64 rng(20261202);
+    std::normal_distribution<double> normal;
+    omega = Eigen::MatrixXd::NullaryExpr(n, kProbe,
+                                         [&](Eigen::Index, Eigen::Index) { return normal(rng); });
+  }
   Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(L * omega);
   qr.setThreshold(1e-5);  // well above rounding (float Jacobians): the residual test decides
   const Eigen::Index r = qr.rank();
