@@ -14,10 +14,11 @@
 // (ODE fallbacks, failures, Newton iterations, stability classes) and the epoch time as a ratio
 // to the default measured in the same run (docs/numerics.md, "Solver robustness per circuit").
 //
-// --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (momentum
-// forced to 0) on the batch stored in IN.h5 (/batch/x, 784 x B; /batch/labels) with the weights
-// in IN.h5 (/weights/layer_<l>/<name>), and writes the logits, the loss, every gradient and the
-// updated weights to OUT.h5 for bench/reference/compare.py.
+// --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (clipped
+// as eisim train clips, train.max_grad_norm; momentum forced to 0) on the batch stored in IN.h5
+// (/batch/x, 784 x B; /batch/labels) with the weights in IN.h5 (/weights/layer_<l>/<name>), and
+// writes the logits, the loss, every gradient and the updated weights to OUT.h5 for
+// bench/reference/compare.py.
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <algorithm>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "eisim/experiments/commands.hpp"
+#include "eisim/experiments/training.hpp"
 #include "eisim/io/config.hpp"
 #include "eisim/io/data.hpp"
 #include "eisim/io/hdf5.hpp"
@@ -56,6 +58,15 @@ namespace models = eisim::models;
 namespace sim = eisim::sim;
 using Clock = std::chrono::steady_clock;
 using S = float;
+
+/// The optimiser's step as eisim train takes it: gradient clipping (train.max_grad_norm) first.
+void sgd_step(const io::Config& cfg, learning::Sgd<S>& sgd, models::Network<S>& net,
+              learning::Gradients<S>& grads) {
+  if (cfg.train.max_grad_norm > 0)
+    eisim::experiments::clip_gradients(net, grads, cfg.train.max_grad_norm,
+                                       cfg.learning.train_inhibitory);
+  sgd.step(net, grads);
+}
 
 struct Options {
   std::string config = eisim::bench::compare_rules_yaml();
@@ -282,7 +293,7 @@ class Bench {
         throw eisim::numerical_error("bench_train",
                                      "loss is not finite at sample " + std::to_string(from));
       t = Clock::now();
-      sgd.step(net, grads);
+      sgd_step(cfg_, sgd, net, grads);
       r.optimizer += seconds_since(t);
       it_sum += fs.iterations_mean * n;
       r.newton_max = std::max(r.newton_max, fs.iterations_max);
@@ -441,7 +452,7 @@ class Bench {
         p.b_gemm_replay += seconds_since(t);
       }
       t = Clock::now();
-      sgd.step(net, grads);
+      sgd_step(cfg_, sgd, net, grads);
       p.o_step += seconds_since(t);
       p.samples += n;
     }
@@ -541,7 +552,7 @@ int run_dump(const io::Config& cfg_in, const Options& o) {
   learning::Gradients<S> grads;
   learning::backward(net, cache, dlogits, cfg.learning, grads);
   learning::Sgd<S> sgd(cfg.learning);
-  sgd.step(net, grads);
+  sgd_step(cfg, sgd, net, grads);
   io::H5File f = io::H5File::create(o.out);
   f.set_attr("/", "rule", learning::to_string(cfg.learning.rule));
   f.set_attr("/", "config", io::to_yaml(cfg));

@@ -56,8 +56,17 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
   // consecutive and on one thread (schedule static with chunk `share`), its first always
   // factorised; as in the fixed-point solver, so which LU preconditions which sample does not
   // depend on the team. Otherwise one contiguous block of samples per thread.
-  const bool iterative =
-      !Pooled && through && params.krylov_min_unknowns > 0 && n >= params.krylov_min_unknowns;
+  // Only where every unknown has a leak (leaky units; integrating or multiplicative ones with
+  // leak > 0): identical units without one make J singular (science.md), and where the LU of
+  // such a system fails its tests below, GMRES would solve it (it is consistent) and pass.
+  bool leak_everywhere = true;
+  for (int p : model.st.core) {
+    const auto& pop = model.c->populations[std::size_t(p)];
+    leak_everywhere =
+        leak_everywhere && (pop.dynamics == models::Dynamics::leaky || pop.leak > 0.0);
+  }
+  const bool iterative = !Pooled && through && leak_everywhere && params.krylov_min_unknowns > 0 &&
+                         n >= params.krylov_min_unknowns;
   const int share = std::max(1, params.krylov_share);
   detail::parallel_region(B >= 128, [&] {
     using Sys = detail::SampleSystem<Pooled>;
@@ -75,7 +84,10 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
     Eigen::PartialPivLU<typename Sys::SM> lu;
     typename Sys::SM Mt;  // M^T
     detail::Gmres gmres;
-    bool have_prec = false;       // lu factorises an earlier M^T of this sample's group
+    // The group (j / share) whose sample's M^T `lu` factorises, where that sample's solve
+    // passed the tests below; -1 if none. A group's first sample never matches (lu is from an
+    // earlier group or none), so it is always factorised, whatever the schedule.
+    int prec_group = -1;
     Eigen::PartialPivLU<Md> lue;  // E's own block (frozen rule, E not eliminated)
     Vd ae;
     // The solver's last evaluations, where kept for this circuit (Linearisation).
@@ -128,20 +140,22 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
           M(i, i) = 1.0;
           rhs(i) = 0.0;
         }
+      bool factorised_now = false;
       if (Pooled && n == 2) {
         rcond[j] = solve_transposed_2x2(M, rhs, a);
       } else {
         Mt = M.transpose();
         bool done = false;
         if constexpr (!Pooled) {
-          if (iterative && have_prec && j % share != 0) {
+          if (iterative && prec_group == j / share) {
             const auto op = [&](const Vd& v, Vd& out) { out.noalias() = Mt * v; };
             const auto prec = [&](const auto& v, Vd& out) { out = lu.solve(v); };
             done = gmres.solve(op, prec, rhs, a, params.krylov_rtol, params.krylov_max);
             vectors[j] = gmres.iterations;
             factorised[j] = !done;
-            // ||M^-T||_1 >= ||a||_1 / ||rhs||_1: an upper bound of the reciprocal condition,
-            // so a sample that bound flags is near-singular for certain.
+            // ||M^-T||_1 >= ||a||_1 / ||rhs||_1, so ||rhs||_1 / (||M^T||_1 ||a||_1) bounds
+            // M^T's reciprocal condition from above: a sample it flags is near-singular for
+            // certain (GMRES itself solves a consistent singular system without complaint).
             if (done) {
               const double an = a.template lpNorm<1>(), bn = rhs.template lpNorm<1>();
               const double mn = Mt.cwiseAbs().colwise().sum().maxCoeff();
@@ -153,12 +167,17 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
           lu.compute(Mt);
           a = lu.solve(rhs);
           rcond[j] = lu.rcond();
-          have_prec = iterative;
+          factorised_now = true;
         }
       }
       const double rn = rhs.norm();
       resid[j] = (M.transpose() * a - rhs).norm() / (rn > 0 ? rn : 1.0);
       if (!a.allFinite() || !(rcond[j] > 1e-14) || !(resid[j] < 1e-6)) bad[j] = 1;
+      // A factorisation whose own solve failed (a singular J: identical integrating
+      // interneurons, science.md) preconditions nothing: the group's later samples are
+      // factorised too and fail the same tests, where GMRES would solve a consistent singular
+      // system and pass.
+      if (factorised_now) prec_group = bad[j] ? -1 : j / share;
       for (int p : model.st.core)
         w[p].col(j) = a.segment(model.offset[p], w[p].rows()).template cast<S>();
       if (elim) {

@@ -1,5 +1,6 @@
 #pragma once
-// Right-preconditioned GMRES for the Newton steps of large circuits (private to sim/).
+// Right-preconditioned GMRES for the Newton steps of large circuits and for the adjoint solves
+// of large systems (sim/src/adjoint.cpp, with the dense J^T as its operator); private to sim/.
 //
 // Why hand-written and not Eigen's unsupported GMRES: the operator here is matrix-free (the
 // E-mediated part C A of the reduced Jacobian is applied as two thin products, never formed),

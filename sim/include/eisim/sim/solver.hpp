@@ -202,11 +202,13 @@ struct AdjointStats {
   double worst_residual = 0;  ///< max ||J^T w - rhs|| / ||rhs|| over samples
   /// smallest reciprocal condition estimate seen: LAPACK-style estimates of the factorised
   /// solves; for a GMRES solve (AdjointParameters::krylov_min_unknowns) the upper bound
-  /// ||rhs||_1 / (||M||_1 ||a||_1) that its own solution gives
+  /// ||rhs||_1 / (||J^T||_1 ||a||_1) that its own solution a gives
   double worst_rcond = 1;
   /// solves by a factorisation of their own matrix (LU; Cramer's rule for two unknowns)
   long factorisations = 0;
-  long krylov_vectors = 0;  ///< GMRES vectors of the other solves (krylov_min_unknowns)
+  /// GMRES vectors built (krylov_min_unknowns), those of attempts that failed over to an LU
+  /// included
+  long krylov_vectors = 0;
   bool ok() const { return status == SolverStatus::converged; }
   /// Merge another batch's (or layer's) statistics.
   void add(const AdjointStats& o);
@@ -224,8 +226,10 @@ struct AdjointParameters {
   /// GMRES on J^T, preconditioned by the LU of the last sample of the group that was factorised,
   /// to ||J^T a - rhs|| <= krylov_rtol ||rhs||; where GMRES needs more than krylov_max
   /// vectors the sample is factorised and its LU becomes the preconditioner. The groups do not
-  /// depend on the thread count. 0 = every sample factorised (docs/numerics.md, "Implicit
-  /// gradients").
+  /// depend on the thread count. Only where every Newton unknown has a leak (leaky units,
+  /// or integrating / multiplicative ones with leak > 0): identical units without one make J
+  /// singular, a consistent system GMRES would solve where the LU fails. 0 = every sample
+  /// factorised (docs/numerics.md, "Implicit gradients").
   int krylov_min_unknowns = 128;
   int krylov_share = 8;
   double krylov_rtol = 1e-10;
