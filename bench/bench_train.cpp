@@ -14,8 +14,9 @@
 // (ODE fallbacks, failures, Newton iterations, stability classes) and the epoch time as a ratio
 // to the default measured in the same run (docs/numerics.md, "Solver robustness per circuit").
 //
-// --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (clipped
-// as eisim train clips, train.max_grad_norm; momentum forced to 0) on the batch stored in IN.h5
+// --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (momentum
+// forced to 0; not clipped: train.max_grad_norm is ignored, as by the PyTorch reference) on the
+// batch stored in IN.h5
 // (/batch/x, 784 x B; /batch/labels) with the weights in IN.h5 (/weights/layer_<l>/<name>), and
 // writes the logits, the loss, every gradient and the updated weights to OUT.h5 for
 // bench/reference/compare.py.
@@ -552,7 +553,7 @@ int run_dump(const io::Config& cfg_in, const Options& o) {
   learning::Gradients<S> grads;
   learning::backward(net, cache, dlogits, cfg.learning, grads);
   learning::Sgd<S> sgd(cfg.learning);
-  sgd_step(cfg, sgd, net, grads);
+  sgd.step(net, grads);  // unclipped, as bench/reference/eisim_torch.py's step
   io::H5File f = io::H5File::create(o.out);
   f.set_attr("/", "rule", learning::to_string(cfg.learning.rule));
   f.set_attr("/", "config", io::to_yaml(cfg));

@@ -659,8 +659,9 @@ TEST_CASE("solve and adjoint with Krylov steps: the same numbers on any team") {
 
 TEST_CASE("a singular adjoint system fails with the adjoint's GMRES as without it") {
   // Identical integrating interneurons without leak make J singular (science.md). GMRES would
-  // solve such a consistent system without complaint (measured before the rule below: 2 of 32
-  // samples failed instead of 22), so the adjoint uses it only where every unknown has a leak:
+  // solve such a consistent system without complaint (measured before the rule below, with
+  // EISIM_TEST_SEED=1: 2 of 32 samples failed instead of 22), so the adjoint uses it only
+  // where every unknown has a leak:
   // here every sample is factorised, and the same samples fail. 3 and 130 units (130: above
   // the default krylov_min_unknowns of 128).
   for (const int n_I : {3, 130}) {

@@ -217,7 +217,7 @@ TEST_CASE("the adjoint's GMRES solves equal its LU solves on every preset, with 
     }
     CHECK(sk.solves == sd.solves);
     // GMRES only where every unknown has a leak (identical units without one make J
-    // singular): not in inorm (integrating units without leak, or nothing to solve).
+    // singular; tests/sim/fixed_point_test.cpp). inorm has no Newton unknowns: nothing solved.
     const auto cs = models::analyse(L.spec.circuit);
     bool leak_everywhere = !cs.core.empty();
     for (int p : cs.core) {
