@@ -288,6 +288,10 @@ class Bench {
         r.loss += seconds_since(t);
         t = Clock::now();
         learning::backward(net, cache, dlogits, cfg_.learning, grads);
+        // As eisim train: the local homeostatic loss's gradients of weights that learn from
+        // it (`learns: local`; nothing to do in circuits without such weights).
+        if (cfg_.learning.train_inhibitory && std::isfinite(loss))
+          learning::local_homeostatic_gradients(net, cache, cfg_.learning.local_loss_weight, grads);
         r.backward += seconds_since(t);
       }
       if (!std::isfinite(loss))
