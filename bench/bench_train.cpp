@@ -16,10 +16,9 @@
 //
 // --dump IN.h5 --out OUT.h5 runs one forward pass, one backward pass and one SGD step (momentum
 // forced to 0; not clipped: train.max_grad_norm is ignored, as by the PyTorch reference) on the
-// batch stored in IN.h5
-// (/batch/x, 784 x B; /batch/labels) with the weights in IN.h5 (/weights/layer_<l>/<name>), and
-// writes the logits, the loss, every gradient and the updated weights to OUT.h5 for
-// bench/reference/compare.py.
+// batch stored in IN.h5 (/batch/x, 784 x B; /batch/labels) with the weights in IN.h5
+// (/weights/layer_<l>/<name>), and writes the logits, the loss, every gradient and the updated
+// weights to OUT.h5 for bench/reference/compare.py.
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <algorithm>

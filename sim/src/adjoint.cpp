@@ -56,9 +56,10 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
   // consecutive and on one thread (schedule static with chunk `share`), its first always
   // factorised; as in the fixed-point solver, so which LU preconditions which sample does not
   // depend on the team. Otherwise one contiguous block of samples per thread.
-  // Only where every unknown has a leak (leaky units; integrating or multiplicative ones with
-  // leak > 0): identical units without one make J singular (science.md), and where the LU of
-  // such a system fails its tests below, GMRES would solve it (it is consistent) and pass.
+  //
+  // GMRES only where every unknown has a leak (leaky units; integrating or multiplicative ones
+  // with leak > 0): identical units without one make J singular (science.md), and where the LU
+  // of such a system fails its tests below, GMRES would solve it (it is consistent) and pass.
   bool leak_everywhere = true;
   for (int p : model.st.core) {
     const auto& pop = model.c->populations[std::size_t(p)];
