@@ -204,6 +204,7 @@ struct EpochResult {
   int newton_max = 0, forward_failures = 0, fallbacks = 0;
   int continued = 0;  ///< layer solves where Newton stalled and the continuation ran
   long factorisations = 0, krylov_vectors = 0;  ///< Newton's LUs and GMRES vectors
+  long low_rank = 0, adjoint_low_rank = 0;      ///< Newton's and the adjoint's low-rank solves
   int stability_checked = 0, unstable = 0, oscillatory = 0, marginal = 0, reintegrated = 0;
   int adjoint_failures = 0;  ///< the implicit rule's adjoint solves that failed (AdjointStats)
   double adjoint_rcond = 1;  ///< the smallest reciprocal condition estimate of those solves
@@ -307,6 +308,7 @@ class Bench {
       r.continued += fs.continuation_samples;
       r.factorisations += fs.factorisations;
       r.krylov_vectors += fs.krylov_vectors;
+      r.low_rank += fs.low_rank_solves;
       r.stability_checked += fs.stability_checked;
       r.unstable += fs.unstable_samples;
       r.oscillatory += fs.oscillatory_samples;
@@ -316,6 +318,7 @@ class Bench {
       r.adjoint_rcond = std::min(r.adjoint_rcond, grads.adjoint.worst_rcond);
       r.adjoint_lus += grads.adjoint.factorisations;
       r.adjoint_vectors += grads.adjoint.krylov_vectors;
+      r.adjoint_low_rank += grads.adjoint.low_rank_solves;
       loss_sum += loss * n;
       hits_sum += hits;
       r.samples += n;
@@ -521,6 +524,7 @@ class Bench {
     fs.continuation_samples = st[0].continuation_samples + st[1].continuation_samples;
     fs.factorisations = st[0].factorisations + st[1].factorisations;
     fs.krylov_vectors = st[0].krylov_vectors + st[1].krylov_vectors;
+    fs.low_rank_solves = st[0].low_rank_solves + st[1].low_rank_solves;
     hits = hit[0] + hit[1];
     return (loss[0] * len[0] + loss[1] * len[1]) / n;
   }
@@ -683,22 +687,22 @@ int run_circuits(const Options& o, const std::vector<std::string>& base_sets) {
   };
   const double ref_cpu = med(0, &EpochResult::cpu);
   std::printf(
-      "\n%-14s %9s %9s %8s %11s %8s %9s %9s %10s %8s %6s %6s %6s %8s %9s %8s %9s %9s %9s %7s "
-      "%9s %6s\n",
+      "\n%-14s %9s %9s %8s %11s %8s %9s %9s %9s %10s %8s %6s %6s %6s %8s %9s %8s %9s %9s %9s "
+      "%9s %7s %9s %6s\n",
       "circuit", "continued", "fallbacks", "failures", "Newton mean", "max", "LUs", "GMRES",
-      "stab.chk", "unstable", "osc", "marg", "reint", "adj.fail", "adj.rcond", "adj.LUs",
-      "adj.GMRES", "epoch CPU", "forward", "ratio", "loss", "acc%");
+      "low-rank", "stab.chk", "unstable", "osc", "marg", "reint", "adj.fail", "adj.rcond",
+      "adj.LUs", "adj.GMRES", "adj.l-r", "epoch CPU", "forward", "ratio", "loss", "acc%");
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const EpochResult& e = runs[c].front();  // the counters are the same in every repetition
     const double cpu = med(c, &EpochResult::cpu);
     std::printf(
-        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %10d %8d %6d %6d %6d %8d %9.2g %8ld %9ld "
-        "%8.3fs %8.3fs %6.2fx %9.4g %6.2f\n",
+        "%-14s %9d %9d %8d %11.2f %8d %9ld %9ld %9ld %10d %8d %6d %6d %6d %8d %9.2g %8ld %9ld "
+        "%9ld %8.3fs %8.3fs %6.2fx %9.4g %6.2f\n",
         cases[c].name.c_str(), e.continued, e.fallbacks, e.forward_failures, e.newton_mean,
-        e.newton_max, e.factorisations, e.krylov_vectors, e.stability_checked, e.unstable,
-        e.oscillatory, e.marginal, e.reintegrated, e.adjoint_failures, e.adjoint_rcond,
-        e.adjoint_lus, e.adjoint_vectors, cpu, med(c, &EpochResult::forward), cpu / ref_cpu,
-        e.loss_mean, 100 * e.accuracy);
+        e.newton_max, e.factorisations, e.krylov_vectors, e.low_rank, e.stability_checked,
+        e.unstable, e.oscillatory, e.marginal, e.reintegrated, e.adjoint_failures, e.adjoint_rcond,
+        e.adjoint_lus, e.adjoint_vectors, e.adjoint_low_rank, cpu, med(c, &EpochResult::forward),
+        cpu / ref_cpu, e.loss_mean, 100 * e.accuracy);
   }
   for (std::size_t c = 1; c < cases.size(); ++c) {
     std::printf("%s:", cases[c].name.c_str());

@@ -411,6 +411,7 @@ void visit_schema(Config& c, V& v) {
   v.boolean("fixed_point.krylov", fp.krylov);
   v.integer("fixed_point.krylov_min_unknowns", fp.krylov_min_unknowns, ge(1));
   v.integer("fixed_point.krylov_share", fp.krylov_share, ge(1));
+  v.boolean("fixed_point.low_rank", fp.low_rank);
   v.boolean("fixed_point.ode_fallback", fp.ode_fallback);
   v.real("fixed_point.fallback_t_max", fp.fallback_t_max, gt(0));
   v.integer("fixed_point.fallback_max_steps", fp.fallback_max_steps, ge(1));

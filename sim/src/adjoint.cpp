@@ -52,6 +52,10 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
   std::vector<double> resid(B, 0.0), rcond(B, 1.0);
   std::vector<char> bad(B, 0), factorised(B, 1);  // 0: solved by GMRES
   std::vector<int> vectors(B, 0);
+  std::vector<char> low_ranked(B, 0);  // solved by the low-rank formula
+  // Every population a leaky unknown and every link uniform (SampleModel::low_rank): the
+  // Woodbury identity on the diagonal-plus-low-rank M^T (E is then not eliminated).
+  const bool low_rank = !Pooled && through && params.low_rank && model.low_rank && !elim;
   // GMRES for large systems (AdjointParameters::krylov_min_unknowns): a group's samples are
   // consecutive and on one thread (schedule static with chunk `share`), its first always
   // factorised; as in the fixed-point solver, so which LU preconditions which sample does not
@@ -106,6 +110,30 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
         sys.load(in, z, j, x);
         sys.evaluate(x);
       }
+      gv = g_v.col(j).template cast<double>();
+      if constexpr (!Pooled) {
+        // Every link uniform (ssn): M^T a = rhs by the Woodbury identity, O(n links); where it
+        // misses its residual test, the LU or GMRES below.
+        if (low_rank) {
+          sys.form_low_rank();
+          rhs.setZero(n);
+          rhs.segment(oE, n_E) = -gv;
+          double s_rcond = 0.0;
+          if (sys.low_rank_solve(0.0, rhs, a, true, Sys::kLowRankRtol, &s_rcond)) {
+            // As for GMRES: ||rhs||_1 / (||M^T||_1 ||a||_1) bounds M^T's reciprocal condition
+            // from above (with an upper bound of ||M^T||_1); S singular is M singular.
+            const double an = a.template lpNorm<1>(), bn = rhs.template lpNorm<1>();
+            rcond[j] = an > 0.0 ? std::min(1.0, bn / (sys.low_rank_norm1(true) * an)) : 1.0;
+            resid[j] = sys.low_rank_residual;
+            if (!(s_rcond > 1e-14) || !(rcond[j] > 1e-14)) bad[j] = 1;
+            factorised[j] = 0;
+            low_ranked[j] = 1;
+            for (int p : model.st.core)
+              w[p].col(j) = a.segment(model.offset[p], w[p].rows()).template cast<S>();
+            continue;
+          }
+        }
+      }
       if (restored && sys.jacobian_restored()) {
         M = sys.J;  // kept by the stability check's blocks, the local terms included
       } else {
@@ -113,7 +141,6 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
         M = sys.J;
         sys.add_local_terms(M);
       }
-      gv = g_v.col(j).template cast<double>();
       if (!through) {
         // Inhibition held constant: E's own block only (E excites itself here).
         // (E is a core population here, so the circuit is not Pooled: dynamic sizes.)
@@ -192,6 +219,7 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
     if (bad[j]) ++st.failed;
     st.factorisations += factorised[j];
     st.krylov_vectors += vectors[j];
+    st.low_rank_solves += low_ranked[j];
     if (!(resid[j] <= st.worst_residual)) st.worst_residual = resid[j];
     st.worst_rcond = std::min(st.worst_rcond, rcond[j]);
   }

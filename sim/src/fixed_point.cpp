@@ -302,6 +302,8 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       detail::Md Jfull;
       std::vector<Eigen::Index> start;
       std::vector<double> lam;
+      Eigen::VectorXcd lr_ev;
+      ev.low_rank_steps = p.low_rank;
       ev.krylov = !Ev::pooled_instance && p.krylov && model.n >= p.krylov_min_unknowns;
       // With Krylov steps, groups of krylov_share consecutive columns go to one thread each
       // (schedule static with that chunk), so which LU preconditions which sample does not
@@ -338,13 +340,24 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
           } else if (want) {
             // (stab_full: E not eliminated, so never the pooled instance.)
             if constexpr (!Ev::pooled_instance) {
-              ev.full_jacobian(Jfull, start, lam);
-              // The low-rank test's tolerance as stability() sets it for a Jacobian in S. This
-              // one is formed in double from the S weights (pooled blocks exactly of rank one),
-              // so float's is looser than needed; with double's, 4 eps has little margin for
-              // the rounding of the product (docs/numerics.md, "The cost of the eigensolve").
-              const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * Jfull.norm();
-              res.sample_stability[j] = full_stability(Jfull, start, lam, tol, sp);
+              // Every link uniform: the spectrum from the links' small linearisation (exact,
+              // SampleSystem::low_rank_spectrum), no n x n matrix.
+              bool done = false;
+              if (model.low_rank && p.low_rank) {
+                ev.form_low_rank();
+                done = ev.low_rank_spectrum(sp.keep, lr_ev);
+                if (done) res.sample_stability[j] = classify(lr_ev, sp);
+              }
+              if (!done) {
+                ev.full_jacobian(Jfull, start, lam);
+                // The low-rank test's tolerance as stability() sets it for a Jacobian in S.
+                // This one is formed in double from the S weights (pooled blocks exactly of
+                // rank one), so float's is looser than needed; with double's, 4 eps has little
+                // margin for the rounding of the product (docs/numerics.md, "The cost of the
+                // eigensolve").
+                const double tol = 4.0 * double(std::numeric_limits<S>::epsilon()) * Jfull.norm();
+                res.sample_stability[j] = full_stability(Jfull, start, lam, tol, sp);
+              }
               res.stability_known[j] = 1;
             }
           }
@@ -364,6 +377,7 @@ SolveResult solve_fixed_point(const Layer<S>& layer, const CircuitInput<S>& in,
       {
         res.factorisations += ev.factorisations;
         res.krylov_vectors += ev.krylov_vectors;
+        res.low_rank_solves += ev.low_rank_solves;
       }
     };
     // The kept evaluations: pooled, always; otherwise where the stability check's reduced fast

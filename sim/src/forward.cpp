@@ -202,6 +202,7 @@ ForwardStats forward(const models::Network<S>& net, const Mat<S>& x, const Fixed
     stats.continuation_samples += c.solve.continuation_samples;
     stats.factorisations += c.solve.factorisations;
     stats.krylov_vectors += c.solve.krylov_vectors;
+    stats.low_rank_solves += c.solve.low_rank_solves;
     if (!(c.solve.residual <= stats.worst_residual)) stats.worst_residual = c.solve.residual;
   }
   if (circuits > 0) stats.iterations_mean = iter_sum / (double(circuits) * double(x.cols()));

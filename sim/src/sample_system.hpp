@@ -27,6 +27,7 @@
 #include "eisim/sim/circuit.hpp"
 #include "eisim/sim/solver.hpp"
 #include "gmres.hpp"
+#include "spectrum.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -81,8 +82,33 @@ struct SampleModel {
   /// one pass sums (e_out[0 .. n_e_out)); n_e_out = -1 where they are not fused.
   int e_out[2] = {-1, -1};
   int n_e_out = -1;
+  /// Per projection from a population: every weight the same (a `pooled` projection), and that
+  /// weight (set with the weights, refresh()).
+  std::vector<char> uniform;
+  std::vector<double> w_uniform;
+  /// Low-rank steps (docs/numerics.md, "Low-rank steps"): every population a leaky Newton
+  /// unknown (E not eliminated: ssn) and at most kMaxLowRank links between them, all uniform.
+  /// A uniform link's Jacobian block coef(i) w ds(j) is of rank one, so Newton's Jacobian is
+  /// its diagonal plus a matrix of rank at most links.size(): Newton steps, the stability
+  /// check and the adjoint solve take O(n links) instead of an n x n LU or eigensolve.
+  /// `low_rank_shape`: the structure allows it; `low_rank`: the weights too (refresh()).
+  bool low_rank_shape = false, low_rank = false;
+  static constexpr int kMaxLowRank = 16;
 
   bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
+
+  /// uniform, w_uniform and low_rank from the weights W.
+  void find_uniform() {
+    uniform.assign(W.size(), 0);
+    w_uniform.assign(W.size(), 0.0);
+    for (std::size_t k = 0; k < W.size(); ++k)
+      if (W[k].size() > 0) {
+        w_uniform[k] = W[k](0, 0);
+        uniform[k] = (W[k].array() == w_uniform[k]).all() && std::isfinite(w_uniform[k]);
+      }
+    low_rank = low_rank_shape;
+    for (int k : links) low_rank = low_rank && uniform[std::size_t(k)];
+  }
 
   /// The weights of `layer` (whose circuit and weight indices equal this model's) cast afresh;
   /// the structure stays.
@@ -94,6 +120,7 @@ struct SampleModel {
       if (W[k].rows() == 1) Wv[k] = W[k].row(0).transpose();
       if (W[k].cols() == 1) Wv[k] = W[k].col(0);
     }
+    find_uniform();
   }
 
   template <class S>
@@ -153,6 +180,12 @@ struct SampleModel {
         }
       if (!ok) n_e_out = -1;
     }
+    low_rank_shape = !st.eliminate_E && st.explicit_order.empty() &&
+                     st.core.size() == pops.size() && !links.empty() &&
+                     links.size() <= std::size_t(kMaxLowRank);
+    for (const auto& pop : pops)
+      low_rank_shape = low_rank_shape && pop.dynamics == models::Dynamics::leaky;
+    find_uniform();
   }
 };
 
@@ -161,6 +194,11 @@ struct SampleModel {
 template <bool Pooled>
 inline void accumulate(const SampleModel& m, int k, const Vd& s, double sign, Vd& out) {
   const Md& W = m.W[k];
+  if (!Pooled && m.uniform[std::size_t(k)] && W.rows() > 1 && W.cols() > 1) {
+    // Every weight w: W s = w sum(s) on every row (O(n), not a dense product).
+    out.array() += sign * m.w_uniform[std::size_t(k)] * s.sum();
+    return;
+  }
   if constexpr (Pooled) {
     if (W.rows() == 1) {
       out(0) += sign * m.Wv[k].dot(s);
@@ -829,6 +867,18 @@ class SampleSystem {
     // through E's links, apply_A and apply_C; neither A, C nor C A formed), preconditioned by
     // that LU; where it needs more than krylov_max vectors, the Jacobian is formed and factorised
     // anew (and becomes the preconditioner). A degenerate unit's residual of 1e300 stays direct.
+    if constexpr (!Pooled) {
+      // Every link uniform (ssn): the Woodbury formula, O(n links), no n x n matrix. Where it
+      // misses its residual test (S or the diagonal near singular), the steps below.
+      if (m.low_rank && low_rank_steps) {
+        form_low_rank();
+        rhs_ = -G;
+        if (low_rank_solve(dt, rhs_, delta, false, kLowRankRtol)) {
+          ++low_rank_solves;
+          return true;
+        }
+      }
+    }
     const bool iterative = krylov && prec_valid_ && !degenerate;
     form_ca_ = !iterative;
     newton_jacobian();
@@ -868,9 +918,121 @@ class SampleSystem {
     return true;
   }
 
-  // Krylov counters of this system: LU factorisations in direction() and GMRES vectors.
-  long factorisations = 0, krylov_vectors = 0;
-  bool krylov = false;  ///< set by the solver: GMRES steps (not Pooled)
+  // Krylov counters of this system: LU factorisations in direction() and GMRES vectors; and
+  // the steps solved by the low-rank formula.
+  long factorisations = 0, krylov_vectors = 0, low_rank_solves = 0;
+
+  // --- Low-rank steps (SampleModel::low_rank) -------------------------------------------------
+
+  /// Relative residual the low-rank solves must meet (else the dense path solves).
+  static constexpr double kLowRankRtol = 1e-10;
+  /// ||M x - b|| / ||b|| of the last low_rank_solve (its independent residual test).
+  double low_rank_residual = 0.0;
+
+  /// At the last evaluation, Newton's Jacobian (raw coordinates, local terms included) as
+  /// diag(lr_d0_) + U V^T: column a of U and V from link a of m.links, U the link's weight times
+  /// its target coefficient on the target's rows, V its signal derivative on the source's rows.
+  void form_low_rank() {
+    const int K = int(m.links.size());
+    lr_U_.setZero(m.n, K);
+    lr_V_.setZero(m.n, K);
+    for (int a = 0; a < K; ++a) {
+      const int k = m.links[std::size_t(a)];
+      const auto& pr = m.c->projections[std::size_t(k)];
+      lr_U_.col(a).segment(m.offset[pr.tgt], m.c->populations[pr.tgt].size) =
+          m.w_uniform[std::size_t(k)] * coefficient(pr);
+      lr_V_.col(a).segment(m.offset[pr.src], ds[k].size()) = ds[k];
+    }
+    lr_d0_.resize(m.n);
+    lr_tau_.resize(m.n);
+    for (int p : m.st.core) {
+      lr_d0_.segment(m.offset[p], dF_dz[p].size()) = dF_dz[p];
+      lr_tau_.segment(m.offset[p], dF_dz[p].size()).setConstant(m.c->populations[p].tau);
+    }
+  }
+
+  /// After form_low_rank(): x solving M x = b, or M^T x = b (`transposed`), M = diag(d) +
+  /// U V^T, d = lr_d0_ - tau / dt (dt > 0: the continuation's implicit Euler step; 0: none), by
+  /// the Woodbury identity: with P Q^T = U V^T (or V U^T), S = I + Q^T D^-1 P (links x links),
+  /// x = D^-1 b - D^-1 P S^-1 Q^T D^-1 b. false where d has a zero, x is not finite or
+  /// ||M x - b|| > rtol ||b|| (M applied as d x + P (Q^T x), independent of S's solve).
+  /// `s_rcond`: the estimate of S's reciprocal condition (M is singular exactly where S is).
+  bool low_rank_solve(double dt, const Vd& b, Vd& x, bool transposed, double rtol,
+                      double* s_rcond = nullptr) {
+    const Md& P = transposed ? lr_V_ : lr_U_;
+    const Md& Q = transposed ? lr_U_ : lr_V_;
+    lr_d_ = lr_d0_;
+    if (dt > 0.0) lr_d_ -= lr_tau_ / dt;
+    if (!(lr_d_.array() != 0.0).all()) return false;
+    lr_dinv_ = lr_d_.cwiseInverse();
+    lr_DP_.noalias() = lr_dinv_.asDiagonal() * P;
+    lr_S_.noalias() = Q.transpose() * lr_DP_;
+    lr_S_.diagonal().array() += 1.0;
+    lr_lu_.compute(lr_S_);
+    if (s_rcond) *s_rcond = lr_lu_.rcond();
+    x = lr_dinv_.cwiseProduct(b);
+    lr_y_.noalias() = Q.transpose() * x;
+    lr_c_ = lr_lu_.solve(lr_y_);
+    x.noalias() -= lr_DP_ * lr_c_;
+    if (!x.allFinite()) return false;
+    lr_y_.noalias() = Q.transpose() * x;
+    lr_r_ = lr_d_.cwiseProduct(x) - b;
+    lr_r_.noalias() += P * lr_y_;
+    const double bn = b.norm();
+    low_rank_residual = lr_r_.norm() / (bn > 0.0 ? bn : 1.0);
+    return lr_r_.norm() <= rtol * bn;
+  }
+
+  /// After form_low_rank(), no shift: an upper bound on ||M||_1 (M^T for `transposed`), the
+  /// diagonal plus each link's |U| |V| column norms (exact where links do not overlap).
+  double low_rank_norm1(bool transposed) const {
+    // M (or M^T) = D + P Q^T: column j of P Q^T is P times Q's row j, so its 1-norm is at
+    // most sum_a |Q(j, a)| ||P(:, a)||_1.
+    const Md& P = transposed ? lr_V_ : lr_U_;
+    const Md& Q = transposed ? lr_U_ : lr_V_;
+    const Eigen::RowVectorXd pn = P.cwiseAbs().colwise().sum();
+    return (lr_d0_.cwiseAbs() + Q.cwiseAbs() * pn.transpose()).maxCoeff();
+  }
+
+  /// After form_low_rank(): the spectrum of the full Jacobian T^-1 M (1/ms) where each
+  /// population's diagonal is one value d_p (leaky units without divisive input), so its leak
+  /// l_p = d_p / tau_p. With y = V^T x, an eigenvalue l outside {l_p} has x_p = (l - l_p)^-1
+  /// T_p^-1 U_p y on each population's rows, so z_p = (l - l_p)^-1 M_p y, M_p = V_p^T
+  /// T_p^-1 U_p, solve l z_p = l_p z_p + M_p sum_q z_q: the eigenvalues of a (populations x
+  /// links) square matrix L; and l_p itself is an eigenvalue of multiplicity at least n_p - (the
+  /// links from p) (x_p with V_p^T x_p = 0). Every population must have more units than links
+  /// from it, so each l_p is in the spectrum and L's eigenvalues equal to one are too; then
+  /// eig(L) and {l_p} are the spectrum as a set (each l_p listed at most `keep` times). false
+  /// where the structure does not hold (the caller forms the Jacobian).
+  bool low_rank_spectrum(int keep, Eigen::VectorXcd& ev) {
+    const auto& pops = m.c->populations;
+    const int K = int(m.links.size()), NP = int(pops.size());
+    std::vector<double> lam(std::size_t(NP), 0.0);
+    for (int p = 0; p < NP; ++p) {
+      const auto d = lr_d0_.segment(m.offset[p], pops[p].size);
+      if (!(d.array() == d(0)).all() || !std::isfinite(d(0))) return false;
+      int from = 0;
+      for (int k : m.links) from += m.c->projections[std::size_t(k)].src == p;
+      if (pops[p].size <= from) return false;
+      lam[std::size_t(p)] = d(0) / pops[p].tau;
+    }
+    lr_L_.setZero(NP * K, NP * K);
+    for (int p = 0; p < NP; ++p) {
+      const int o = m.offset[p], n = pops[p].size;
+      const Md Mp = (lr_V_.middleRows(o, n).transpose() * lr_U_.middleRows(o, n)) / pops[p].tau;
+      for (int q = 0; q < NP; ++q) lr_L_.block(p * K, q * K, K, K) = Mp;
+      lr_L_.block(p * K, p * K, K, K).diagonal().array() += lam[std::size_t(p)];
+    }
+    Eigen::VectorXcd small;
+    if (!all_eigenvalues(lr_L_, small)) return false;
+    std::vector<std::complex<double>> l(small.data(), small.data() + small.size());
+    for (int p = 0; p < NP; ++p)
+      l.insert(l.end(), std::size_t(std::max(keep, 1)), lam[std::size_t(p)]);
+    ev = Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+    return true;
+  }
+  bool krylov = false;         ///< set by the solver: GMRES steps (not Pooled)
+  bool low_rank_steps = true;  ///< set by the solver: low-rank steps where m.low_rank
   /// set by the solver before load(): keep the last sample's LU as the preconditioner
   bool carry_preconditioner = false;
   double krylov_rtol = 1e-6;  ///< GMRES: ||JG delta + G|| <= krylov_rtol ||G||
@@ -928,6 +1090,11 @@ class SampleSystem {
   // population (sized once: links of different sizes do not reallocate one buffer in turn).
   std::vector<Vd> ks_, kt_;
   Gmres gmres_;
+  // Low-rank steps: U, V (unknowns x links), the diagonal without and with the continuation's
+  // shift, its inverse, D^-1 P, the capacitance matrix S and its LU, and scratch vectors.
+  Md lr_U_, lr_V_, lr_DP_, lr_S_, lr_L_;
+  Vd lr_d0_, lr_tau_, lr_d_, lr_dinv_, lr_y_, lr_c_, lr_r_;
+  Eigen::PartialPivLU<Md> lr_lu_;
 
   // One Newton (or continuation) step by GMRES, JG (direct part) + diag(rs) C A diag(cs) applied
   // to vectors; false if it did not converge within krylov_max vectors.

@@ -50,6 +50,7 @@ void AdjointStats::add(const AdjointStats& o) {
   worst_rcond = std::min(worst_rcond, o.worst_rcond);
   factorisations += o.factorisations;
   krylov_vectors += o.krylov_vectors;
+  low_rank_solves += o.low_rank_solves;
   if (!o.ok()) status = o.status;
 }
 

@@ -402,7 +402,7 @@ TEST_CASE("to_yaml lists every key and parse_config(to_yaml(c)) reproduces c exa
 
 TEST_CASE("valid_keys lists every dotted path once, and docs/config.md documents each") {
   const auto keys = eisim::io::valid_keys();
-  CHECK(keys.size() == 119);
+  CHECK(keys.size() == 120);
   CHECK(std::find(keys.begin(), keys.end(), "network.circuit.tau_E") != keys.end());
   CHECK(std::find(keys.begin(), keys.end(), "sweep.conditions") != keys.end());
   auto sorted = keys;

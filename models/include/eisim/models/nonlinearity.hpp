@@ -21,7 +21,12 @@ void apply_phi(const NonlinearitySpec& spec, const In& v_in, Out& r) {
       r = v;
       break;
     case Nonlinearity::power:
-      r = S(spec.gain) * (v - S(spec.threshold)).cwiseMax(S(0)).pow(S(spec.power));
+      // The square (the ssn's exponent) as a product: exact to rounding, and the generic pow
+      // was a third of the ssn's training epoch (docs/numerics.md, "Low-rank steps").
+      if (spec.power == 2.0)
+        r = S(spec.gain) * (v - S(spec.threshold)).cwiseMax(S(0)).square();
+      else
+        r = S(spec.gain) * (v - S(spec.threshold)).cwiseMax(S(0)).pow(S(spec.power));
       break;
     case Nonlinearity::sqrt:
       r = v.cwiseMax(S(0)).sqrt();
@@ -53,7 +58,10 @@ void phi_prime(const NonlinearitySpec& spec, const In& v_in, Out& d) {
     case Nonlinearity::power: {
       const S p = S(spec.power);
       const auto above = (v - S(spec.threshold)).cwiseMax(S(0));
-      d = (v > S(spec.threshold)).select(S(spec.gain) * p * above.pow(p - S(1)), S(0));
+      if (spec.power == 2.0)
+        d = (v > S(spec.threshold)).select(S(spec.gain) * S(2) * above, S(0));
+      else
+        d = (v > S(spec.threshold)).select(S(spec.gain) * p * above.pow(p - S(1)), S(0));
       break;
     }
     case Nonlinearity::sqrt:

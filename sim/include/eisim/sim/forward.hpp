@@ -56,8 +56,9 @@ struct ForwardStats {
   int marginal_samples = 0;
   int reintegrated_samples = 0;  ///< replaced by integrating the ODE (solver.unstable: integrate)
   /// The fixed-point solver's work (SolveResult), over circuit layers: samples the
-  /// pseudo-transient continuation took, LU factorisations and GMRES vectors of Newton's steps.
-  long continuation_samples = 0, factorisations = 0, krylov_vectors = 0;
+  /// pseudo-transient continuation took, LU factorisations and GMRES vectors of Newton's steps,
+  /// and its steps solved by the low-rank formula.
+  long continuation_samples = 0, factorisations = 0, krylov_vectors = 0, low_rank_solves = 0;
 };
 
 /// Run one layer on input x (a circuit with the fixed-point solver from the common initial

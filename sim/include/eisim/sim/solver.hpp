@@ -53,6 +53,12 @@ struct FixedPointParameters {
   /// first step uses the LU its group last formed); the groups are the same on any team, so
   /// the iterates do not depend on the thread count.
   int krylov_share = 8;
+  /// Circuits whose every population is a leaky Newton unknown and whose every link between
+  /// them is uniform (ssn with pooled projections): Newton's steps, the stability check's
+  /// spectrum and the adjoint's solves use the Jacobian's diagonal-plus-low-rank form (the
+  /// Woodbury identity; docs/numerics.md, "Low-rank steps"). false: the dense and Krylov
+  /// paths (same equilibria; for verification).
+  bool low_rank = true;
   bool ode_fallback = true;     ///< integrate the ODE for samples where Newton fails, then polish
   double fallback_t_max = 1e5;  ///< ms, cap of the fallback integration
   int fallback_max_steps = 100000;  ///< step cap of the fallback integration
@@ -131,8 +137,9 @@ struct SolveResult {
   /// those it did not bring to convergence are also in fallback_samples if the fallback is on)
   int continuation_samples = 0;
   /// Newton's linear solves (fixed point only): LU factorisations of the Jacobian, and GMRES
-  /// vectors of the Krylov steps (FixedPointParameters::krylov)
-  long factorisations = 0, krylov_vectors = 0;
+  /// vectors of the Krylov steps (FixedPointParameters::krylov), and steps solved by the
+  /// low-rank (Woodbury) formula where every link is uniform (docs/numerics.md, "Low-rank steps")
+  long factorisations = 0, krylov_vectors = 0, low_rank_solves = 0;
   std::vector<int> sample_iterations;
   std::vector<SolverStatus> sample_status;
   std::vector<double> sample_residual;
@@ -209,6 +216,9 @@ struct AdjointStats {
   /// GMRES vectors built (krylov_min_unknowns), those of attempts that failed over to an LU
   /// included
   long krylov_vectors = 0;
+  /// solves by the low-rank (Woodbury) formula (every link uniform; docs/numerics.md, "Low-rank
+  /// steps"); their rcond is that of the links x links capacitance matrix
+  long low_rank_solves = 0;
   bool ok() const { return status == SolverStatus::converged; }
   /// Merge another batch's (or layer's) statistics.
   void add(const AdjointStats& o);
@@ -234,6 +244,11 @@ struct AdjointParameters {
   int krylov_share = 8;
   double krylov_rtol = 1e-10;
   int krylov_max = 20;
+  /// Through the inhibition, where every population is a leaky unknown and every link uniform
+  /// (ssn with pooled projections): J^T a = rhs by the Woodbury identity on J's
+  /// diagonal-plus-low-rank form (FixedPointParameters::low_rank), checked by its residual;
+  /// false: the LU / GMRES path (for verification).
+  bool low_rank = true;
 };
 
 /// The adjoint of a circuit's equilibrium: the cotangents w (one n_P x B matrix per population)
