@@ -119,13 +119,16 @@ void solve_samples(detail::PooledLease* lease, const detail::SampleModel& model,
           rhs.setZero(n);
           rhs.segment(oE, n_E) = -gv;
           double s_rcond = 0.0;
-          if (sys.low_rank_solve(0.0, rhs, a, true, Sys::kLowRankRtol, &s_rcond)) {
-            // As for GMRES: ||rhs||_1 / (||M^T||_1 ||a||_1) bounds M^T's reciprocal condition
-            // from above (with an upper bound of ||M^T||_1); S singular is M singular.
+          // S near singular (its condition can exceed M's): the LU below decides instead.
+          if (sys.low_rank_solve(0.0, rhs, a, true, sys.low_rank_rtol, &s_rcond) &&
+              s_rcond > 1e-14) {
+            // As for GMRES, ||rhs||_1 / (||M^T||_1 ||a||_1), here with an upper bound of
+            // ||M^T||_1 (low_rank_norm1): an estimate, at most the upper bound of M^T's
+            // reciprocal condition that the exact norm would give.
             const double an = a.template lpNorm<1>(), bn = rhs.template lpNorm<1>();
             rcond[j] = an > 0.0 ? std::min(1.0, bn / (sys.low_rank_norm1(true) * an)) : 1.0;
             resid[j] = sys.low_rank_residual;
-            if (!(s_rcond > 1e-14) || !(rcond[j] > 1e-14)) bad[j] = 1;
+            if (!(rcond[j] > 1e-14)) bad[j] = 1;
             factorised[j] = 0;
             low_ranked[j] = 1;
             for (int p : model.st.core)

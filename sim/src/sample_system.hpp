@@ -94,6 +94,10 @@ struct SampleModel {
   /// `low_rank_shape`: the structure allows it; `low_rank`: the weights too (refresh()).
   bool low_rank_shape = false, low_rank = false;
   static constexpr int kMaxLowRank = 16;
+  /// Low-rank steps: links with the same source and signal share their signal derivative, the
+  /// V column of their rank-one blocks, and are merged into one column (U's columns summed):
+  /// per link of `links` its column, and per column its source population.
+  std::vector<int> lr_column, lr_source;
 
   bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
 
@@ -185,6 +189,19 @@ struct SampleModel {
                      links.size() <= std::size_t(kMaxLowRank);
     for (const auto& pop : pops)
       low_rank_shape = low_rank_shape && pop.dynamics == models::Dynamics::leaky;
+    for (int k : links) {
+      const auto& pr = c->projections[std::size_t(k)];
+      int col = -1;
+      for (std::size_t b = 0; b < lr_column.size() && col < 0; ++b) {
+        const auto& pb = c->projections[std::size_t(links[b])];
+        if (pb.src == pr.src && pb.signal == pr.signal) col = lr_column[b];
+      }
+      if (col < 0) {
+        col = int(lr_source.size());
+        lr_source.push_back(pr.src);
+      }
+      lr_column.push_back(col);
+    }
     find_uniform();
   }
 };
@@ -873,7 +890,7 @@ class SampleSystem {
       if (m.low_rank && low_rank_steps) {
         form_low_rank();
         rhs_ = -G;
-        if (low_rank_solve(dt, rhs_, delta, false, kLowRankRtol)) {
+        if (low_rank_solve(dt, rhs_, delta, false, low_rank_rtol)) {
           ++low_rank_solves;
           return true;
         }
@@ -924,8 +941,12 @@ class SampleSystem {
 
   // --- Low-rank steps (SampleModel::low_rank) -------------------------------------------------
 
+  /// The last form_low_rank()'s V (for the tests).
+  const Md& lr_V() const {
+    return lr_V_;
+  }
   /// Relative residual the low-rank solves must meet (else the dense path solves).
-  static constexpr double kLowRankRtol = 1e-10;
+  double low_rank_rtol = 1e-10;
   /// ||M x - b|| / ||b|| of the last low_rank_solve (its independent residual test).
   double low_rank_residual = 0.0;
 
@@ -933,15 +954,15 @@ class SampleSystem {
   /// diag(lr_d0_) + U V^T: column a of U and V from link a of m.links, U the link's weight times
   /// its target coefficient on the target's rows, V its signal derivative on the source's rows.
   void form_low_rank() {
-    const int K = int(m.links.size());
+    const int K = int(m.lr_source.size());
     lr_U_.setZero(m.n, K);
     lr_V_.setZero(m.n, K);
-    for (int a = 0; a < K; ++a) {
-      const int k = m.links[std::size_t(a)];
+    for (std::size_t a = 0; a < m.links.size(); ++a) {
+      const int k = m.links[a], col = m.lr_column[a];
       const auto& pr = m.c->projections[std::size_t(k)];
-      lr_U_.col(a).segment(m.offset[pr.tgt], m.c->populations[pr.tgt].size) =
+      lr_U_.col(col).segment(m.offset[pr.tgt], m.c->populations[pr.tgt].size) +=
           m.w_uniform[std::size_t(k)] * coefficient(pr);
-      lr_V_.col(a).segment(m.offset[pr.src], ds[k].size()) = ds[k];
+      lr_V_.col(col).segment(m.offset[pr.src], ds[k].size()) = ds[k];
     }
     lr_d0_.resize(m.n);
     lr_tau_.resize(m.n);
@@ -994,40 +1015,36 @@ class SampleSystem {
     return (lr_d0_.cwiseAbs() + Q.cwiseAbs() * pn.transpose()).maxCoeff();
   }
 
-  /// After form_low_rank(): the spectrum of the full Jacobian T^-1 M (1/ms) where each
-  /// population's diagonal is one value d_p (leaky units without divisive input), so its leak
-  /// l_p = d_p / tau_p. With y = V^T x, an eigenvalue l outside {l_p} has x_p = (l - l_p)^-1
-  /// T_p^-1 U_p y on each population's rows, so z_p = (l - l_p)^-1 M_p y, M_p = V_p^T
-  /// T_p^-1 U_p, solve l z_p = l_p z_p + M_p sum_q z_q: the eigenvalues of a (populations x
-  /// links) square matrix L; and l_p itself is an eigenvalue of multiplicity at least n_p - (the
-  /// links from p) (x_p with V_p^T x_p = 0). Every population must have more units than links
-  /// from it, so each l_p is in the spectrum and L's eigenvalues equal to one are too; then
-  /// eig(L) and {l_p} are the spectrum as a set (each l_p listed at most `keep` times). false
-  /// where the structure does not hold (the caller forms the Jacobian).
+  /// After form_low_rank(): the spectrum of the full Jacobian J = T^-1 M (1/ms), where each
+  /// population's diagonal is one value d_p (leaky units: dF/dz = -1), its leak l_p = d_p /
+  /// tau_p, so J = Lambda + T^-1 U V^T. Column a of V lies on its source population's rows, where
+  /// Lambda = l_src(a); so for an eigenvalue l outside {l_p}, y = V^T x satisfies l y = (diag(
+  /// l_src(a)) + V^T T^-1 U) y: the eigenvalues of that (columns x columns) matrix L (ssn: 2 x
+  /// 2), and every eigenvalue of L outside {l_p} is one of J. Each l_p is an eigenvalue of J of
+  /// multiplicity at least n_p - r_p (x on p's rows with V_p^T x = 0; r_p the columns from p).
+  /// Where every n_p > r_p, eig(L) and the l_p are J's spectrum as a set; each l_p is listed
+  /// min(keep, n_p - r_p) times (at least once). false where a population has no more units
+  /// than columns from it or unequal diagonals: the caller forms the Jacobian.
   bool low_rank_spectrum(int keep, Eigen::VectorXcd& ev) {
     const auto& pops = m.c->populations;
-    const int K = int(m.links.size()), NP = int(pops.size());
+    const int K = int(m.lr_source.size()), NP = int(pops.size());
     std::vector<double> lam(std::size_t(NP), 0.0);
+    std::vector<int> copies(std::size_t(NP), 0);
     for (int p = 0; p < NP; ++p) {
       const auto d = lr_d0_.segment(m.offset[p], pops[p].size);
       if (!(d.array() == d(0)).all() || !std::isfinite(d(0))) return false;
-      int from = 0;
-      for (int k : m.links) from += m.c->projections[std::size_t(k)].src == p;
+      const int from = int(std::count(m.lr_source.begin(), m.lr_source.end(), p));
       if (pops[p].size <= from) return false;
       lam[std::size_t(p)] = d(0) / pops[p].tau;
+      copies[std::size_t(p)] = std::max(1, std::min(keep, pops[p].size - from));
     }
-    lr_L_.setZero(NP * K, NP * K);
-    for (int p = 0; p < NP; ++p) {
-      const int o = m.offset[p], n = pops[p].size;
-      const Md Mp = (lr_V_.middleRows(o, n).transpose() * lr_U_.middleRows(o, n)) / pops[p].tau;
-      for (int q = 0; q < NP; ++q) lr_L_.block(p * K, q * K, K, K) = Mp;
-      lr_L_.block(p * K, p * K, K, K).diagonal().array() += lam[std::size_t(p)];
-    }
+    lr_L_.noalias() = lr_V_.transpose() * (lr_tau_.cwiseInverse().asDiagonal() * lr_U_);
+    for (int a = 0; a < K; ++a) lr_L_(a, a) += lam[std::size_t(m.lr_source[std::size_t(a)])];
     Eigen::VectorXcd small;
     if (!all_eigenvalues(lr_L_, small)) return false;
     std::vector<std::complex<double>> l(small.data(), small.data() + small.size());
     for (int p = 0; p < NP; ++p)
-      l.insert(l.end(), std::size_t(std::max(keep, 1)), lam[std::size_t(p)]);
+      l.insert(l.end(), std::size_t(copies[std::size_t(p)]), lam[std::size_t(p)]);
     ev = Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
     return true;
   }
@@ -1445,7 +1462,7 @@ class PooledLease {
     if (!cached_->system) cached_->system = std::make_unique<SampleSystem<true>>(*model_, t);
     SampleSystem<true>& s = *cached_->system;
     s.tol = t;
-    s.factorisations = s.krylov_vectors = 0;
+    s.factorisations = s.krylov_vectors = s.low_rank_solves = 0;
     s.krylov = false;
     s.forget_evaluation();
     return s;

@@ -236,33 +236,84 @@ TEST_CASE("the low-rank adjoint equals the LU adjoint and solves the formed J^T 
 }
 
 TEST_CASE("a low-rank solve that misses its residual test says so (the dense path solves)") {
-  // rtol 0 cannot be met in floating point: the solve reports failure with its residual
-  // instead of returning its x as if exact; direction() then forms the Jacobian.
+  // A tolerance of 0 cannot be met in floating point: the solve reports failure with its
+  // residual instead of returning its x as if exact, and direction() forms the Jacobian.
   const auto L = presets::layer<double>(ssn_pooled(), kInputs, kUnits, 45);
   std::mt19937_64 rng(test::seed() + 45);
   const Mat<double> x = test::random_matrix<double>(kInputs, 1, 0.0, 1.0, rng);
   const auto in = input_of(L, x);
   sim::CircuitState<double> z;
   sim::initial_state(L, 1, z);
+  // At the equilibrium (at the initial state no unit is above threshold: V = 0, M diagonal,
+  // and the formula is exact).
+  REQUIRE(sim::solve_fixed_point(L, in, fixed_point(true), z).ok());
   const sim::detail::SampleModel model(L);
   sim::detail::SampleSystem<false> sys(model, sim::Tolerance{});
   sim::detail::SampleSystem<false>::State u;
   sys.load(in, z, 0, u);
   sys.evaluate(u);
   sys.form_low_rank();
+  REQUIRE(sys.lr_V().cwiseAbs().maxCoeff() > 0.0);
   const Eigen::VectorXd b = Eigen::VectorXd::Random(model.n);
   Eigen::VectorXd xs;
   REQUIRE(sys.low_rank_solve(0.0, b, xs, false, 1e-10));
-  const double achieved = sys.low_rank_residual;
-  CHECK(achieved <= 1e-10);
-  if (achieved > 0.0) CHECK(!sys.low_rank_solve(0.0, b, xs, false, 0.5 * achieved));
-  // The direction is the dense one all the same.
+  CHECK(sys.low_rank_residual <= 1e-10);
+  REQUIRE(sys.low_rank_residual > 0.0);  // rounding: a tolerance of 0 is not met
+  CHECK(!sys.low_rank_solve(0.0, b, xs, false, 0.0));
+  // The dense step, then the low-rank one, then the low-rank one with a tolerance it misses.
   sys.low_rank_steps = false;
   REQUIRE(sys.direction(4.0));
   const Eigen::VectorXd dense = sys.delta;
+  CHECK(sys.factorisations == 1);
   sys.low_rank_steps = true;
   REQUIRE(sys.direction(4.0));
   CHECK((sys.delta - dense).norm() <= 1e-10 * dense.norm());
   CHECK(sys.low_rank_solves == 1);
   CHECK(sys.factorisations == 1);
+  sys.low_rank_rtol = 0.0;
+  sys.delta.setZero();
+  REQUIRE(sys.direction(4.0));
+  CHECK(sys.low_rank_solves == 1);
+  CHECK(sys.factorisations == 2);
+  CHECK((sys.delta - dense).norm() <= 1e-12 * dense.norm());
+}
+
+TEST_CASE("where a population has no more units than low-rank columns, the check forms J") {
+  // ssn with 4 E units has one I unit, and its one column (I's rate, to E and to I) leaves no
+  // eigenvalue -1/tau_I guaranteed: low_rank_spectrum declines and the solver's check forms
+  // the Jacobian; with 8 E units (2 I units) the small problem serves. Both give the dense
+  // path's classes and leading real parts.
+  for (const int n_E : {4, 8}) {
+    CAPTURE(n_E);
+    const auto L = presets::layer<double>(ssn_pooled(), kInputs, n_E, 46);
+    std::mt19937_64 rng(test::seed() + 46);
+    const Mat<double> x = test::random_matrix<double>(kInputs, 4, 0.0, 1.0, rng);
+    const auto in = input_of(L, x);
+    const sim::detail::SampleModel model(L);
+    REQUIRE(model.low_rank);
+    CHECK(model.lr_source.size() == 2);  // E's rate and I's rate
+    sim::CircuitState<double> zl, zd;
+    sim::initial_state(L, 4, zl);
+    sim::initial_state(L, 4, zd);
+    const auto rl = sim::solve_fixed_point(L, in, fixed_point(true), zl);
+    const auto rd = sim::solve_fixed_point(L, in, fixed_point(false), zd);
+    REQUIRE(rl.ok());
+    REQUIRE(rd.ok());
+    sim::detail::SampleSystem<false> sys(model, sim::Tolerance{});
+    sim::detail::SampleSystem<false>::State u;
+    sys.load(in, zl, 0, u);
+    sys.evaluate(u);
+    sys.form_low_rank();
+    Eigen::VectorXcd ev;
+    CHECK(sys.low_rank_spectrum(4, ev) == (n_E == 8));
+    for (int j = 0; j < 4; ++j) {
+      CAPTURE(j);
+      REQUIRE(rl.stability_known[std::size_t(j)]);
+      const auto &a = rl.sample_stability[std::size_t(j)], &b = rd.sample_stability[std::size_t(j)];
+      CHECK(a.cls == b.cls);
+      CHECK(std::abs(a.max_real - b.max_real) <= 1e-8 * std::abs(b.max_real) + 1e-12);
+      const auto ref = dense_reference(sim::dense_jacobian(L, in, zl, j), 4);
+      CHECK(std::abs(a.max_real - ref.max_real) <= 1e-8 * std::abs(ref.max_real) + 1e-12);
+    }
+  }
 }
