@@ -11,11 +11,13 @@
 #include <random>
 
 #include "../../sim/src/sample_system.hpp"
+#include "dense_spectrum.hpp"
 #include "eisim/sim/stability.hpp"
 #include "presets.hpp"
 
 using namespace eisim;
 namespace presets = test::presets;
+using test::dense_reference;
 
 namespace {
 
@@ -44,14 +46,6 @@ int weight_of(const models::Layer<double>& L, const std::string& projection) {
   for (std::size_t k = 0; k < prs.size(); ++k)
     if (prs[k].name == projection) return L.spec.projection_weight[k];
   throw std::logic_error("no projection " + projection);
-}
-
-sim::SampleStability dense_reference(const Eigen::MatrixXd& J, int keep) {
-  sim::StabilityParameters sp;
-  sp.keep = keep;
-  const Eigen::EigenSolver<Eigen::MatrixXd> es(J, false);
-  REQUIRE(es.info() == Eigen::Success);
-  return sim::classify(es.eigenvalues(), sp);
 }
 
 }  // namespace

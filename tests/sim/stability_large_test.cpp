@@ -8,6 +8,7 @@
 #include <Eigen/Eigenvalues>
 #include <random>
 
+#include "dense_spectrum.hpp"
 #include "eisim/sim/forward.hpp"
 #include "eisim/sim/solver.hpp"
 #include "eisim/sim/stability.hpp"
@@ -15,17 +16,9 @@
 
 using namespace eisim;
 namespace presets = test::presets;
+using test::dense_reference;
 
 namespace {
-
-// The reference: every eigenvalue of the full Jacobian by Eigen's dense solver, classified.
-sim::SampleStability dense_reference(const Eigen::MatrixXd& J, int keep) {
-  sim::StabilityParameters sp;
-  sp.keep = keep;
-  const Eigen::EigenSolver<Eigen::MatrixXd> es(J, false);
-  REQUIRE(es.info() == Eigen::Success);
-  return sim::classify(es.eigenvalues(), sp);
-}
 
 void check_same(const sim::SampleStability& got, const sim::SampleStability& ref) {
   CHECK(got.cls == ref.cls);
