@@ -149,6 +149,7 @@ void BM_TrainStep(benchmark::State& st) {
 // 1 pv_sst_vip (f = 70); 2 ssn (353 units, E recurrent: the dense path).
 struct StabilityCase {
   Eigen::MatrixXd J, D, CB, M;  // full Jacobian; reduction's blocks; [[D, I], [C B, a I]]
+  Eigen::MatrixXd C, B;         // the couplings through E: d(dz_I/dt)/dv_E, d(dv_E/dt)/dz_I
   double a = 0.0;
   int n_E = 0;
   models::Layer<S> layer;
@@ -179,7 +180,9 @@ const StabilityCase& stability_case(int circuit) {
   for (Eigen::Index i = c.n_E; i < c.J.rows(); ++i)
     if (!c.J.row(i).isZero(0.0)) free.push_back(i);
   const Eigen::Index f = Eigen::Index(free.size());
-  Eigen::MatrixXd C(f, c.n_E), B(c.n_E, f);
+  Eigen::MatrixXd &C = c.C, &B = c.B;
+  C.resize(f, c.n_E);
+  B.resize(c.n_E, f);
   c.D.resize(f, f);
   for (Eigen::Index r = 0; r < f; ++r) {
     C.row(r) = c.J.row(free[std::size_t(r)]).head(c.n_E);
@@ -221,8 +224,57 @@ void BM_StabilityKernel(benchmark::State& st) {
   st.counters["size"] = double(dense ? c.J.rows() : c.M.rows());  // before the deflations
 }
 
+// The per-sample products behind a reduced circuit's solve (docs/numerics.md, "Where the time
+// goes: a floor"), with the shapes of stability_case(circuit) (0 heterogeneous, 1 pv_sst_vip):
+// kernel 0, C B formed over B's nonzero columns (f x n_E times n_E x r, r the units acting on
+// E, as the solver forms it: once per equilibrium, the stability check's blocks and the
+// adjoint's matrix); 1, the Jacobian's part through E applied to one vector as
+// the Krylov operator does per sample, C (B v) over the same columns (two matrix-vector
+// products, the multiply-adds of one residual evaluation's drives too); 2, the same for
+// the 32 samples of a batch at once, C (S .* (B V)) with a per-sample scaling S (the diagonal
+// factors that differ between samples): two GEMMs, what a solver stepping the samples in
+// lockstep would do. Items are samples (32 per iteration for kernel 2).
+void BM_CouplingKernel(benchmark::State& st) {
+  const StabilityCase& c = stability_case(int(st.range(0)));
+  const int kernel = int(st.range(1));
+  const Eigen::Index f = c.C.rows(), n_E = c.C.cols();
+  constexpr int kBatch = 32;
+  std::vector<Eigen::Index> acting;
+  for (Eigen::Index j = 0; j < f; ++j)
+    if (!c.B.col(j).isZero(0.0)) acting.push_back(j);
+  const Eigen::MatrixXd B_act = c.B(Eigen::all, acting);
+  const Eigen::Index r = B_act.cols();
+  Eigen::MatrixXd CB_act(f, r), out(f, kBatch), V = Eigen::MatrixXd::Random(r, kBatch);
+  Eigen::MatrixXd BV(n_E, kBatch), Sc = Eigen::MatrixXd::Random(n_E, kBatch);
+  Eigen::VectorXd v = V.col(0), Bv(n_E), w(f);
+  for (auto _ : st) {
+    if (kernel == 0) {
+      CB_act.noalias() = c.C * B_act;
+      benchmark::DoNotOptimize(CB_act.data());
+    } else if (kernel == 1) {
+      Bv.noalias() = B_act * v;
+      w.noalias() = c.C * Bv;
+      benchmark::DoNotOptimize(w.data());
+    } else {
+      BV.noalias() = B_act * V;
+      BV.array() *= Sc.array();
+      out.noalias() = c.C * BV;
+      benchmark::DoNotOptimize(out.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  set_items(st, kernel == 2 ? kBatch : 1);
+  st.counters["f"] = double(f);
+  st.counters["n_E"] = double(n_E);
+  st.counters["r"] = double(r);
+}
+
 }  // namespace
 
+BENCHMARK(BM_CouplingKernel)
+    ->ArgNames({"circuit", "kernel"})
+    ->ArgsProduct({{0, 1}, {0, 1, 2}})
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Equilibrium)
     ->ArgNames({"batch", "fast"})
     ->ArgsProduct({{32, 256}, {0, 1}})

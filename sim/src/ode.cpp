@@ -167,6 +167,7 @@ SolveResult integrate(const Layer<S>& layer_in, const CircuitInput<S>& in_s, con
     else
       res.sample_status[j] = SolverStatus::max_iterations;
     if (res.sample_status[j] != SolverStatus::converged) {
+      res.sample_iterations[j] = steps;  // every step taken (not only up to a passed test)
       ++res.failed_samples;
       if (res.status == SolverStatus::converged ||
           res.sample_status[j] != SolverStatus::max_iterations)

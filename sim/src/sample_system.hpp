@@ -98,6 +98,10 @@ struct SampleModel {
   /// V column of their rank-one blocks, and are merged into one column (U's columns summed):
   /// per link of `links` its column, and per column its source population.
   std::vector<int> lr_column, lr_source;
+  /// E eliminated: the columns of A = dv_E / dz that can be nonzero, as (first, count) runs of
+  /// the unknowns: the core populations with a link into E (pv_sst_vip's VIP has none). C A is
+  /// formed over these columns only (the others are 0).
+  std::vector<std::pair<int, int>> e_source_cols;
 
   bool dynamic(int p) const { return offset[p] >= 0 || (p == 0 && st.eliminate_E); }
 
@@ -183,6 +187,17 @@ struct SampleModel {
           if (ok) e_out[n_e_out++] = k;
         }
       if (!ok) n_e_out = -1;
+    }
+    for (int p : st.core) {
+      bool into_E = false;
+      for (int k : links)
+        into_E = into_E || (c->projections[k].src == p && c->projections[k].tgt == 0);
+      if (!into_E) continue;
+      if (!e_source_cols.empty() &&
+          e_source_cols.back().first + e_source_cols.back().second == offset[p])
+        e_source_cols.back().second += pops[p].size;
+      else
+        e_source_cols.emplace_back(offset[p], pops[p].size);
     }
     low_rank_shape = !st.eliminate_E && st.explicit_order.empty() &&
                      st.core.size() == pops.size() && !links.empty() &&
@@ -538,7 +553,13 @@ class SampleSystem {
       JE(block_idx_, block_idx_) += block;
       return;
     }
-    JE.noalias() += C * A;
+    add_C_times_A(JE);
+  }
+
+  /// out += C A over the columns where A can be nonzero (SampleModel::e_source_cols).
+  void add_C_times_A(SM& out) const {
+    for (const auto& [first, count] : m.e_source_cols)
+      out.middleCols(first, count).noalias() += C * A.middleCols(first, count);
   }
 
   // E eliminated: the partials of E's F at the current point.
@@ -1145,7 +1166,8 @@ class SampleSystem {
     if constexpr (!Pooled) {
       if (!m.st.eliminate_E) return;
       form_ac();
-      CA.noalias() = C * A;
+      CA.setZero(m.n, m.n);
+      add_C_times_A(CA);
       JG += rs_.asDiagonal() * CA * cs_.asDiagonal();
     }
   }

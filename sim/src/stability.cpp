@@ -206,11 +206,11 @@ struct RowSums {
 };
 RowSums max_row_sums(const Eigen::Ref<const Eigen::MatrixXd>& D,
                      const Eigen::Ref<const Eigen::MatrixXd>& CB) {
+  // Column by column (the matrices are column-major): the row sums accumulate in a vector.
   RowSums r;
-  for (Eigen::Index i = 0; i < D.rows(); ++i) {
-    r.cb = std::max(r.cb, CB.row(i).cwiseAbs().sum());
-    r.d = std::max(r.d, D.row(i).cwiseAbs().sum());
-  }
+  if (D.rows() == 0) return r;
+  r.cb = CB.cwiseAbs().rowwise().sum().maxCoeff();
+  r.d = D.cwiseAbs().rowwise().sum().maxCoeff();
   return r;
 }
 

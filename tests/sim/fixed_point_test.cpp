@@ -204,6 +204,8 @@ TEST_CASE("a cap too small to converge returns a non-converged status") {
   CHECK(ores.status == sim::SolverStatus::max_iterations);
   CHECK(ores.failed_samples == 4);
   CHECK(ores.iterations == 3);
+  // A sample that never passed the test reports every step taken (it reported 0 before).
+  for (int j = 0; j < 4; ++j) CHECK(ores.sample_iterations[std::size_t(j)] == 3);
 }
 
 TEST_CASE("a non-finite drive is reported as non_finite, not returned as an equilibrium") {

@@ -65,6 +65,11 @@ void check_products(const models::Layer<double>& L, std::uint64_t salt) {
     out = base;
     ev.add_Ct_times(v, out);
     CHECK(close(out, base + ev.C.transpose() * v));
+    // C A as the solver forms it (over SampleModel::e_source_cols only) equals the whole
+    // product: the columns it skips are 0 in A.
+    ev.jacobian(false, true);
+    const Eigen::MatrixXd full = ev.C * ev.A;
+    CHECK((ev.CA - full).cwiseAbs().maxCoeff() <= 1e-12 * (1.0 + full.cwiseAbs().maxCoeff()));
   }
 }
 
@@ -76,6 +81,13 @@ TEST_CASE("matrix-free A, C, A^T and C^T equal the formed matrices' products") {
   }
   SUBCASE("pv_sst_vip (links among the interneurons, E's links of several populations)") {
     const test::presets::Case c{"pv_sst_vip", "pv_sst_vip", models::CircuitParams{}};
-    check_products(test::presets::layer<double>(c, 12, 20, 7), 2);
+    const auto L = test::presets::layer<double>(c, 12, 20, 7);
+    // VIP does not act on E: C A is formed over PV's and SST's columns only.
+    const sim::detail::SampleModel model(L);
+    int cols = 0;
+    for (const auto& run : model.e_source_cols) cols += run.second;
+    REQUIRE(L.spec.circuit.populations[3].name == "VIP");
+    CHECK(cols == model.n - L.spec.circuit.populations[3].size);
+    check_products(L, 2);
   }
 }

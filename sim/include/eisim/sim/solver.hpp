@@ -35,10 +35,11 @@ struct FixedPointParameters {
   /// With the continuation on, a Newton line search without sufficient decrease after this
   /// many halvings is a stall (the continuation takes the sample); without it, max_backtracks.
   int stall_backtracks = 4;
-  /// Cap on the continuation's steps (each one linear solve). 1000: on the heterogeneous leaky
-  /// circuit a few solves per epoch need more than 300 (up to 763 iterations, Newton's and the
-  /// continuation's together; docs/numerics.md).
-  int continuation_max_steps = 1000;
+  /// Cap on the continuation's steps (each one linear solve). 3000: on the heterogeneous leaky
+  /// circuit a few solves per epoch need more than 1000 (up to about 1950 iterations: slow passages
+  /// near barely stable equilibria, where the ODE fallback does not settle either;
+  /// docs/numerics.md, "Solver robustness per circuit").
+  int continuation_max_steps = 3000;
   /// ms, its first pseudo-time step (about the time constants: measured on the heterogeneous
   /// leaky circuit, 1 ms took 35 iterations per sample, 10 ms 15, 100 ms 16)
   double continuation_dt0 = 10.0;
