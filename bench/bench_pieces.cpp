@@ -224,8 +224,8 @@ void BM_StabilityKernel(benchmark::State& st) {
   st.counters["size"] = double(dense ? c.J.rows() : c.M.rows());  // before the deflations
 }
 
-// The per-sample products behind a reduced circuit's solve (docs/numerics.md, "Where the time
-// goes: a floor"), with the shapes of stability_case(circuit) (0 heterogeneous, 1 pv_sst_vip):
+// The per-sample products behind a reduced circuit's solve (docs/numerics.md, "A floor for
+// the speed targets"), with the shapes of stability_case(circuit) (0 heterogeneous, 1 pv_sst_vip):
 // kernel 0, C B formed over B's nonzero columns (f x n_E times n_E x r, r the units acting on
 // E, as the solver forms it: once per equilibrium, the stability check's blocks and the
 // adjoint's matrix); 1, the Jacobian's part through E applied to one vector as
