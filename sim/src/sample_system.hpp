@@ -19,6 +19,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -189,10 +190,10 @@ struct SampleModel {
       if (!ok) n_e_out = -1;
     }
     for (int p : st.core) {
-      bool into_E = false;
-      for (int k : links)
-        into_E = into_E || (c->projections[k].src == p && c->projections[k].tgt == 0);
-      if (!into_E) continue;
+      const auto& into_E = links_into[0];
+      if (std::none_of(into_E.begin(), into_E.end(),
+                       [&](int k) { return c->projections[k].src == p; }))
+        continue;
       if (!e_source_cols.empty() &&
           e_source_cols.back().first + e_source_cols.back().second == offset[p])
         e_source_cols.back().second += pops[p].size;
@@ -1020,9 +1021,9 @@ class SampleSystem {
     lr_y_.noalias() = Q.transpose() * x;
     lr_r_ = lr_d_.cwiseProduct(x) - b;
     lr_r_.noalias() += P * lr_y_;
-    const double bn = b.norm();
-    low_rank_residual = lr_r_.norm() / (bn > 0.0 ? bn : 1.0);
-    return lr_r_.norm() <= rtol * bn;
+    const double bn = b.norm(), rn = lr_r_.norm();
+    low_rank_residual = rn / (bn > 0.0 ? bn : 1.0);
+    return rn <= rtol * bn;
   }
 
   /// After form_low_rank(), no shift: an upper bound on ||M||_1 (M^T for `transposed`), the
@@ -1063,10 +1064,11 @@ class SampleSystem {
     for (int a = 0; a < K; ++a) lr_L_(a, a) += lam[std::size_t(m.lr_source[std::size_t(a)])];
     Eigen::VectorXcd small;
     if (!all_eigenvalues(lr_L_, small)) return false;
-    std::vector<std::complex<double>> l(small.data(), small.data() + small.size());
+    ev.resize(small.size() + std::accumulate(copies.begin(), copies.end(), 0));
+    ev.head(small.size()) = small;
+    Eigen::Index at = small.size();
     for (int p = 0; p < NP; ++p)
-      l.insert(l.end(), std::size_t(copies[std::size_t(p)]), lam[std::size_t(p)]);
-    ev = Eigen::Map<const Eigen::VectorXcd>(l.data(), Eigen::Index(l.size()));
+      for (int q = 0; q < copies[std::size_t(p)]; ++q) ev(at++) = lam[std::size_t(p)];
     return true;
   }
   bool krylov = false;         ///< set by the solver: GMRES steps (not Pooled)
