@@ -116,7 +116,10 @@ void continuation_column(Ev& ev, typename Ev::State& x, typename Ev::State& x_tr
                          const FixedPointParameters& p, ColumnOutcome& out,
                          ResidualHistory& history) {
   out.continued = true;
-  const int cap = out.iterations + p.continuation_max_steps;
+  // Saturated: the key admits any int, and the sum must not overflow.
+  const int cap = p.continuation_max_steps > std::numeric_limits<int>::max() - out.iterations
+                      ? std::numeric_limits<int>::max()
+                      : out.iterations + p.continuation_max_steps;
   double dt = p.continuation_dt0;
   ev.evaluate(x);
   for (;; ++out.iterations) {

@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -508,6 +509,18 @@ TEST_CASE("a leaky circuit of heterogeneous interneuron populations solves witho
   // and 5 gave 1.3e-8 to 1.8e-8).
   CHECK(independent_residual(L, c, in.ext[0], z, &fp.tol) <= 1.0 + 1e-6);
   CHECK(compare_with_ode(L, in, z, res, 1e-5) == 16);
+  // The largest cap the key admits gives the same solves as the default (the continuation's
+  // cap, Newton's iterations plus this, is saturated, not overflowed). Newton's own cap of 2
+  // hands every sample to the continuation after its iterations.
+  fp.max_iterations = 2;
+  sim::CircuitState<double> zd, zmax;
+  const auto rd = sim::solve_fixed_point(L, in, fp, zd);
+  fp.continuation_max_steps = std::numeric_limits<int>::max();
+  const auto rmax = sim::solve_fixed_point(L, in, fp, zmax);
+  CHECK(rd.continuation_samples > 0);
+  CHECK(rd.ok());
+  CHECK(rmax.ok());
+  CHECK(rmax.sample_iterations == rd.sample_iterations);
 }
 
 namespace {
